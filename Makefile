@@ -1,0 +1,38 @@
+# Every target builds its own .venv from nothing, so a fresh clone needs only python3.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-quick soak examples clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/quickstart.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check mpjobs tests examples benchmarks
+	$(BIN)/mypy
+
+examples: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_examples.py
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
+
+soak: $(STAMP)
+	MPJOBS_SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/chaos
+
+clean:
+	rm -rf $(VENV) .mpjobs build *.egg-info

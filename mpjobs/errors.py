@@ -1,0 +1,60 @@
+"""One exception hierarchy, so callers can catch everything mpjobs raises with one clause."""
+
+from __future__ import annotations
+
+
+class MpjobsError(Exception):
+    """Base class of every error mpjobs raises on purpose."""
+
+
+class UnsafeHomeError(MpjobsError):
+    """The home, or a file in it, can be written by other users.
+
+    Jobs are stored as pickles and pickles run code when loaded, so a store that another
+    user can write to is a way for that user to run code as whoever runs the workers.
+    """
+
+
+class StoreError(MpjobsError):
+    """The store file is corrupt, foreign, from a newer mpjobs, or cannot be used."""
+
+
+class SerializationError(MpjobsError):
+    """A callable, its arguments or its result cannot be pickled."""
+
+
+class ConfigError(MpjobsError):
+    """A config file or an option is invalid; the message names the file, entry and field."""
+
+
+class JobNotCompletedError(MpjobsError):
+    """`Job.result()` was asked for before the job reached a terminal state."""
+
+
+class JobCancelledError(MpjobsError):
+    """The job was cancelled, so it has no result."""
+
+
+class JobFailedError(MpjobsError):
+    """The job ended FAILED, TIMEOUT or PERMANENTLY_FAILED.
+
+    `original` is the exception raised in the worker when it could be unpickled here,
+    and `remote_traceback` is the worker's traceback text either way.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: str = "FAILED",
+        original: BaseException | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.original = original
+        self.remote_traceback = remote_traceback
+
+
+class WaitTimeout(MpjobsError, TimeoutError):
+    """`Job.wait(timeout=...)` ran out of time before the job was done."""
