@@ -1,1 +1,45 @@
-"""mpjobs."""
+"""mpjobs: background and scheduled jobs across many processes on one host.
+
+No broker and no server: processes coordinate through one state directory that holds
+an SQLite job store and lock files.
+"""
+
+from mpjobs.app import App, JobBuilder, Task
+from mpjobs.errors import (
+    ConfigError,
+    JobCancelledError,
+    JobFailedError,
+    JobNotCompletedError,
+    MpjobsError,
+    SerializationError,
+    StoreError,
+    UnsafeHomeError,
+    WaitTimeout,
+)
+from mpjobs.job import Job, JobStatus
+from mpjobs.limits import Limit
+from mpjobs.pool import Pool
+from mpjobs.scheduling.schedules import Schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ConfigError",
+    "Job",
+    "JobBuilder",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobNotCompletedError",
+    "JobStatus",
+    "Limit",
+    "MpjobsError",
+    "Pool",
+    "Schedule",
+    "SerializationError",
+    "StoreError",
+    "Task",
+    "UnsafeHomeError",
+    "WaitTimeout",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from mpjobs.cli import main
+
+raise SystemExit(main())

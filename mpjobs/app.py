@@ -1,0 +1,321 @@
+"""The public face: App, the @app.task decorator and the builder behind `.schedule(...)`.
+
+An App is only a name for a home plus a registry of tasks and lifecycle tasks. It opens
+nothing until it is used, so creating one at import time in every web worker is free.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from mpjobs import serialization
+from mpjobs.home import Home
+from mpjobs.job import Job, JobStatus
+from mpjobs.limits import Limit, resolve_limits
+from mpjobs.scheduling.durations import parse_duration
+from mpjobs.store.base import NewJob
+from mpjobs.store.sqlite import SqliteStore, open_store
+
+if TYPE_CHECKING:
+    from mpjobs.scheduling.lifecycle import LifecycleTask
+    from mpjobs.scheduling.schedules import Schedule
+    from mpjobs.pool import Pool
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+JOB_OPTIONS = {
+    "queue", "priority", "max_attempts", "retry_backoff", "timeout", "memory_limit",
+    "limits", "unique_key", "name",
+}  # fmt: skip
+SCHEDULE_OPTIONS = {"coalesce", "misfire_grace_time", "max_instances", "max_failures", "jitter", "id"}
+DEFAULTS: dict[str, Any] = {
+    "queue": "default",
+    "priority": 0,
+    "max_attempts": 1,
+    "retry_backoff": 1.0,
+    "timeout": None,
+    "memory_limit": None,
+    "limits": None,
+    "unique_key": None,
+}
+
+
+def check_options(options: dict[str, Any], allowed: set[str]) -> None:
+    """Reject unknown or ill-typed options at the call site, naming them."""
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; expected some of {sorted(allowed)}")
+    if "queue" in options and (not isinstance(options["queue"], str) or not options["queue"]):
+        raise ValueError(f"queue must be a non-empty string, got {options['queue']!r}")
+    if "priority" in options and not isinstance(options["priority"], int):
+        raise TypeError(f"priority must be an int, got {options['priority']!r}")
+    ma = options.get("max_attempts", 1)
+    if not isinstance(ma, int) or ma < 1:
+        raise ValueError(f"max_attempts must be an int >= 1, got {ma!r}")
+    limits = options.get("limits")
+    if limits is not None and not all(isinstance(x, Limit) for x in limits):
+        raise TypeError("limits must be a list of mpjobs.Limit")
+
+
+class App:
+    """Tasks and schedules bound to one home; any number of processes may share it."""
+
+    def __init__(
+        self, home: str | os.PathLike[str] | None = None, *, imports: Sequence[str] = ()
+    ) -> None:
+        self._home_arg = home
+        self._home: Home | None = None
+        self.imports = list(imports)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.lifecycles: list[LifecycleTask] = []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (App, (str(self.home.path),))
+
+    def __repr__(self) -> str:
+        return f"<mpjobs.App home={self._home_arg or os.environ.get('MPJOBS_HOME') or '.mpjobs'}>"
+
+    @property
+    def home(self) -> Home:
+        if self._home is None:
+            self._home = Home.resolve(self._home_arg)
+        return self._home
+
+    @property
+    def store(self) -> SqliteStore:
+        return open_store(self.home)
+
+    # -- declaring -------------------------------------------------------------------
+
+    def task(self, fn: Callable[P, R] | None = None, **options: Any) -> Any:
+        """Declare a task: `@app.task` or `@app.task(queue=..., max_attempts=...)`."""
+        name = options.pop("name", None)
+        check_options(options, JOB_OPTIONS)
+        resolve_limits(options.get("timeout"), options.get("memory_limit"), options.get("limits"))
+
+        def wrap(f: Callable[P, R]) -> Task[P, R]:
+            task = Task(self, f, name or f"{f.__module__}.{f.__qualname__}", options)
+            self.tasks[task.name] = task
+            return task
+
+        return wrap(fn) if fn is not None else wrap
+
+    def lifecycle(self, every: float | str | timedelta, scope: str = "leader") -> Any:
+        """Declare a generator as a lifecycle task: setup, one tick per yield, cleanup."""
+        from mpjobs.scheduling.lifecycle import LifecycleTask
+
+        def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
+            self.lifecycles.append(LifecycleTask(fn, parse_duration(every), scope))
+            return fn
+
+        return wrap
+
+    def schedule(self, target: str | Callable[..., Any], *args: Any, **kwargs: Any) -> JobBuilder:
+        """Build a job for an import path ('pkg.mod:func') or any picklable callable."""
+        if isinstance(target, Task):
+            return target.schedule(*args, **kwargs)
+        if isinstance(target, str):
+            serialization.split_path(target)
+            return JobBuilder(self, target, None, target, args, kwargs, {})
+        if not callable(target):
+            raise TypeError(f"cannot schedule {target!r}: not a callable or import path")
+        path, pickled = serialization.callable_ref(target)
+        name = getattr(target, "__qualname__", None) or repr(target)
+        return JobBuilder(self, path, pickled, name, args, kwargs, {})
+
+    # -- pushing and reading ---------------------------------------------------------
+
+    def push_many(self, builders: Iterable[JobBuilder]) -> list[Job]:
+        """Push many jobs in one transaction: all of them are committed, or none."""
+        now = time.time()
+        rows = [b.new_job(now) for b in builders]
+        if not rows:
+            return []
+        store = self.store
+        return [Job(store, i) for i, _ in store.push(rows, now)]
+
+    def get_job(self, job_id: str | int) -> Job | None:
+        try:
+            jid = int(job_id)
+        except (TypeError, ValueError):
+            return None
+        return Job(self.store, jid) if self.store.status_of(jid) is not None else None
+
+    def jobs(
+        self, status: JobStatus | str | None = None, queue: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        st = None if status is None else JobStatus(status).value
+        return [Job(self.store, r.id) for r in self.store.list_jobs(st, queue, limit)]
+
+    def schedules(self) -> list[Schedule]:
+        from mpjobs.scheduling.schedules import Schedule
+
+        return [Schedule(self, r.id) for r in self.store.list_schedules()]
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        from mpjobs.scheduling.schedules import Schedule
+
+        return Schedule(self, schedule_id) if self.store.get_schedule(schedule_id) else None
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self, workers: int | None = None, queues: Sequence[str] | None = None, **opts: Any) -> None:
+        """Run a supervisor in this process until SIGTERM/SIGINT; see Supervisor for opts."""
+        from mpjobs.supervisor import Supervisor
+
+        Supervisor(self, workers=workers, queues=queues, **opts).run()
+
+    def start(
+        self, workers: int | None = None, queues: Sequence[str] | None = None, **opts: Any
+    ) -> Pool:
+        """Start a supervisor in a background process and return its handle."""
+        from mpjobs.pool import Pool
+
+        return Pool.start(self, workers=workers, queues=queues, **opts)
+
+    @property
+    def lifespan(self) -> Any:
+        """An ASGI lifespan context (Starlette/FastAPI `lifespan=app.lifespan`)."""
+        from mpjobs.contrib.asgi import lifespan_for
+
+        return lifespan_for(self)
+
+
+class Task(Generic[P, R]):
+    """A function registered with an App. Calling it runs it here, as if undecorated."""
+
+    def __init__(self, app: App, fn: Callable[P, R], name: str, options: dict[str, Any]) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self._ref: tuple[str | None, bytes | None] | None = None
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<mpjobs.Task {self.name}>"
+
+    def ref(self) -> tuple[str | None, bytes | None]:
+        """How workers find this task: its import path, else its pickled function (cached)."""
+        if self._ref is None:
+            module, qualname = self.fn.__module__, self.fn.__qualname__
+            path = f"{module}:{qualname}"
+            try:
+                found = module != "__main__" and serialization.resolve_path(path) is self
+            except Exception:
+                found = False
+            self._ref = (path, None) if found else serialization.callable_ref(self.fn)
+        return self._ref
+
+    def schedule(self, *args: P.args, **kwargs: P.kwargs) -> JobBuilder:
+        path, pickled = self.ref()
+        return JobBuilder(self.app, path, pickled, self.name, args, kwargs, dict(self.options))
+
+
+class JobBuilder:
+    """A job not yet pushed: choose when with now/delay/at, or make it recurring."""
+
+    def __init__(
+        self,
+        app: App,
+        func: str | None,
+        func_pickle: bytes | None,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> None:
+        self.app = app
+        self.func = func
+        self.func_pickle = func_pickle
+        self.name = name
+        self.args = args
+        self.kwargs = kwargs
+        self._options = options
+        self._exec_at: float | None = None
+
+    def options(self, **options: Any) -> JobBuilder:
+        """A copy with per-job options layered over the task's (dramatiq-style lookup)."""
+        check_options(options, JOB_OPTIONS | SCHEDULE_OPTIONS)
+        merged = {**self._options, **options}
+        resolve_limits(merged.get("timeout"), merged.get("memory_limit"), merged.get("limits"))
+        b = JobBuilder(self.app, self.func, self.func_pickle, self.name, self.args, self.kwargs, merged)
+        b._exec_at = self._exec_at
+        return b
+
+    def opt(self, key: str) -> Any:
+        return self._options.get(key, DEFAULTS.get(key))
+
+    def payload(self) -> bytes | None:
+        if not self.args and not self.kwargs:
+            return None
+        return serialization.dumps((self.args, self.kwargs), f"arguments of {self.name}")
+
+    def new_job(self, now: float, exec_at: float | None = None, schedule_id: str | None = None) -> NewJob:
+        o = self._options
+        timeout, memory = resolve_limits(o.get("timeout"), o.get("memory_limit"), o.get("limits"))
+        when = exec_at if exec_at is not None else self._exec_at
+        return NewJob(
+            name=o.get("name") or self.name,
+            func=self.func,
+            func_pickle=self.func_pickle,
+            payload=self.payload(),  # type: ignore[arg-type]
+            queue=o.get("queue", "default"),
+            priority=o.get("priority", 0),
+            exec_at=now if when is None else when,
+            max_attempts=o.get("max_attempts", 1),
+            retry_backoff=float(o.get("retry_backoff", 1.0)),
+            timeout=timeout,
+            memory_limit=memory,
+            unique_key=o.get("unique_key"),
+            schedule_id=schedule_id,
+        )
+
+    def _push(self, exec_at: float) -> Job:
+        now = time.time()
+        store = self.app.store
+        ((job_id, _created),) = store.push([self.new_job(now, exec_at)], now)
+        return Job(store, job_id)
+
+    def now(self) -> Job:
+        return self._push(time.time())
+
+    def delay(self, delay: float | str | timedelta) -> Job:
+        return self._push(time.time() + parse_duration(delay, what="delay"))
+
+    def at(self, when: datetime) -> Job:
+        """Run at `when`; a naive datetime means local time."""
+        if not isinstance(when, datetime):
+            raise TypeError(f"at() takes a datetime, got {when!r}")
+        return self._push(when.timestamp())
+
+    def cron(self, expr: str, tz: str | None = None) -> Schedule:
+        from mpjobs.scheduling.schedules import declare
+        from mpjobs.scheduling.triggers import CronTrigger
+
+        return declare(self, CronTrigger(expr, tz))
+
+    def every(self, interval: float | str | timedelta, start: Any = None) -> Schedule:
+        from mpjobs.scheduling.schedules import declare, interval_trigger
+
+        return declare(self, interval_trigger(interval, start))
+
+    def daily(self, hhmm: str, tz: str | None = None) -> Schedule:
+        """Every day at a wall-clock time such as '16:00'."""
+        from mpjobs.scheduling.durations import parse_daily_time
+        from mpjobs.scheduling.schedules import declare
+        from mpjobs.scheduling.triggers import DailyTrigger
+
+        parsed = parse_daily_time(hhmm)
+        if parsed is None:
+            raise ValueError(f"invalid daily time {hhmm!r}: expected HH:MM")
+        return declare(self, DailyTrigger(parsed[0], parsed[1], tz))

@@ -1,0 +1,308 @@
+"""`mpjobs`: run a supervisor, and look at or act on a home from the shell.
+
+Errors a user can fix (a bad MODULE:APP, a bad config, an unsafe home) exit non-zero
+with one line naming the problem, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import runpy
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mpjobs.app import App
+from mpjobs.errors import MpjobsError
+
+log = logging.getLogger("mpjobs.cli")
+
+
+class UsageError(MpjobsError):
+    pass
+
+
+def load_app(target: str) -> App:
+    """Import 'pkg.module:app' or 'path/to/file.py:app' and check it is an mpjobs.App."""
+    module_part, sep, attr = target.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise UsageError(f"expected MODULE:APP (for example myproject.jobs:app), got {target!r}")
+    if module_part.endswith(".py") or os.sep in module_part:
+        path = Path(module_part)
+        if not path.is_file():
+            raise UsageError(f"cannot load {target!r}: no file {path}")
+        sys.path.insert(0, str(path.parent.absolute()))
+        namespace = runpy.run_path(str(path), run_name="__mpjobs_main__")
+        obj = namespace.get(attr)
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            import importlib
+
+            module = importlib.import_module(module_part)
+        except ImportError as exc:
+            raise UsageError(f"cannot import {module_part!r} (from {target!r}): {exc}") from exc
+        obj = getattr(module, attr, None)
+    if obj is None:
+        raise UsageError(f"cannot load {target!r}: {module_part!r} has no attribute {attr!r}")
+    if not isinstance(obj, App):
+        raise UsageError(f"{target!r} is a {type(obj).__name__}, not an mpjobs.App")
+    return obj
+
+
+def _home_app(args: argparse.Namespace) -> App:
+    return App(home=args.home)
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mpjobs.supervisor import Supervisor
+
+    opts: dict[str, Any] = {}
+    workers, queues, target = args.workers, args.queues, args.target
+    app: App | None = None
+    if args.config:
+        from mpjobs.config_apply import apply_config
+
+        app, cfg = apply_config(args.config, target=target, home=args.home)
+        workers = workers or cfg.workers
+        queues = queues or (",".join(cfg.queues) if cfg.queues else None)
+    elif target is None:
+        raise UsageError("mpjobs run needs MODULE:APP or --config FILE")
+    if app is None:
+        assert target is not None
+        app = load_app(target)
+        if args.home:
+            app = _rehome(app, args.home)
+    if args.parent_pid:
+        import signal
+
+        from mpjobs.coordination.processes import die_with_parent
+
+        die_with_parent(signal.SIGTERM, args.parent_pid)
+    for key in ("graceful_timeout", "max_jobs_per_worker", "max_memory_per_worker"):
+        value = getattr(args, key)
+        if value is not None:
+            opts[key] = value
+    Supervisor(
+        app, workers=workers, queues=queues.split(",") if queues else None, token=args.token, **opts
+    ).run()
+    return 0
+
+
+def _rehome(app: App, home: str) -> App:
+    app._home_arg, app._home = home, None
+    return app
+
+
+# -- status ----------------------------------------------------------------------------
+
+
+def status_data(app: App) -> dict[str, Any]:
+    """Everything `mpjobs status` shows, as plain data (also its --json output)."""
+    import psutil
+
+    from mpjobs.coordination.leader import current_leader
+    from mpjobs.coordination.processes import token_alive
+
+    store = app.store
+    running = {r.owner: r for r in store.list_jobs("RUNNING", None, 10_000) if r.started_at}
+    procs = []
+    for p in store.list_processes():
+        if not token_alive(store, p.token):
+            continue
+        try:
+            rss = psutil.Process(p.pid).memory_info().rss
+        except psutil.Error:
+            rss = None
+        job = running.get(p.token)
+        procs.append(
+            {
+                "token": p.token, "kind": p.kind, "pid": p.pid, "parent": p.parent,
+                "started_at": p.started_at, "rss_bytes": rss,
+                "state": "running" if job else "idle",
+                "job": None if job is None else {
+                    "id": str(job.id), "name": job.name,
+                    "running_for_s": round(time.time() - (job.started_at or time.time()), 3),
+                },
+                **json.loads(p.info or "{}"),
+            }
+        )  # fmt: skip
+    schedules = [
+        {"id": s.id, "state": s.state, "next_run_time": s.next_run_time}
+        for s in store.list_schedules()
+    ]
+    return {
+        "home": str(app.home.path),
+        "leader": current_leader(app.home),
+        "processes": procs,
+        "queues": store.queue_depths(),
+        "schedules": schedules,
+    }
+
+
+def _ts(t: float | None) -> str:
+    return "-" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render_status(data: dict[str, Any]) -> str:
+    lines = [f"home: {data['home']}"]
+    leader = data["leader"]
+    lines.append(f"leader: pid {leader['pid']} since {_ts(leader['since'])}" if leader else "leader: none")
+    sups = [p for p in data["processes"] if p["kind"] == "supervisor"]
+    lines.append(f"supervisors: {len(sups)}")
+    for sup in sups:
+        lines.append(f"  supervisor pid {sup['pid']}")
+        for p in data["processes"]:
+            if p["parent"] != sup["token"]:
+                continue
+            rss = "-" if p["rss_bytes"] is None else f"{p['rss_bytes'] / 2**20:.1f} MiB"
+            job = p["job"]
+            what = f"job {job['id']} {job['name']} for {job['running_for_s']:.1f}s" if job else ""
+            lead = " (leader)" if data["leader"] and data["leader"]["token"] == p["token"] else ""
+            lines.append(f"    {p['kind']:<11} pid {p['pid']:<7} {p['state']:<7} rss {rss:<10} {what}{lead}")
+    lines.append("queues:")
+    for queue, counts in sorted(data["queues"].items()):
+        lines.append(f"  {queue}: {counts.get('SCHEDULED', 0)} waiting, {counts.get('RUNNING', 0)} running")
+    if data["schedules"]:
+        lines.append("schedules:")
+        for s in data["schedules"]:
+            lines.append(f"  {s['id']}: {s['state']}, next {_ts(s['next_run_time'])}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    app = _home_app(args)
+    while True:
+        data = status_data(app)
+        out = json.dumps(data, indent=2, default=str) if args.json else render_status(data)
+        if not args.watch:
+            print(out)
+            return 0
+        print("\033[2J\033[H" + out, flush=True)
+        time.sleep(1.0)
+
+
+# -- jobs and schedules ------------------------------------------------------------------
+
+
+def _job_line(job: Any) -> str:
+    rec = job._record()
+    status = job.status.value
+    return f"{job.id:>8}  {status:<18} {rec.queue:<10} {rec.attempts}/{rec.max_attempts}  {rec.name}"
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    app = _home_app(args)
+    if args.action == "list":
+        for job in app.jobs(status=args.status, queue=args.queue, limit=args.limit):
+            print(_job_line(job))
+        return 0
+    if args.id is None:
+        raise UsageError(f"mpjobs jobs {args.action} needs a job id")
+    job = app.get_job(args.id)
+    if job is None:
+        raise UsageError(f"no job {args.id} in {app.home.path}")
+    if args.action == "show":
+        rec = job._record()
+        print(_job_line(job))
+        print(f"  exec_at: {_ts(rec.exec_at)}  started: {_ts(rec.started_at)}  finished: {_ts(rec.finished_at)}")
+        if rec.error:
+            print(rec.error.rstrip())
+        return 0
+    if args.action == "cancel":
+        ok = job.cancel(terminate=args.terminate)
+        print(f"job {job.id}: {'cancelled' if ok else 'not cancelled (status ' + job.status.value + ')'}")
+        return 0 if ok else 1
+    ok = app.store.retry(int(job.id), time.time())
+    print(f"job {job.id}: {'queued again' if ok else 'not retried (status ' + job.status.value + ')'}")
+    return 0 if ok else 1
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    app = _home_app(args)
+    if args.action == "list":
+        for s in app.schedules():
+            nrt = s.next_run_time
+            print(f"{s.id:<40} {s.state:<8} {s.trigger:<30} next {nrt.astimezone() if nrt else '-'}")
+        return 0
+    if args.id is None:
+        raise UsageError(f"mpjobs schedules {args.action} needs a schedule id")
+    sched = app.get_schedule(args.id)
+    if sched is None:
+        raise UsageError(f"no schedule {args.id!r} in {app.home.path}")
+    getattr(sched, args.action)()
+    print(f"schedule {args.id}: {args.action}d" if args.action != "remove" else f"schedule {args.id}: removed")
+    return 0
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpjobs", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("MPJOBS_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a supervisor and its workers")
+    run.add_argument("target", nargs="?", help="MODULE:APP")
+    run.add_argument("--workers", type=int)
+    run.add_argument("--queues", help="comma-separated queue names")
+    run.add_argument("--home")
+    run.add_argument("--config", help="a TOML or YAML config file")
+    run.add_argument("--graceful-timeout", type=float)
+    run.add_argument("--max-jobs-per-worker", type=int)
+    run.add_argument("--max-memory-per-worker")
+    run.add_argument("--token", help=argparse.SUPPRESS)
+    run.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="supervisors, workers, leader, queues")
+    status.add_argument("--home")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--watch", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    jobs = sub.add_parser("jobs", help="list, show, cancel or retry jobs")
+    jobs.add_argument("action", choices=["list", "show", "cancel", "retry"])
+    jobs.add_argument("id", nargs="?")
+    jobs.add_argument("--home")
+    jobs.add_argument("--status")
+    jobs.add_argument("--queue")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--terminate", action="store_true", help="also stop a running job")
+    jobs.set_defaults(func=cmd_jobs)
+
+    scheds = sub.add_parser("schedules", help="list, pause, resume or remove schedules")
+    scheds.add_argument("action", choices=["list", "pause", "resume", "remove"])
+    scheds.add_argument("id", nargs="?")
+    scheds.add_argument("--home")
+    scheds.set_defaults(func=cmd_schedules)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (MpjobsError, ValueError) as exc:
+        print(f"mpjobs: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""How processes agree without a server: file locks, leader election and change notification."""

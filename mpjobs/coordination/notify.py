@@ -1,0 +1,135 @@
+"""Wake-ups on store changes without a poll loop.
+
+Every commit to a WAL-mode SQLite database is a write() to the `-wal` file, and inotify
+reports it to anyone watching the home directory. So a push from any process wakes idle
+workers and waiters at once, and the pusher pays nothing for it. Memory-mapped writes
+to the `-shm` file and flock() calls raise no events, so the noise is low.
+
+Where inotify is missing (not Linux) or exhausted (EMFILE), a short poll stands in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import os
+import select
+import time
+from pathlib import Path
+
+POLL_INTERVAL = 0.05
+_IN_MODIFY = 0x00000002
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.inotify_init1  # noqa: B018 - probe for the symbol
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
+
+
+class Watcher:
+    """A readable fd that becomes ready when anything in the home is written.
+
+    One Watcher serves one waiting thread: events are consumed by whoever reads them,
+    so sharing one between threads would let one thread steal another's wake-up.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._fd = -1
+        if _LIBC is None:
+            return
+        fd = _LIBC.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            return
+        if _LIBC.inotify_add_watch(fd, os.fsencode(directory), _IN_MODIFY) < 0:
+            os.close(fd)
+            return
+        self._fd = fd
+
+    @property
+    def polling(self) -> bool:
+        """True when no kernel notification is available and waits fall back to polling."""
+        return self._fd < 0
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            while os.read(self._fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, timeout: float | None, extra: tuple[int, ...] = ()) -> list[int]:
+        """Block until a change, one of `extra` fds is readable, or `timeout` passes.
+
+        Returns the ready fds (our own fd included); an empty list means the time ran out.
+        Callers re-check their condition after every return: a wake-up is a hint.
+        """
+        fds = list(extra)
+        if self._fd >= 0:
+            fds.append(self._fd)
+        elif timeout is None or timeout > POLL_INTERVAL:
+            timeout = POLL_INTERVAL
+        if timeout is not None and timeout < 0:
+            timeout = 0
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return []
+        if self._fd in ready:
+            self.drain()
+        elif self._fd < 0 and not ready:
+            return [-1]
+        return ready
+
+    async def wait_async(self, timeout: float | None) -> None:
+        """The event-loop version of `wait`, without a thread."""
+        loop = asyncio.get_running_loop()
+        if self._fd < 0:
+            await asyncio.sleep(POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL))
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(self._fd, ready)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(self._fd)
+        self.drain()
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def deadline_left(deadline: float | None) -> float | None:
+    """Seconds until a monotonic deadline (None = forever), never negative."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())

@@ -1,0 +1,141 @@
+"""The coordinator: each supervisor's leader candidate, and the leader's duties.
+
+Leadership belongs to a forked child rather than to the supervisor, so killing the
+leader never takes a pool down, and a job's limits never kill the leader: the
+coordinator runs no jobs. As leader it turns due schedule fires into jobs, sweeps for
+jobs of dead owners and runs the leader-scoped lifecycle tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from mpjobs.coordination.leader import Leadership
+from mpjobs.coordination.locks import LivenessLock
+from mpjobs.coordination.processes import die_with_parent
+from mpjobs.errors import StoreError
+from mpjobs.recovery import forget_dead_processes, recover_dead_owners
+from mpjobs.scheduling.lifecycle import LifecycleRunner
+from mpjobs.scheduling.schedules import fire_rule
+from mpjobs.store.base import ProcessRecord
+
+if TYPE_CHECKING:
+    from mpjobs.app import App
+
+log = logging.getLogger("mpjobs.coordinator")
+
+SWEEP_INTERVAL = 0.2
+FORGET_EVERY = 25  # sweeps between clean-ups of the process table
+
+
+class _Stop(Exception):
+    """Raised by the signal handler to break out of a blocking flock()."""
+
+
+class Coordinator:
+    def __init__(self, app: App, *, token: str, parent_token: str) -> None:
+        self.app = app
+        self.token = token
+        self.parent_token = parent_token
+        self.stopping = False
+        self._campaigning = False
+
+    def run(self, parent_pid: int) -> NoReturn:
+        code = 0
+        try:
+            self._boot(parent_pid)
+            try:
+                self._campaigning = True
+                self.leadership.campaign()
+                self._campaigning = False
+            except _Stop:
+                os._exit(0)
+            self._lead()
+        except BaseException:
+            log.exception("coordinator crashed")
+            code = 1
+        finally:
+            self._shutdown()
+        os._exit(code)
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        if self._campaigning:
+            self._campaigning = False
+            raise _Stop
+
+    def _boot(self, parent_pid: int) -> None:
+        die_with_parent(signal.SIGTERM, parent_pid)
+        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.liveness = LivenessLock(self.app.home.proc_lock(self.token))
+        self.liveness.acquire()
+        self.store = self.app.store
+        self.store.register_process(
+            ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token, time.time(),
+                          json.dumps({"leader": False}))
+        )  # fmt: skip
+        self.leadership = Leadership(self.app.home, self.token)
+        self.lifecycle: LifecycleRunner | None = None
+
+    def _lead(self) -> None:
+        log.info("process %d is now the leader of %s", os.getpid(), self.app.home.path)
+        self.store.register_process(
+            ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token, time.time(),
+                          json.dumps({"leader": True}))
+        )  # fmt: skip
+        self.lifecycle = LifecycleRunner([t for t in self.app.lifecycles if t.scope == "leader"])
+        self.lifecycle.start()
+        sweeps = 0
+        next_sweep = 0.0
+        while not self.stopping:
+            now = time.time()
+            try:
+                self.store.fire_due(now, fire_rule)
+                if time.monotonic() >= next_sweep:
+                    recover_dead_owners(self.store)
+                    sweeps += 1
+                    if sweeps % FORGET_EVERY == 0:
+                        forget_dead_processes(self.store)
+                    next_sweep = time.monotonic() + SWEEP_INTERVAL
+                nxt = self.store.next_fire_time()
+            except (sqlite3.OperationalError, StoreError) as exc:
+                log.error("leader: store unavailable (%s); retrying", exc)
+                nxt = None
+            timeout = max(0.0, next_sweep - time.monotonic())
+            if nxt is not None:
+                timeout = min(timeout, max(0.0, nxt - time.time()))
+            try:
+                ready, _, _ = select.select([self._wake_r], [], [], timeout)
+            except InterruptedError:
+                continue
+            if ready:
+                try:
+                    os.read(self._wake_r, 512)
+                except BlockingIOError:
+                    pass
+
+    def _shutdown(self) -> None:
+        if getattr(self, "lifecycle", None) is not None:
+            self.lifecycle.stop()  # type: ignore[union-attr]
+        if getattr(self, "leadership", None) is not None:
+            self.leadership.resign()
+        try:
+            if getattr(self, "store", None) is not None:
+                self.store.unregister_process(self.token)
+        except Exception:
+            log.exception("coordinator: error during shutdown")
+        if getattr(self, "liveness", None) is not None:
+            self.liveness.release()

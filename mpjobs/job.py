@@ -1,0 +1,190 @@
+"""The Job handle: a cheap, picklable reference to one row of the store.
+
+A handle holds only the home and the id, and reads everything fresh, so any process can
+hold one and they never disagree. Waiting sleeps on the home's change notifications
+instead of polling the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from mpjobs import serialization
+from mpjobs.coordination.notify import Watcher, deadline_left
+from mpjobs.errors import JobCancelledError, JobFailedError, JobNotCompletedError, WaitTimeout
+from mpjobs.store.base import JobRecord
+
+if TYPE_CHECKING:
+    from mpjobs.store.sqlite import SqliteStore
+
+
+class JobStatus(str, enum.Enum):
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+    PERMANENTLY_FAILED = "PERMANENTLY_FAILED"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (JobStatus.SCHEDULED, JobStatus.RUNNING)
+
+
+def _reopen(home: str, job_id: str) -> Job:
+    from mpjobs.home import Home
+    from mpjobs.store.sqlite import open_store
+
+    return Job(open_store(Home.resolve(home)), job_id)
+
+
+class Job:
+    """A handle to one job. Equal handles name the same job in the same home."""
+
+    __slots__ = ("_store", "id")
+
+    def __init__(self, store: SqliteStore, job_id: int | str) -> None:
+        self._store = store
+        self.id = str(job_id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (str(self._store.home.path), self.id))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and (other.id, other._store.path) == (self.id, self._store.path)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self._store.path))
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.status.value}>"
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _record(self) -> JobRecord:
+        rec = self._store.get(int(self.id))
+        if rec is None:
+            raise LookupError(f"job {self.id} no longer exists in {self._store.path}")
+        return rec
+
+    @property
+    def status(self) -> JobStatus:
+        status = self._store.status_of(int(self.id))
+        if status is None:
+            raise LookupError(f"job {self.id} no longer exists in {self._store.path}")
+        return JobStatus(status)
+
+    @property
+    def name(self) -> str:
+        return self._record().name
+
+    @property
+    def exec_at(self) -> datetime:
+        return datetime.fromtimestamp(self._record().exec_at, tz=timezone.utc)
+
+    @property
+    def attempts(self) -> int:
+        return self._record().attempts
+
+    @property
+    def queue(self) -> str:
+        return self._record().queue
+
+    @property
+    def priority(self) -> int:
+        return self._record().priority
+
+    @property
+    def unique_key(self) -> str | None:
+        return self._record().unique_key
+
+    @property
+    def error(self) -> str | None:
+        return self._record().error
+
+    @property
+    def schedule_id(self) -> str | None:
+        return self._record().schedule_id
+
+    def is_done(self) -> bool:
+        return self.status.is_terminal
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> Job:
+        """Block until the job is in a terminal state; raise WaitTimeout after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.is_done():
+            return self
+        with Watcher(self._store.home.path) as watcher:
+            while not self.is_done():
+                left = deadline_left(deadline)
+                if left == 0:
+                    raise WaitTimeout(f"job {self.id} not done after {timeout} s")
+                watcher.wait(left)
+        return self
+
+    async def wait_async(self, timeout: float | None = None) -> Job:
+        """`wait` for asyncio code: sleeps on the event loop, never blocks it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.is_done():
+            return self
+        with Watcher(self._store.home.path) as watcher:
+            while not self.is_done():
+                left = deadline_left(deadline)
+                if left == 0:
+                    raise WaitTimeout(f"job {self.id} not done after {timeout} s")
+                await watcher.wait_async(left)
+        return self
+
+    # -- outcome ---------------------------------------------------------------------
+
+    def result(self) -> Any:
+        rec = self._record()
+        status = JobStatus(self._store.status_of(int(self.id)) or rec.status)
+        if status is JobStatus.SUCCESS:
+            return None if rec.result is None else serialization.loads(rec.result)
+        if status is JobStatus.CANCELLED:
+            raise JobCancelledError(f"job {self.id} was cancelled")
+        if not status.is_terminal:
+            raise JobNotCompletedError(f"job {self.id} is {status.value}, not done")
+        original: BaseException | None = None
+        if rec.exc is not None:
+            try:
+                loaded = serialization.loads(rec.exc)
+                original = loaded if isinstance(loaded, BaseException) else None
+            except Exception:
+                original = None
+        last = (rec.error or "").strip().splitlines()
+        raise JobFailedError(
+            f"job {self.id} ({rec.name}) ended {status.value}: {last[-1] if last else ''}",
+            status=status.value,
+            original=original,
+            remote_traceback=rec.error,
+        ) from original
+
+    # -- control ---------------------------------------------------------------------
+
+    def cancel(self, terminate: bool = False) -> bool:
+        """Cancel a waiting job; with terminate=True also stop a running one.
+
+        A running job is stopped by its supervisor, which kills and replaces the worker:
+        only the parent of a process can signal it without racing pid reuse.
+        """
+        from mpjobs.coordination.processes import poke_supervisor_of
+
+        done, owner = self._store.cancel(int(self.id), terminate, time.time())
+        if owner is not None:
+            poke_supervisor_of(self._store, owner)
+        return done
+
+    async def cancel_async(self, terminate: bool = False) -> bool:
+        return await asyncio.to_thread(self.cancel, terminate)

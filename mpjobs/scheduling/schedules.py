@@ -1,0 +1,219 @@
+"""Recurring schedules: declaring them, the Schedule handle, and the leader's fire rule.
+
+A schedule lives in the store, not in a process, so every process may declare it at
+import time: the same id updates one row, and only the leader turns fires into jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from mpjobs.job import Job
+from mpjobs.scheduling.durations import parse_duration
+from mpjobs.scheduling.triggers import CronTrigger, IntervalTrigger, Trigger, due_fires, trigger_from_spec
+from mpjobs.store.base import NewJob, ScheduleRecord
+
+if TYPE_CHECKING:
+    from mpjobs.app import App, JobBuilder
+
+log = logging.getLogger("mpjobs.schedules")
+
+SCHEDULE_DEFAULTS: dict[str, Any] = {
+    "coalesce": True,
+    "misfire_grace_time": None,
+    "max_instances": 1,
+    "max_failures": None,
+    "jitter": None,
+}
+
+
+def interval_trigger(interval: float | str | timedelta, start: Any = None) -> IntervalTrigger:
+    """`every(interval, start=...)`: start is None (one interval from now), 'startup'
+    (now), a delay such as '2h32m', or a datetime."""
+    every = parse_duration(interval, what="interval")
+    if every <= 0:
+        raise ValueError(f"interval must be positive, got {interval!r}")
+    now = time.time()
+    if start is None:
+        anchor = now + every
+    elif isinstance(start, str) and start.lower() in ("startup", "boot"):
+        anchor = now
+    elif isinstance(start, datetime):
+        anchor = start.timestamp()
+    else:
+        anchor = now + parse_duration(start, what="start")
+    return IntervalTrigger(every, anchor)
+
+
+def _shape(spec: dict[str, object]) -> dict[str, object]:
+    """A trigger spec without its anchor: what makes two declarations "the same"."""
+    return {k: v for k, v in spec.items() if k != "anchor"}
+
+
+def _options(builder: JobBuilder) -> dict[str, Any]:
+    from mpjobs.limits import resolve_limits
+
+    o = builder._options
+    opts = {k: o.get(k, d) for k, d in SCHEDULE_DEFAULTS.items()}
+    for key in ("misfire_grace_time", "jitter"):
+        if opts[key] is not None:
+            opts[key] = parse_duration(opts[key], what=key)
+    for key in ("max_instances", "max_failures"):
+        if opts[key] is not None and (not isinstance(opts[key], int) or opts[key] < 1):
+            raise ValueError(f"{key} must be an int >= 1 or None, got {opts[key]!r}")
+    timeout, memory = resolve_limits(o.get("timeout"), o.get("memory_limit"), o.get("limits"))
+    opts.update(
+        queue=o.get("queue", "default"), priority=o.get("priority", 0),
+        max_attempts=o.get("max_attempts", 1), retry_backoff=float(o.get("retry_backoff", 1.0)),
+        timeout=timeout, memory_limit=memory,
+    )  # fmt: skip
+    return opts
+
+
+def declare(builder: JobBuilder, trigger: Trigger) -> Schedule:
+    """Create or update the schedule; the same id (given, or derived) is one schedule."""
+    store = builder.app.store
+    opts = _options(builder)
+    payload = builder.payload() or b""
+    spec = trigger.to_spec()
+    sid = builder._options.get("id")
+    if sid is None:
+        h = hashlib.sha1(
+            repr((builder.func, builder.func_pickle, payload, _shape(spec), opts["queue"])).encode()
+        )
+        sid = f"{builder.name}@{h.hexdigest()[:10]}"
+    existing = store.get_schedule(sid)
+    if existing is not None and _shape(json.loads(existing.trigger)) == _shape(spec):
+        spec = json.loads(existing.trigger)  # keep the first declaration's phase
+        trigger = trigger_from_spec(spec)
+    now = time.time()
+    first = trigger.next_after(now - 1e-3)
+    store.upsert_schedule(
+        ScheduleRecord(
+            id=sid, name=builder._options.get("name") or builder.name, func=builder.func,
+            func_pickle=builder.func_pickle, payload=payload, trigger=json.dumps(spec),
+            options=json.dumps(opts), state="active", next_run_time=first, failures=0,
+            created_at=now, updated_at=now,
+        )
+    )  # fmt: skip
+    return Schedule(builder.app, sid)
+
+
+def fire_rule(rec: ScheduleRecord, now: float, active: int) -> tuple[list[NewJob], float | None]:
+    """The leader's decision for one due schedule: which fires become jobs, and what next.
+
+    Runs inside the store's fire transaction, so its answer commits with the jobs.
+    """
+    trigger = trigger_from_spec(json.loads(rec.trigger))
+    o = json.loads(rec.options)
+    assert rec.next_run_time is not None
+    times, nxt = due_fires(
+        trigger, rec.next_run_time, now, coalesce=o["coalesce"],
+        misfire_grace_time=o["misfire_grace_time"],
+    )  # fmt: skip
+    if o["max_instances"] is not None:
+        room = max(0, o["max_instances"] - active)
+        if len(times) > room:
+            log.info("schedule %s: %d fire(s) skipped, max_instances=%d reached",
+                     rec.id, len(times) - room, o["max_instances"])  # fmt: skip
+            times = times[len(times) - room :] if room else []
+    jitter = o["jitter"]
+    jobs = [
+        NewJob(
+            name=rec.name, func=rec.func, func_pickle=rec.func_pickle, payload=rec.payload or None,
+            queue=o["queue"], priority=o["priority"],
+            exec_at=t + (random.uniform(0, jitter) if jitter else 0.0),
+            max_attempts=o["max_attempts"], retry_backoff=o["retry_backoff"],
+            timeout=o["timeout"], memory_limit=o["memory_limit"], unique_key=None,
+            schedule_id=rec.id,
+        )  # fmt: skip
+        for t in times
+    ]
+    return jobs, nxt  # type: ignore[misc]
+
+
+class Schedule:
+    """A handle to a recurring schedule; reads are fresh from the store."""
+
+    def __init__(self, app: App, schedule_id: str) -> None:
+        self.app = app
+        self.id = schedule_id
+
+    def __repr__(self) -> str:
+        rec = self._record()
+        return f"<Schedule {self.id} {rec.state} {self.trigger}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schedule) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _record(self) -> ScheduleRecord:
+        rec = self.app.store.get_schedule(self.id)
+        if rec is None:
+            raise LookupError(f"schedule {self.id!r} does not exist (removed?)")
+        return rec
+
+    @property
+    def next_run_time(self) -> datetime | None:
+        t = self._record().next_run_time
+        return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc)
+
+    @property
+    def state(self) -> str:
+        """'active', 'paused', or 'stopped' (after max_failures)."""
+        return self._record().state
+
+    @property
+    def trigger(self) -> str:
+        return trigger_from_spec(json.loads(self._record().trigger)).describe()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(json.loads(self._record().options))
+
+    @property
+    def failures(self) -> int:
+        return self._record().failures
+
+    def pause(self) -> None:
+        self.app.store.update_schedule(self.id, state="paused", updated_at=time.time())
+
+    def resume(self) -> None:
+        """Resume from now on: fires missed while paused are not made up."""
+        rec = self._record()
+        nxt = trigger_from_spec(json.loads(rec.trigger)).next_after(time.time())
+        self.app.store.update_schedule(
+            self.id, state="active", next_run_time=nxt, failures=0, updated_at=time.time()
+        )
+
+    def reschedule(
+        self,
+        cron: str | None = None,
+        every: float | str | timedelta | None = None,
+        *,
+        tz: str | None = None,
+        start: Any = None,
+    ) -> None:
+        if (cron is None) == (every is None):
+            raise TypeError("reschedule() takes exactly one of cron= or every=")
+        trigger: Trigger = CronTrigger(cron, tz) if cron is not None else interval_trigger(every, start)  # type: ignore[arg-type]
+        self._record()
+        self.app.store.update_schedule(
+            self.id, trigger=json.dumps(trigger.to_spec()),
+            next_run_time=trigger.next_after(time.time() - 1e-3), updated_at=time.time(),
+        )  # fmt: skip
+
+    def remove(self) -> None:
+        self.app.store.remove_schedule(self.id)
+
+    def jobs(self, limit: int = 100) -> list[Job]:
+        store = self.app.store
+        return [Job(store, r.id) for r in store.list_jobs(None, None, limit, schedule_id=self.id)]

@@ -1,0 +1,379 @@
+"""The supervisor: forks workers and a coordinator, reaps them, replaces them, kills them.
+
+Modelled on gunicorn's arbiter. Signal handlers only queue the signal and the main loop
+dispatches it; the supervisor runs no threads and holds no lock or connection across
+fork(). It is also the limits watchdog: only a process's parent can kill it without
+racing pid reuse, and only a process outside the job can stop a job stuck in C code.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import select
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from mpjobs import outcomes
+from mpjobs.coordination.locks import LivenessLock, is_alive
+from mpjobs.coordination.processes import POKE_SIGNAL, die_with_parent, new_token
+from mpjobs.errors import StoreError
+from mpjobs.limits import Watch, kill_tree
+from mpjobs.recovery import forget_dead_processes, recover_dead_owners
+from mpjobs.store.base import FAILED, TIMEOUT, JobRecord, ProcessRecord
+from mpjobs.worker import BOOT_ERROR, Worker
+
+if TYPE_CHECKING:
+    from mpjobs.app import App
+
+log = logging.getLogger("mpjobs.supervisor")
+
+HOUSEKEEPING = 1.0
+BOOT_GRACE = 1.0  # a worker that dies sooner than this after its fork failed to boot
+BACKOFF = (0.5, 30.0)
+HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, POKE_SIGNAL)
+
+
+@dataclass
+class Child:
+    pid: int
+    kind: str  # "worker" | "coordinator"
+    slot: int
+    token: str
+    born: float
+    retiring: bool = False
+    kill: tuple[int | None, str, str] | None = None  # (job to settle, status, reason)
+    watch: Watch | None = None
+    proc: psutil.Process | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        app: App,
+        workers: int | None = None,
+        queues: Sequence[str] | None = None,
+        *,
+        graceful_timeout: float = 30.0,
+        max_jobs_per_worker: int | None = None,
+        max_memory_per_worker: int | str | None = None,
+        install_signal_handlers: bool = True,
+        token: str | None = None,
+    ) -> None:
+        from mpjobs.scheduling.durations import parse_bytes
+
+        n = (os.cpu_count() or 1) if workers is None else workers
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        self.app = app
+        self.n = n
+        self.queues = list(queues) if queues else None
+        self.graceful_timeout = graceful_timeout
+        self.max_jobs = max_jobs_per_worker
+        self.max_memory = None if max_memory_per_worker is None else parse_bytes(max_memory_per_worker)
+        self.install_signal_handlers = install_signal_handlers
+        self.token = token or new_token("supervisor")
+        self.children: dict[int, Child] = {}
+        self.signals: list[int] = []
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.retire_queue: list[int] = []
+        self.respawn_at: dict[tuple[str, int], float] = {}
+        self.failures: dict[tuple[str, int], int] = {}
+
+    # -- setup -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Supervise until stopped by SIGTERM/SIGINT (or `stop()` from a handler)."""
+        if threading.active_count() > 1:
+            log.warning(
+                "supervisor started in a process with %d threads; forking it is unsafe "
+                "if those threads hold locks", threading.active_count()
+            )  # fmt: skip
+        self.store = self.app.store
+        self.liveness = LivenessLock(self.app.home.proc_lock(self.token))
+        self.liveness.acquire()
+        self.store.register_process(
+            ProcessRecord(self.token, "supervisor", os.getpid(), None, time.time(),
+                          json.dumps({"workers": self.n, "queues": self.queues}))
+        )  # fmt: skip
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._report_r, self._report_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self._report_r, False)
+        self._old_wakeup = signal.set_wakeup_fd(self._wake_w)
+        for sig in HANDLED:
+            signal.signal(sig, self._on_signal)
+        self._buf = b""
+        try:
+            recover_dead_owners(self.store)
+            forget_dead_processes(self.store)
+            self._spawn("coordinator", 0)
+            for slot in range(self.n):
+                self._spawn("worker", slot)
+            log.info("supervisor %d started %d workers on %s", os.getpid(), self.n, self.app.home.path)
+            self._loop()
+        finally:
+            for pid in list(self.children):
+                kill_tree(pid)
+            self._reap(block=True)
+            self.store.unregister_process(self.token)
+            self.liveness.release()
+            signal.set_wakeup_fd(self._old_wakeup)
+            for fd in (self._wake_r, self._wake_w, self._report_r, self._report_w):
+                os.close(fd)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_housekeeping = time.monotonic() + HOUSEKEEPING
+        while True:
+            while self.signals:
+                self._dispatch(self.signals.pop(0))
+            self._read_reports()
+            self._check_limits()
+            self._reap()
+            if self.stopping:
+                if not self.children:
+                    return
+                if time.monotonic() >= self.stop_deadline:
+                    self._kill_all("graceful timeout reached")
+            else:
+                self._maintain()
+            if time.monotonic() >= next_housekeeping:
+                self._housekeeping()
+                next_housekeeping = time.monotonic() + HOUSEKEEPING
+            self._sleep(next_housekeeping)
+
+    def _sleep(self, until: float) -> None:
+        now = time.monotonic()
+        wake = [until, *self.respawn_at.values()]
+        wake += [c.watch.next_check() for c in self.children.values() if c.watch]
+        if self.stopping:
+            wake.append(self.stop_deadline)
+        timeout = max(0.0, min(wake) - now)
+        try:
+            ready, _, _ = select.select([self._wake_r, self._report_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if self._wake_r in ready:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+
+    def _dispatch(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            return  # the loop reaps every turn
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping:
+                self._kill_all(f"second {signal.Signals(signum).name}")
+            else:
+                self.stop()
+        elif signum == signal.SIGQUIT:
+            self.stop()
+            self._kill_all("SIGQUIT")
+        elif signum == signal.SIGHUP:
+            log.info("SIGHUP: replacing workers one by one")
+            self.retire_queue = [p for p, c in self.children.items() if not c.retiring]
+        elif signum == POKE_SIGNAL:
+            self._kill_requested()
+
+    def stop(self) -> None:
+        """Begin a graceful stop: no new claims, running jobs get `graceful_timeout` s."""
+        if self.stopping:
+            return
+        log.info("supervisor stopping; running jobs have %.0fs to finish", self.graceful_timeout)
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + self.graceful_timeout
+        for pid in self.children:
+            self._signal(pid, signal.SIGTERM)
+
+    # -- children --------------------------------------------------------------------
+
+    def _spawn(self, kind: str, slot: int) -> None:
+        token = new_token(kind)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            try:
+                signal.set_wakeup_fd(-1)
+                for fd in (self._wake_r, self._wake_w, self._report_r):
+                    os.close(fd)
+                if kind == "coordinator":
+                    from mpjobs.coordinator import Coordinator
+
+                    Coordinator(self.app, token=token, parent_token=self.token).run(parent)
+                Worker(
+                    self.app, token=token, parent_token=self.token, slot=slot, queues=self.queues,
+                    report_fd=self._report_w, max_jobs=self.max_jobs, max_memory=self.max_memory,
+                ).run(parent)  # fmt: skip
+            finally:
+                os._exit(BOOT_ERROR)
+        child = Child(pid, kind, slot, token, time.monotonic())
+        try:
+            child.proc = psutil.Process(pid)
+        except psutil.Error:
+            pass
+        self.children[pid] = child
+
+    def _maintain(self) -> None:
+        """Keep one coordinator and n workers alive, backing off after boot failures."""
+        now = time.monotonic()
+        live = {(c.kind, c.slot) for c in self.children.values() if not c.retiring}
+        wanted = [("coordinator", 0)] + [("worker", s) for s in range(self.n)]
+        for key in wanted:
+            if key not in live and self.respawn_at.get(key, 0) <= now:
+                self.respawn_at.pop(key, None)
+                self._spawn(*key)
+        if self.retire_queue and not any(c.retiring for c in self.children.values()):
+            pid = self.retire_queue.pop(0)
+            child = self.children.get(pid)
+            if child is not None:
+                child.retiring = True
+                self._spawn(child.kind, child.slot)
+                self._signal(pid, signal.SIGTERM)
+
+    def _reap(self, block: bool = False) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._buried(child, status)
+
+    def _buried(self, child: Child, status: int) -> None:
+        """A child is gone: settle its jobs, then schedule its replacement."""
+        code = os.waitstatus_to_exitcode(status)
+        how = f"exited with code {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
+        if code == -signal.SIGKILL and child.kill is None:
+            how += " (by someone else, or the kernel's OOM killer)"
+        if child.kind == "worker":
+            self._settle(child, how)
+        is_alive(self.app.home.proc_lock(child.token))  # removes its liveness file
+        try:
+            self.store.unregister_process(child.token)
+        except (sqlite3.OperationalError, StoreError) as exc:
+            log.error("cannot unregister %s: %s", child.token, exc)
+        if self.stopping or child.retiring or code == 0:
+            if not (self.stopping or child.retiring):
+                log.info("%s %d (slot %d) exited; replacing it", child.kind, child.pid, child.slot)
+            return
+        key = (child.kind, child.slot)
+        if code == BOOT_ERROR or time.monotonic() - child.born < BOOT_GRACE:
+            n = self.failures[key] = self.failures.get(key, 0) + 1
+            delay = min(BACKOFF[1], BACKOFF[0] * 2 ** (n - 1))
+            self.respawn_at[key] = time.monotonic() + delay
+            log.error("%s slot %d %s while booting; retrying in %.1fs (see the traceback above)",
+                      child.kind, child.slot, how, delay)  # fmt: skip
+        else:
+            self.failures.pop(key, None)
+            if child.kill is None:
+                log.warning("%s %d (slot %d) %s; replacing it", child.kind, child.pid, child.slot, how)
+
+    def _settle(self, child: Child, how: str) -> None:
+        target, status, reason = child.kill or (None, "", "")
+        deliberate = child.kill is not None or self.stopping or child.retiring
+        now = time.time()
+
+        def decide(job: JobRecord) -> Any:
+            if job.id == target:
+                return outcomes.failure(job, reason, now, status=status)
+            if deliberate:
+                return outcomes.requeue(job, now)
+            return outcomes.lost(job, f"worker pid {child.pid} {how}", now)
+
+        try:
+            self.store.recover(child.token, decide, now)
+        except (sqlite3.OperationalError, StoreError) as exc:
+            log.error("cannot settle jobs of worker %d yet (%s); the leader will", child.pid, exc)
+
+    def _signal(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _kill_all(self, why: str) -> None:
+        for pid, child in self.children.items():
+            if child.kill is None:
+                log.warning("killing %s %d: %s", child.kind, pid, why)
+                child.kill = (None, "", why)
+            kill_tree(pid)
+
+    # -- limits and kill requests ----------------------------------------------------
+
+    def _read_reports(self) -> None:
+        """Workers report the start ("S id timeout memory") and end ("E id") of limited jobs."""
+        try:
+            while True:
+                data = os.read(self._report_r, 65536)
+                if not data:
+                    break
+                self._buf += data
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN:
+                raise
+        *lines, self._buf = self._buf.split(b"\n")
+        by_slot = {c.slot: c for c in self.children.values() if c.kind == "worker"}
+        for line in lines:
+            parts = line.decode().split()
+            child = by_slot.get(int(parts[1])) if len(parts) > 1 else None
+            if child is None or child.proc is None:
+                continue
+            if parts[0] == "S":
+                timeout, memory = float(parts[3]), int(parts[4])
+                child.watch = Watch(int(parts[2]), time.monotonic(), timeout or None,
+                                    memory or None, child.proc)  # fmt: skip
+            elif parts[0] == "E" and child.watch and child.watch.job_id == int(parts[2]):
+                child.watch = None
+
+    def _check_limits(self) -> None:
+        now = time.monotonic()
+        for pid, child in list(self.children.items()):
+            watch = child.watch
+            if watch is None or child.kill is not None:
+                continue
+            reason = watch.check(now)
+            if reason is not None:
+                status = TIMEOUT if reason.startswith("time") else FAILED
+                log.warning("job %d on worker %d: %s; killing the worker", watch.job_id, pid, reason)
+                child.kill = (watch.job_id, status, reason)
+                kill_tree(pid)
+
+    def _kill_requested(self) -> None:
+        """Kill workers whose running job was cancelled with terminate=True."""
+        by_token = {c.token: c for c in self.children.values()}
+        try:
+            requests = self.store.kill_requests(list(by_token))
+        except (sqlite3.OperationalError, StoreError):
+            return
+        for job_id, owner in requests:
+            child = by_token.get(owner)
+            if child is not None and child.kill is None:
+                log.info("job %d cancelled while running; killing worker %d", job_id, child.pid)
+                child.kill = (job_id, "", "cancelled")
+                kill_tree(child.pid)
+            elif child is None:
+                self.store.clear_owner(job_id)
+
+    def _housekeeping(self) -> None:
+        self._kill_requested()

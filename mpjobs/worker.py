@@ -1,0 +1,240 @@
+"""A worker process: claim → run → record, until told to stop.
+
+Each worker owns its jobs under a token whose liveness lock it holds for life, so any
+process can tell a dead owner from a live one without trusting pids or clocks. A job's
+result commits in the same transaction that starts the next job, so a kill at any
+moment leaves at most the one running job to recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import signal
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import psutil
+
+from mpjobs import outcomes, serialization
+from mpjobs.coordination.locks import LivenessLock
+from mpjobs.coordination.notify import Watcher
+from mpjobs.coordination.processes import die_with_parent
+from mpjobs.errors import StoreError
+from mpjobs.store.base import SUCCESS, Completion, JobRecord, ProcessRecord
+
+if TYPE_CHECKING:
+    from mpjobs.app import App
+
+log = logging.getLogger("mpjobs.worker")
+
+BOOT_ERROR = 3  # exit code: the worker could not start; the supervisor backs off
+BATCH_MAX = 64
+BATCH_WINDOW = 0.002  # claim as many jobs as the recent average says run in 2 ms
+IDLE_CAP = 5.0
+
+
+class Worker:
+    """Everything a worker needs, built in the supervisor and run in the forked child."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        token: str,
+        parent_token: str,
+        slot: int,
+        queues: Sequence[str] | None,
+        report_fd: int,
+        max_jobs: int | None = None,
+        max_memory: int | None = None,
+    ) -> None:
+        self.app = app
+        self.token = token
+        self.parent_token = parent_token
+        self.slot = slot
+        self.queues = list(queues) if queues else None
+        self.report_fd = report_fd
+        self.max_jobs = max_jobs
+        self.max_memory = max_memory
+        self.stopping = False
+        self.jobs_done = 0
+        self.avg = 0.001
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- process lifecycle -----------------------------------------------------------
+
+    def run(self, parent_pid: int) -> NoReturn:
+        """Entry point in the child; never returns."""
+        code = 0
+        try:
+            self._boot(parent_pid)
+        except BaseException:
+            log.exception("worker %s failed to boot", self.slot)
+            os._exit(BOOT_ERROR)
+        try:
+            self._serve()
+        except BaseException:
+            log.exception("worker %s crashed", self.slot)
+            code = 1
+        finally:
+            self._shutdown()
+        os._exit(code)
+
+    def _boot(self, parent_pid: int) -> None:
+        die_with_parent(signal.SIGKILL, parent_pid)
+        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.liveness = LivenessLock(self.app.home.proc_lock(self.token))
+        self.liveness.acquire()
+        self.store = self.app.store
+        self.store.register_process(
+            ProcessRecord(
+                self.token, "worker", os.getpid(), self.parent_token, time.time(),
+                json.dumps({"slot": self.slot, "queues": self.queues}),
+            )
+        )  # fmt: skip
+        for module in self.app.imports:
+            serialization.resolve_path(f"{module}:__name__")
+        from mpjobs.scheduling.lifecycle import LifecycleRunner
+
+        self.lifecycle = LifecycleRunner([t for t in self.app.lifecycles if t.scope == "worker"])
+        self.lifecycle.start()
+        self.watcher = Watcher(self.app.home.path)
+        self.proc = psutil.Process()
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _shutdown(self) -> None:
+        try:
+            if getattr(self, "lifecycle", None) is not None:
+                self.lifecycle.stop()
+            if getattr(self, "store", None) is not None:
+                self.store.unregister_process(self.token)
+        except Exception:
+            log.exception("worker %s: error during shutdown", self.slot)
+        if getattr(self, "liveness", None) is not None:
+            self.liveness.release()
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        batch: deque[JobRecord] = deque()
+        done: Completion | None = None
+        while True:
+            if self.stopping or self._recycle_due():
+                break
+            if batch:
+                job = batch.popleft()
+                if not self._retrying(self.store.finish_and_start, self.token, done, job.id, time.time()):
+                    done = None
+                    continue
+                done = None
+            else:
+                if done is None and not self._wait_for_work():
+                    continue
+                limit = max(1, min(BATCH_MAX, int(BATCH_WINDOW / max(self.avg, 1e-6))))
+                rows = self._retrying(
+                    self.store.claim, self.token, os.getpid(), self.queues, limit, time.time(), done
+                )
+                done = None
+                if not rows:
+                    continue
+                job = rows[0]
+                batch.extend(rows[1:])
+            done = self._execute(job)
+        if done is not None:
+            self._retrying(self.store.complete, self.token, done, time.time(), forever=True)
+        if batch:
+            self._retrying(self.store.release, self.token, [j.id for j in batch], forever=True)
+
+    def _wait_for_work(self) -> bool:
+        """Sleep until a due job may exist: woken by any commit, a due time or a signal."""
+        now = time.time()
+        if self.store.has_due(self.queues, now):
+            return True
+        nxt = self.store.next_exec_at(self.queues)
+        timeout = IDLE_CAP if nxt is None else min(IDLE_CAP, max(0.0, nxt - now))
+        ready = self.watcher.wait(timeout, extra=(self._wake_r,))
+        if self._wake_r in ready:
+            try:
+                os.read(self._wake_r, 512)
+            except BlockingIOError:
+                pass
+        return False
+
+    def _recycle_due(self) -> bool:
+        if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
+            log.info("worker %s recycles after %d jobs", self.slot, self.jobs_done)
+            return True
+        if self.max_memory is not None and self.jobs_done % 16 == 0:
+            rss = self.proc.memory_info().rss
+            if rss > self.max_memory:
+                log.info("worker %s recycles at %.1f MiB RSS", self.slot, rss / 2**20)
+                return True
+        return False
+
+    def _retrying(self, fn: Any, *args: Any, forever: bool = False) -> Any:
+        """Run a store call, riding out a full disk or a read-only home with backoff.
+
+        A result that could not be written is never dropped: the worker keeps it and
+        keeps trying, and claims nothing new meanwhile.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return fn(*args)
+            except (sqlite3.OperationalError, StoreError) as exc:
+                log.error("worker %s: store write failed (%s); retrying in %.1fs", self.slot, exc, delay)
+                if self.stopping and not forever:
+                    raise
+                self.watcher.wait(delay, extra=(self._wake_r,))
+                delay = min(delay * 2, 5.0)
+
+    # -- one job ---------------------------------------------------------------------
+
+    def _report(self, message: str) -> None:
+        try:
+            os.write(self.report_fd, message.encode())
+        except OSError:
+            self.stopping = True  # the supervisor is gone
+
+    def _execute(self, job: JobRecord) -> Completion:
+        limited = job.timeout is not None or job.memory_limit is not None
+        if limited:
+            self._report(f"S {self.slot} {job.id} {job.timeout or 0} {job.memory_limit or 0}\n")
+        t0 = time.perf_counter()
+        try:
+            fn = serialization.load_callable(job.func, job.func_pickle)
+            args, kwargs = serialization.loads(job.payload) if job.payload else ((), {})
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = self._event_loop().run_until_complete(value)
+            blob = None if value is None else serialization.dumps(value, f"result of {job.name}")
+            done = Completion(job.id, SUCCESS, result=blob)
+        except BaseException as exc:  # SystemExit from a job is a failure of that job
+            done = outcomes.from_exception(job, exc, time.time())
+        finally:
+            if limited:
+                self._report(f"E {self.slot} {job.id}\n")
+        self.avg = 0.8 * self.avg + 0.2 * (time.perf_counter() - t0)
+        self.jobs_done += 1
+        return done
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+        return self._loop
