@@ -21,9 +21,9 @@ from mpjobs.store.base import NewJob
 from mpjobs.store.sqlite import SqliteStore, open_store
 
 if TYPE_CHECKING:
+    from mpjobs.pool import Pool
     from mpjobs.scheduling.lifecycle import LifecycleTask
     from mpjobs.scheduling.schedules import Schedule
-    from mpjobs.pool import Pool
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,7 +32,14 @@ JOB_OPTIONS = {
     "queue", "priority", "max_attempts", "retry_backoff", "timeout", "memory_limit",
     "limits", "unique_key", "name",
 }  # fmt: skip
-SCHEDULE_OPTIONS = {"coalesce", "misfire_grace_time", "max_instances", "max_failures", "jitter", "id"}
+SCHEDULE_OPTIONS = {
+    "coalesce",
+    "misfire_grace_time",
+    "max_instances",
+    "max_failures",
+    "jitter",
+    "id",
+}
 DEFAULTS: dict[str, Any] = {
     "queue": "default",
     "priority": 0,
@@ -164,7 +171,9 @@ class App:
 
     # -- running ---------------------------------------------------------------------
 
-    def run(self, workers: int | None = None, queues: Sequence[str] | None = None, **opts: Any) -> None:
+    def run(
+        self, workers: int | None = None, queues: Sequence[str] | None = None, **opts: Any
+    ) -> None:
         """Run a supervisor in this process until SIGTERM/SIGINT; see Supervisor for opts."""
         from mpjobs.supervisor import Supervisor
 
@@ -248,7 +257,9 @@ class JobBuilder:
         check_options(options, JOB_OPTIONS | SCHEDULE_OPTIONS)
         merged = {**self._options, **options}
         resolve_limits(merged.get("timeout"), merged.get("memory_limit"), merged.get("limits"))
-        b = JobBuilder(self.app, self.func, self.func_pickle, self.name, self.args, self.kwargs, merged)
+        b = JobBuilder(
+            self.app, self.func, self.func_pickle, self.name, self.args, self.kwargs, merged
+        )
         b._exec_at = self._exec_at
         return b
 
@@ -260,7 +271,9 @@ class JobBuilder:
             return None
         return serialization.dumps((self.args, self.kwargs), f"arguments of {self.name}")
 
-    def new_job(self, now: float, exec_at: float | None = None, schedule_id: str | None = None) -> NewJob:
+    def new_job(
+        self, now: float, exec_at: float | None = None, schedule_id: str | None = None
+    ) -> NewJob:
         o = self._options
         timeout, memory = resolve_limits(o.get("timeout"), o.get("memory_limit"), o.get("limits"))
         when = exec_at if exec_at is not None else self._exec_at
@@ -268,7 +281,7 @@ class JobBuilder:
             name=o.get("name") or self.name,
             func=self.func,
             func_pickle=self.func_pickle,
-            payload=self.payload(),  # type: ignore[arg-type]
+            payload=self.payload(),
             queue=o.get("queue", "default"),
             priority=o.get("priority", 0),
             exec_at=now if when is None else when,

@@ -156,7 +156,9 @@ def _ts(t: float | None) -> str:
 def render_status(data: dict[str, Any]) -> str:
     lines = [f"home: {data['home']}"]
     leader = data["leader"]
-    lines.append(f"leader: pid {leader['pid']} since {_ts(leader['since'])}" if leader else "leader: none")
+    lines.append(
+        f"leader: pid {leader['pid']} since {_ts(leader['since'])}" if leader else "leader: none"
+    )
     sups = [p for p in data["processes"] if p["kind"] == "supervisor"]
     lines.append(f"supervisors: {len(sups)}")
     for sup in sups:
@@ -168,10 +170,14 @@ def render_status(data: dict[str, Any]) -> str:
             job = p["job"]
             what = f"job {job['id']} {job['name']} for {job['running_for_s']:.1f}s" if job else ""
             lead = " (leader)" if data["leader"] and data["leader"]["token"] == p["token"] else ""
-            lines.append(f"    {p['kind']:<11} pid {p['pid']:<7} {p['state']:<7} rss {rss:<10} {what}{lead}")
+            lines.append(
+                f"    {p['kind']:<11} pid {p['pid']:<7} {p['state']:<7} rss {rss:<10} {what}{lead}"
+            )
     lines.append("queues:")
     for queue, counts in sorted(data["queues"].items()):
-        lines.append(f"  {queue}: {counts.get('SCHEDULED', 0)} waiting, {counts.get('RUNNING', 0)} running")
+        lines.append(
+            f"  {queue}: {counts.get('SCHEDULED', 0)} waiting, {counts.get('RUNNING', 0)} running"
+        )
     if data["schedules"]:
         lines.append("schedules:")
         for s in data["schedules"]:
@@ -197,7 +203,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _job_line(job: Any) -> str:
     rec = job._record()
     status = job.status.value
-    return f"{job.id:>8}  {status:<18} {rec.queue:<10} {rec.attempts}/{rec.max_attempts}  {rec.name}"
+    return (
+        f"{job.id:>8}  {status:<18} {rec.queue:<10} {rec.attempts}/{rec.max_attempts}  {rec.name}"
+    )
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -208,22 +216,27 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return 0
     if args.id is None:
         raise UsageError(f"mpjobs jobs {args.action} needs a job id")
-    job = app.get_job(args.id)
-    if job is None:
+    found = app.get_job(args.id)
+    if found is None:
         raise UsageError(f"no job {args.id} in {app.home.path}")
+    job = found
     if args.action == "show":
         rec = job._record()
         print(_job_line(job))
-        print(f"  exec_at: {_ts(rec.exec_at)}  started: {_ts(rec.started_at)}  finished: {_ts(rec.finished_at)}")
+        print(f"  exec_at: {_ts(rec.exec_at)}  started: {_ts(rec.started_at)}", end="")
+        print(f"  finished: {_ts(rec.finished_at)}")
         if rec.error:
             print(rec.error.rstrip())
         return 0
     if args.action == "cancel":
         ok = job.cancel(terminate=args.terminate)
-        print(f"job {job.id}: {'cancelled' if ok else 'not cancelled (status ' + job.status.value + ')'}")
+        verdict = "cancelled" if ok else f"not cancelled (status {job.status.value})"
+        print(f"job {job.id}: {verdict}")
         return 0 if ok else 1
     ok = app.store.retry(int(job.id), time.time())
-    print(f"job {job.id}: {'queued again' if ok else 'not retried (status ' + job.status.value + ')'}")
+    print(
+        f"job {job.id}: {'queued again' if ok else 'not retried (status ' + job.status.value + ')'}"
+    )
     return 0 if ok else 1
 
 
@@ -232,7 +245,9 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     if args.action == "list":
         for s in app.schedules():
             nrt = s.next_run_time
-            print(f"{s.id:<40} {s.state:<8} {s.trigger:<30} next {nrt.astimezone() if nrt else '-'}")
+            print(
+                f"{s.id:<40} {s.state:<8} {s.trigger:<30} next {nrt.astimezone() if nrt else '-'}"
+            )
         return 0
     if args.id is None:
         raise UsageError(f"mpjobs schedules {args.action} needs a schedule id")
@@ -240,7 +255,11 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     if sched is None:
         raise UsageError(f"no schedule {args.id!r} in {app.home.path}")
     getattr(sched, args.action)()
-    print(f"schedule {args.id}: {args.action}d" if args.action != "remove" else f"schedule {args.id}: removed")
+    print(
+        f"schedule {args.id}: {args.action}d"
+        if args.action != "remove"
+        else f"schedule {args.id}: removed"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ jobs of dead owners and runs the leader-scoped lifecycle tasks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -122,10 +123,8 @@ class Coordinator:
             except InterruptedError:
                 continue
             if ready:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
-                except BlockingIOError:
-                    pass
 
     def _shutdown(self) -> None:
         if getattr(self, "lifecycle", None) is not None:

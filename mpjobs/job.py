@@ -59,7 +59,10 @@ class Job:
         return (_reopen, (str(self._store.home.path), self.id))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Job) and (other.id, other._store.path) == (self.id, self._store.path)
+        return isinstance(other, Job) and (other.id, other._store.path) == (
+            self.id,
+            self._store.path,
+        )
 
     def __hash__(self) -> int:
         return hash((self.id, self._store.path))

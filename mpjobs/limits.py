@@ -8,6 +8,7 @@ with psutil while a memory limit is set, and kills the tree when a limit is brok
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ class Limit:
 
     def __init__(self, type: Limit.Type, value: float | int | str) -> None:
         if not isinstance(type, Limit.Type):
-            raise TypeError(f"Limit type must be Limit.Type.MEMORY or Limit.Type.TIME, not {type!r}")
+            raise TypeError(
+                f"Limit type must be Limit.Type.MEMORY or Limit.Type.TIME, not {type!r}"
+            )
         self.type = type
         if type is Limit.Type.MEMORY:
             self.value: float = float(parse_bytes(value))  # type: ignore[arg-type]
@@ -66,10 +69,8 @@ def tree_rss(proc: psutil.Process) -> int:
     except psutil.Error:
         return total
     for child in children:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += child.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -81,10 +82,8 @@ def kill_tree(pid: int) -> None:
     except psutil.Error:
         return
     for p in victims:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.kill()
-        except psutil.Error:
-            pass
 
 
 @dataclass

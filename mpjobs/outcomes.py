@@ -18,8 +18,8 @@ MAX_BACKOFF = 3600.0
 
 def retry_delay(backoff: float, attempts: int) -> float:
     """Exponential backoff with ±20% jitter, so a burst of failures does not retry in step."""
-    base = min(MAX_BACKOFF, backoff * 2 ** max(0, attempts - 1))
-    return base * random.uniform(0.8, 1.2)
+    base = min(MAX_BACKOFF, backoff * 2.0 ** max(0, attempts - 1))
+    return float(base * random.uniform(0.8, 1.2))
 
 
 def failure(

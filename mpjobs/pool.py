@@ -8,6 +8,7 @@ fork+exec of `mpjobs run` instead, which needs the app to be findable by import 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,7 +41,9 @@ def find_app_target(app: App) -> str | None:
 class Pool:
     """A running supervisor. Stopping it drains gracefully; leaving `with` stops it."""
 
-    def __init__(self, app: App, pid: int, token: str, proc: subprocess.Popen[bytes] | None) -> None:
+    def __init__(
+        self, app: App, pid: int, token: str, proc: subprocess.Popen[bytes] | None
+    ) -> None:
         self.app = app
         self.pid = pid
         self.token = token
@@ -96,12 +99,18 @@ class Pool:
         return [
             p.pid
             for p in self.app.store.list_processes()
-            if p.parent == self.token and p.kind == "worker" and token_alive(self.app.store, p.token)
+            if p.parent == self.token
+            and p.kind == "worker"
+            and token_alive(self.app.store, p.token)
         ]
 
     def coordinator(self) -> int | None:
         for p in self.app.store.list_processes():
-            if p.parent == self.token and p.kind == "coordinator" and token_alive(self.app.store, p.token):
+            if (
+                p.parent == self.token
+                and p.kind == "coordinator"
+                and token_alive(self.app.store, p.token)
+            ):
                 return p.pid
         return None
 
@@ -119,7 +128,7 @@ class Pool:
                 left = deadline_left(deadline)
                 if left == 0:
                     raise WaitTimeout(f"pool not ready after {timeout} s ({len(alive)} workers)")
-                watcher.wait(min(left, 0.1))
+                watcher.wait(0.1 if left is None else min(left, 0.1))
 
     def is_alive(self) -> bool:
         if self._proc is not None:
@@ -141,10 +150,8 @@ class Pool:
         except ProcessLookupError:
             return
         if not self._wait(timeout):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self._wait(5.0)
 
     def _wait(self, timeout: float) -> bool:

@@ -13,9 +13,19 @@ import time
 
 from mpjobs import outcomes
 from mpjobs.coordination.processes import token_alive
+from mpjobs.store.base import Completion, JobRecord
 from mpjobs.store.sqlite import SqliteStore
 
 log = logging.getLogger("mpjobs.recovery")
+
+
+def _settle(store: SqliteStore, token: str) -> list[JobRecord]:
+    now = time.time()
+
+    def decide(job: JobRecord) -> Completion:
+        return outcomes.lost(job, "its process died", now)
+
+    return store.recover(token, decide, now)
 
 
 def recover_dead_owners(store: SqliteStore) -> int:
@@ -24,8 +34,7 @@ def recover_dead_owners(store: SqliteStore) -> int:
     for owner in store.running_owners():
         if token_alive(store, owner):
             continue
-        now = time.time()
-        jobs = store.recover(owner, lambda j: outcomes.lost(j, "its process died", now), now)
+        jobs = _settle(store, owner)
         for job in jobs:
             log.warning("job %s (%s): owner %s died; %s", job.id, job.name, owner,
                         "retrying" if job.attempts < job.max_attempts else "failed")  # fmt: skip
@@ -38,6 +47,5 @@ def forget_dead_processes(store: SqliteStore) -> None:
     """Drop process rows (for `mpjobs status`) whose process is gone."""
     for proc in store.list_processes():
         if not token_alive(store, proc.token):
-            now = time.time()
-            store.recover(proc.token, lambda j: outcomes.lost(j, "its process died", now), now)
+            _settle(store, proc.token)
             store.unregister_process(proc.token)

@@ -58,7 +58,11 @@ def split_path(path: str) -> tuple[str, str]:
         module, _, attr = path.partition(":")
     else:
         module, _, attr = path.rpartition(".")
-    if not module or not attr or not all(p.isidentifier() for p in (module + "." + attr).split(".")):
+    if (
+        not module
+        or not attr
+        or not all(p.isidentifier() for p in (module + "." + attr).split("."))
+    ):
         raise ValueError(f"invalid import path {path!r}: expected 'package.module:function'")
     return module, attr
 

@@ -8,6 +8,7 @@ racing pid reuse, and only a process outside the job can stop a job stuck in C c
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -25,7 +26,7 @@ import psutil
 
 from mpjobs import outcomes
 from mpjobs.coordination.locks import LivenessLock, is_alive
-from mpjobs.coordination.processes import POKE_SIGNAL, die_with_parent, new_token
+from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.errors import StoreError
 from mpjobs.limits import Watch, kill_tree
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners
@@ -40,7 +41,14 @@ log = logging.getLogger("mpjobs.supervisor")
 HOUSEKEEPING = 1.0
 BOOT_GRACE = 1.0  # a worker that dies sooner than this after its fork failed to boot
 BACKOFF = (0.5, 30.0)
-HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, POKE_SIGNAL)
+HANDLED = (
+    signal.SIGCHLD,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    POKE_SIGNAL,
+)
 
 
 @dataclass
@@ -79,7 +87,9 @@ class Supervisor:
         self.queues = list(queues) if queues else None
         self.graceful_timeout = graceful_timeout
         self.max_jobs = max_jobs_per_worker
-        self.max_memory = None if max_memory_per_worker is None else parse_bytes(max_memory_per_worker)
+        self.max_memory = (
+            None if max_memory_per_worker is None else parse_bytes(max_memory_per_worker)
+        )
         self.install_signal_handlers = install_signal_handlers
         self.token = token or new_token("supervisor")
         self.children: dict[int, Child] = {}
@@ -119,7 +129,9 @@ class Supervisor:
             self._spawn("coordinator", 0)
             for slot in range(self.n):
                 self._spawn("worker", slot)
-            log.info("supervisor %d started %d workers on %s", os.getpid(), self.n, self.app.home.path)
+            log.info(
+                "supervisor %d started %d workers on %s", os.getpid(), self.n, self.app.home.path
+            )
             self._loop()
         finally:
             for pid in list(self.children):
@@ -168,10 +180,8 @@ class Supervisor:
         except InterruptedError:
             return
         if self._wake_r in ready:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 4096)
-            except BlockingIOError:
-                pass
 
     def _dispatch(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
@@ -222,10 +232,8 @@ class Supervisor:
             finally:
                 os._exit(BOOT_ERROR)
         child = Child(pid, kind, slot, token, time.monotonic())
-        try:
+        with contextlib.suppress(psutil.Error):
             child.proc = psutil.Process(pid)
-        except psutil.Error:
-            pass
         self.children[pid] = child
 
     def _maintain(self) -> None:
@@ -261,7 +269,11 @@ class Supervisor:
     def _buried(self, child: Child, status: int) -> None:
         """A child is gone: settle its jobs, then schedule its replacement."""
         code = os.waitstatus_to_exitcode(status)
-        how = f"exited with code {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
+        how = (
+            f"exited with code {code}"
+            if code >= 0
+            else f"was killed by {signal.Signals(-code).name}"
+        )
         if code == -signal.SIGKILL and child.kill is None:
             how += " (by someone else, or the kernel's OOM killer)"
         if child.kind == "worker":
@@ -285,7 +297,9 @@ class Supervisor:
         else:
             self.failures.pop(key, None)
             if child.kill is None:
-                log.warning("%s %d (slot %d) %s; replacing it", child.kind, child.pid, child.slot, how)
+                log.warning(
+                    "%s %d (slot %d) %s; replacing it", child.kind, child.pid, child.slot, how
+                )
 
     def _settle(self, child: Child, how: str) -> None:
         target, status, reason = child.kill or (None, "", "")
@@ -305,10 +319,8 @@ class Supervisor:
             log.error("cannot settle jobs of worker %d yet (%s); the leader will", child.pid, exc)
 
     def _signal(self, pid: int, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
     def _kill_all(self, why: str) -> None:
         for pid, child in self.children.items():
@@ -355,7 +367,9 @@ class Supervisor:
             reason = watch.check(now)
             if reason is not None:
                 status = TIMEOUT if reason.startswith("time") else FAILED
-                log.warning("job %d on worker %d: %s; killing the worker", watch.job_id, pid, reason)
+                log.warning(
+                    "job %d on worker %d: %s; killing the worker", watch.job_id, pid, reason
+                )
                 child.kill = (watch.job_id, status, reason)
                 kill_tree(pid)
 

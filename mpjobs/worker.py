@@ -9,6 +9,7 @@ moment leaves at most the one running job to recover.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -138,7 +139,9 @@ class Worker:
                 break
             if batch:
                 job = batch.popleft()
-                if not self._retrying(self.store.finish_and_start, self.token, done, job.id, time.time()):
+                if not self._retrying(
+                    self.store.finish_and_start, self.token, done, job.id, time.time()
+                ):
                     done = None
                     continue
                 done = None
@@ -169,10 +172,8 @@ class Worker:
         timeout = IDLE_CAP if nxt is None else min(IDLE_CAP, max(0.0, nxt - now))
         ready = self.watcher.wait(timeout, extra=(self._wake_r,))
         if self._wake_r in ready:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 512)
-            except BlockingIOError:
-                pass
         return False
 
     def _recycle_due(self) -> bool:
@@ -197,7 +198,9 @@ class Worker:
             try:
                 return fn(*args)
             except (sqlite3.OperationalError, StoreError) as exc:
-                log.error("worker %s: store write failed (%s); retrying in %.1fs", self.slot, exc, delay)
+                log.error(
+                    "worker %s: store write failed (%s); retrying in %.1fs", self.slot, exc, delay
+                )
                 if self.stopping and not forever:
                     raise
                 self.watcher.wait(delay, extra=(self._wake_r,))

@@ -9,6 +9,7 @@ registered here and closed in the child right after any os.fork().
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -18,10 +19,8 @@ _HELD: set[int] = set()
 
 def _close_held_in_child() -> None:
     for fd in list(_HELD):
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     _HELD.clear()
 
 
@@ -90,10 +89,8 @@ class LivenessLock:
         """Release at a clean exit; the file goes too, since its token is never used again."""
         lock, self._lock = self._lock, None
         if lock is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
             lock.release()
 
 
@@ -113,10 +110,8 @@ def is_alive(path: Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         return False
     finally:
         os.close(fd)

@@ -90,7 +90,10 @@ class LifecycleRunner:
     def start(self) -> None:
         for task in self.tasks:
             t = threading.Thread(
-                target=self._supervise, args=(task,), name=f"mpjobs-lifecycle:{task.name}", daemon=True
+                target=self._supervise,
+                args=(task,),
+                name=f"mpjobs-lifecycle:{task.name}",
+                daemon=True,
             )
             t.start()
             self._threads.append(t)

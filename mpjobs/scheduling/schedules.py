@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from mpjobs.job import Job
 from mpjobs.scheduling.durations import parse_duration
-from mpjobs.scheduling.triggers import CronTrigger, IntervalTrigger, Trigger, due_fires, trigger_from_spec
+from mpjobs.scheduling.triggers import (
+    CronTrigger,
+    IntervalTrigger,
+    Trigger,
+    due_fires,
+    trigger_from_spec,
+)
 from mpjobs.store.base import NewJob, ScheduleRecord
 
 if TYPE_CHECKING:
@@ -126,16 +132,23 @@ def fire_rule(rec: ScheduleRecord, now: float, active: int) -> tuple[list[NewJob
     jitter = o["jitter"]
     jobs = [
         NewJob(
-            name=rec.name, func=rec.func, func_pickle=rec.func_pickle, payload=rec.payload or None,
-            queue=o["queue"], priority=o["priority"],
+            name=rec.name,
+            func=rec.func,
+            func_pickle=rec.func_pickle,
+            payload=rec.payload or None,
+            queue=o["queue"],
+            priority=o["priority"],
             exec_at=t + (random.uniform(0, jitter) if jitter else 0.0),
-            max_attempts=o["max_attempts"], retry_backoff=o["retry_backoff"],
-            timeout=o["timeout"], memory_limit=o["memory_limit"], unique_key=None,
+            max_attempts=o["max_attempts"],
+            retry_backoff=o["retry_backoff"],
+            timeout=o["timeout"],
+            memory_limit=o["memory_limit"],
+            unique_key=None,
             schedule_id=rec.id,
-        )  # fmt: skip
+        )
         for t in times
     ]
-    return jobs, nxt  # type: ignore[misc]
+    return jobs, nxt
 
 
 class Schedule:
@@ -204,7 +217,12 @@ class Schedule:
     ) -> None:
         if (cron is None) == (every is None):
             raise TypeError("reschedule() takes exactly one of cron= or every=")
-        trigger: Trigger = CronTrigger(cron, tz) if cron is not None else interval_trigger(every, start)  # type: ignore[arg-type]
+        trigger: Trigger
+        if cron is not None:
+            trigger = CronTrigger(cron, tz)
+        else:
+            assert every is not None
+            trigger = interval_trigger(every, start)
         self._record()
         self.app.store.update_schedule(
             self.id, trigger=json.dumps(trigger.to_spec()),

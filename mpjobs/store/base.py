@@ -26,7 +26,7 @@ class NewJob:
     name: str
     func: str | None
     func_pickle: bytes | None
-    payload: bytes
+    payload: bytes | None
     queue: str
     priority: int
     exec_at: float

@@ -214,7 +214,9 @@ class SqliteStore(base.Store):
             ).fetchall()
             if not rows:
                 return []
-            jobs = sorted((JobRecord(*r) for r in rows), key=lambda j: (j.priority, j.exec_at, j.id))
+            jobs = sorted(
+                (JobRecord(*r) for r in rows), key=lambda j: (j.priority, j.exec_at, j.id)
+            )
             first = jobs[0]
             conn.execute(
                 "UPDATE jobs SET started_at = ?, attempts = attempts + 1 WHERE id = ?",
@@ -302,7 +304,7 @@ class SqliteStore(base.Store):
             )
 
     def recover(self, owner: str, decide: Decide, now: float) -> list[JobRecord]:
-        """Settle every job a dead `owner` held: unstarted ones go back, started ones are decided."""
+        """Settle the jobs of a dead `owner`: unstarted ones go back, started ones are decided."""
         with self._tx() as conn:
             rows = [
                 JobRecord(*r)
@@ -333,9 +335,11 @@ class SqliteStore(base.Store):
 
     def status_of(self, job_id: int) -> str | None:
         """The status a reader sees: a claimed job that has not started is still SCHEDULED."""
-        r = self._conn().execute(
-            "SELECT status, started_at FROM jobs WHERE id = ?", (job_id,)
-        ).fetchone()
+        r = (
+            self._conn()
+            .execute("SELECT status, started_at FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
         if r is None:
             return None
         return SCHEDULED if r[0] == RUNNING and r[1] is None else str(r[0])
@@ -408,24 +412,30 @@ class SqliteStore(base.Store):
 
     def clear_owner(self, job_id: int) -> None:
         with self._tx() as conn:
-            conn.execute("UPDATE jobs SET owner = NULL WHERE id = ? AND status != 'RUNNING'", (job_id,))
+            conn.execute(
+                "UPDATE jobs SET owner = NULL WHERE id = ? AND status != 'RUNNING'", (job_id,)
+            )
 
     def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
         """A read-only check, so idle workers woken together do not all queue for the lock."""
         qsql, qargs = _queue_filter(queues)
         return (
-            self._conn().execute(
+            self._conn()
+            .execute(
                 f"SELECT 1 FROM jobs WHERE status = 'SCHEDULED' AND exec_at <= ?{qsql} LIMIT 1",
                 [now, *qargs],
-            ).fetchone()
+            )
+            .fetchone()
             is not None
         )
 
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None:
         qsql, qargs = _queue_filter(queues)
-        r = self._conn().execute(
-            f"SELECT min(exec_at) FROM jobs WHERE status = 'SCHEDULED'{qsql}", qargs
-        ).fetchone()
+        r = (
+            self._conn()
+            .execute(f"SELECT min(exec_at) FROM jobs WHERE status = 'SCHEDULED'{qsql}", qargs)
+            .fetchone()
+        )
         return None if r is None or r[0] is None else float(r[0])
 
     def queue_depths(self) -> dict[str, dict[str, int]]:
@@ -480,9 +490,11 @@ class SqliteStore(base.Store):
             return rec
 
     def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
-        r = self._conn().execute(
-            f"SELECT {_SCHED_COLS} FROM schedules WHERE id = ?", (schedule_id,)
-        ).fetchone()
+        r = (
+            self._conn()
+            .execute(f"SELECT {_SCHED_COLS} FROM schedules WHERE id = ?", (schedule_id,))
+            .fetchone()
+        )
         return ScheduleRecord(*r) if r else None
 
     def list_schedules(self) -> list[ScheduleRecord]:
@@ -530,15 +542,18 @@ class SqliteStore(base.Store):
         return ids
 
     def next_fire_time(self) -> float | None:
-        r = self._conn().execute(
-            "SELECT min(next_run_time) FROM schedules WHERE state = 'active'"
-        ).fetchone()
+        r = (
+            self._conn()
+            .execute("SELECT min(next_run_time) FROM schedules WHERE state = 'active'")
+            .fetchone()
+        )
         return None if r is None or r[0] is None else float(r[0])
 
     @staticmethod
     def _active_count(conn: sqlite3.Connection, schedule_id: str) -> int:
         r = conn.execute(
-            "SELECT count(*) FROM jobs WHERE schedule_id = ? AND status IN ('SCHEDULED', 'RUNNING')",
+            "SELECT count(*) FROM jobs WHERE schedule_id = ? "
+            "AND status IN ('SCHEDULED', 'RUNNING')",
             (schedule_id,),
         ).fetchone()
         return int(r[0])
