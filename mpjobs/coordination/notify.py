@@ -19,6 +19,11 @@ import time
 from pathlib import Path
 
 POLL_INTERVAL = 0.05
+# A commit's write() to the -wal file (our event) lands just before SQLite publishes the
+# commit in the -shm index, so a reader woken by the event, or one that started watching
+# mid-commit, can still read the old state. After creation and after each event the next
+# waits are capped at these short intervals, so such a reader looks again soon.
+RECHECKS = (0.002, 0.01, 0.05)
 _IN_MODIFY = 0x00000002
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
@@ -45,6 +50,7 @@ class Watcher:
 
     def __init__(self, directory: Path) -> None:
         self._fd = -1
+        self._recheck = 0
         if _LIBC is None:
             return
         fd = _LIBC.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
@@ -81,6 +87,7 @@ class Watcher:
         fds = list(extra)
         if self._fd >= 0:
             fds.append(self._fd)
+            timeout = self._capped(timeout)
         elif timeout is None or timeout > POLL_INTERVAL:
             timeout = POLL_INTERVAL
         if timeout is not None and timeout < 0:
@@ -91,6 +98,7 @@ class Watcher:
             return []
         if self._fd in ready:
             self.drain()
+            self._recheck = 0
         elif self._fd < 0 and not ready:
             return [-1]
         return ready
@@ -101,6 +109,7 @@ class Watcher:
         if self._fd < 0:
             await asyncio.sleep(POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL))
             return
+        timeout = self._capped(timeout)
         fut: asyncio.Future[None] = loop.create_future()
 
         def ready() -> None:
@@ -114,7 +123,16 @@ class Watcher:
             pass
         finally:
             loop.remove_reader(self._fd)
+        if fut.done() and not fut.cancelled():
+            self._recheck = 0
         self.drain()
+
+    def _capped(self, timeout: float | None) -> float | None:
+        if self._recheck >= len(RECHECKS):
+            return timeout
+        cap = RECHECKS[self._recheck]
+        self._recheck += 1
+        return cap if timeout is None or timeout > cap else timeout
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
