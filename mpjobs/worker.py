@@ -180,7 +180,9 @@ class Worker:
         if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
             log.info("worker %s recycles after %d jobs", self.slot, self.jobs_done)
             return True
-        if self.max_memory is not None and self.jobs_done % 16 == 0:
+        # after every job (one /proc read), never before the first: a worker whose
+        # baseline is over the cap would otherwise exit and respawn in a tight loop
+        if self.max_memory is not None and self.jobs_done > 0:
             rss = self.proc.memory_info().rss
             if rss > self.max_memory:
                 log.info("worker %s recycles at %.1f MiB RSS", self.slot, rss / 2**20)
