@@ -54,6 +54,13 @@ class Home:
     def proc_lock(self, token: str) -> Path:
         return self.path / "procs" / f"{token}.lock"
 
+    def journal(self, token: str) -> Path:
+        return self.path / "procs" / f"{token}.journal"
+
+    @property
+    def write_lock(self) -> Path:
+        return self.path / "write.lock"
+
 
 def _ensure_dir(path: Path) -> None:
     """Create `path` 0700, or refuse it if someone else could write to it."""

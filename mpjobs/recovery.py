@@ -1,9 +1,11 @@
-"""Recovery of jobs whose owner died, whoever killed it and whenever it is noticed.
+"""Settling the jobs of a process that died, whoever killed it and whenever it is noticed.
 
 An owner is dead when its liveness lock can be taken: the kernel's word, not a guess
-from pids or timestamps. Any process may run a sweep; the store's conditional updates
-make concurrent sweeps harmless, so the leader sweeps often and every supervisor
-sweeps at start.
+from pids or timestamps. Its journal says what it finished (those results are kept),
+what it had started (those attempts count) and, by omission, what it never started
+(those go back without using an attempt). Any process may settle a dead owner; the
+store's conditional updates make concurrent settling harmless, so the leader sweeps
+often and every supervisor settles its own children the moment it reaps them.
 """
 
 from __future__ import annotations
@@ -13,33 +15,59 @@ import time
 
 from mpjobs import outcomes
 from mpjobs.coordination.processes import token_alive
+from mpjobs.journal import read_journal, remove_journal
 from mpjobs.store.base import Completion, JobRecord
 from mpjobs.store.sqlite import SqliteStore
 
 log = logging.getLogger("mpjobs.recovery")
 
+Target = tuple[int, str, str]  # (job id, terminal status, reason): a job killed on purpose
 
-def _settle(store: SqliteStore, token: str) -> list[JobRecord]:
+
+def settle(
+    store: SqliteStore,
+    token: str,
+    *,
+    how: str = "its process died",
+    target: Target | None = None,
+    deliberate: bool = False,
+) -> list[tuple[JobRecord, Completion]]:
+    """Settle every job still owned by the dead process `token`.
+
+    `target` is a job the caller killed on purpose (time or memory limit), and
+    `deliberate` means the process was stopped on purpose (shutdown, reload, a
+    neighbour's cancel), so its interrupted job is put back without using an attempt.
+    """
+    path = store.home.journal(token)
+    started, done = read_journal(path)
     now = time.time()
 
     def decide(job: JobRecord) -> Completion:
-        return outcomes.lost(job, "its process died", now)
+        if job.id in done:
+            return done[job.id]
+        if target is not None and job.id == target[0]:
+            return outcomes.failure(job, target[2], now, status=target[1])
+        if job.id in started and not deliberate:
+            return outcomes.lost(job, how, now)
+        return outcomes.requeue(job, now)
 
-    return store.recover(token, decide, now)
+    settled = store.recover(token, decide, now)
+    remove_journal(path)
+    for job, c in settled:
+        if job.id not in done and job.id in started:
+            log.warning("job %s (%s): %s; now %s", job.id, job.name,
+                        c.error.splitlines()[0] if c.error else how, c.status)  # fmt: skip
+    return settled
 
 
 def recover_dead_owners(store: SqliteStore) -> int:
-    """Settle the jobs of every dead owner; returns how many started jobs were recovered."""
+    """Settle the jobs of every dead owner; returns how many jobs were settled."""
     count = 0
     for owner in store.running_owners():
         if token_alive(store, owner):
             continue
-        jobs = _settle(store, owner)
-        for job in jobs:
-            log.warning("job %s (%s): owner %s died; %s", job.id, job.name, owner,
-                        "retrying" if job.attempts < job.max_attempts else "failed")  # fmt: skip
+        count += len(settle(store, owner))
         store.unregister_process(owner)
-        count += len(jobs)
     return count
 
 
@@ -47,5 +75,5 @@ def forget_dead_processes(store: SqliteStore) -> None:
     """Drop process rows (for `mpjobs status`) whose process is gone."""
     for proc in store.list_processes():
         if not token_alive(store, proc.token):
-            _settle(store, proc.token)
+            settle(store, proc.token)
             store.unregister_process(proc.token)

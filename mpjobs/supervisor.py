@@ -24,13 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from mpjobs import outcomes
 from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.errors import StoreError
 from mpjobs.limits import Watch, kill_tree
-from mpjobs.recovery import forget_dead_processes, recover_dead_owners
-from mpjobs.store.base import FAILED, TIMEOUT, JobRecord, ProcessRecord
+from mpjobs.recovery import forget_dead_processes, recover_dead_owners, settle
+from mpjobs.store.base import FAILED, TIMEOUT, ProcessRecord
 from mpjobs.worker import BOOT_ERROR, Worker
 
 if TYPE_CHECKING:
@@ -302,19 +301,14 @@ class Supervisor:
                 )
 
     def _settle(self, child: Child, how: str) -> None:
-        target, status, reason = child.kill or (None, "", "")
-        deliberate = child.kill is not None or self.stopping or child.retiring
-        now = time.time()
-
-        def decide(job: JobRecord) -> Any:
-            if job.id == target:
-                return outcomes.failure(job, reason, now, status=status)
-            if deliberate:
-                return outcomes.requeue(job, now)
-            return outcomes.lost(job, f"worker pid {child.pid} {how}", now)
-
+        target = None
+        if child.kill is not None and child.kill[0] is not None and child.kill[1]:
+            target = (child.kill[0], child.kill[1], child.kill[2])
         try:
-            self.store.recover(child.token, decide, now)
+            settle(
+                self.store, child.token, how=f"worker pid {child.pid} {how}", target=target,
+                deliberate=child.kill is not None or self.stopping or child.retiring,
+            )  # fmt: skip
         except (sqlite3.OperationalError, StoreError) as exc:
             log.error("cannot settle jobs of worker %d yet (%s); the leader will", child.pid, exc)
 

@@ -17,7 +17,6 @@ import os
 import signal
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -28,6 +27,7 @@ from mpjobs.coordination.locks import LivenessLock
 from mpjobs.coordination.notify import Watcher
 from mpjobs.coordination.processes import die_with_parent
 from mpjobs.errors import StoreError
+from mpjobs.journal import Journal
 from mpjobs.store.base import SUCCESS, Completion, JobRecord, ProcessRecord
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ log = logging.getLogger("mpjobs.worker")
 BOOT_ERROR = 3  # exit code: the worker could not start; the supervisor backs off
 BATCH_MAX = 64
 BATCH_WINDOW = 0.002  # claim as many jobs as the recent average says run in 2 ms
+FLUSH_INTERVAL = 0.005  # commit results at least this often while a batch runs
 IDLE_CAP = 5.0
 
 
@@ -67,6 +68,7 @@ class Worker:
         self.stopping = False
         self.jobs_done = 0
         self.avg = 0.001
+        self._unsettled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- process lifecycle -----------------------------------------------------------
@@ -114,6 +116,7 @@ class Worker:
         self.lifecycle.start()
         self.watcher = Watcher(self.app.home.path)
         self.proc = psutil.Process()
+        self.journal = Journal(self.app.home.journal(self.token))
 
     def _on_term(self, signum: int, frame: Any) -> None:
         self.stopping = True
@@ -126,42 +129,50 @@ class Worker:
                 self.store.unregister_process(self.token)
         except Exception:
             log.exception("worker %s: error during shutdown", self.slot)
+        if getattr(self, "journal", None) is not None:
+            self.journal.close(remove=not self._unsettled)
         if getattr(self, "liveness", None) is not None:
             self.liveness.release()
 
     # -- the loop --------------------------------------------------------------------
 
     def _serve(self) -> None:
-        batch: deque[JobRecord] = deque()
-        done: Completion | None = None
-        while True:
-            if self.stopping or self._recycle_due():
-                break
-            if batch:
-                job = batch.popleft()
-                if not self._retrying(
-                    self.store.finish_and_start, self.token, done, job.id, time.time()
-                ):
-                    done = None
-                    continue
-                done = None
-            else:
-                if done is None and not self._wait_for_work():
-                    continue
-                limit = max(1, min(BATCH_MAX, int(BATCH_WINDOW / max(self.avg, 1e-6))))
-                rows = self._retrying(
-                    self.store.claim, self.token, os.getpid(), self.queues, limit, time.time(), done
-                )
-                done = None
-                if not rows:
-                    continue
-                job = rows[0]
-                batch.extend(rows[1:])
-            done = self._execute(job)
-        if done is not None:
-            self._retrying(self.store.complete, self.token, done, time.time(), forever=True)
-        if batch:
-            self._retrying(self.store.release, self.token, [j.id for j in batch], forever=True)
+        """Claim a batch (committing the last batch's results), run it, repeat.
+
+        Results are journaled as they happen and committed with the next claim, or
+        sooner when a batch runs longer than FLUSH_INTERVAL, so waiters see them soon.
+        """
+        pending: list[Completion] = []
+        while not (self.stopping or self._recycle_due()):
+            if not pending and not self._wait_for_work():
+                continue
+            limit = max(1, min(BATCH_MAX, int(BATCH_WINDOW / max(self.avg, 1e-6))))
+            batch = self._retrying(
+                self.store.claim, self.token, os.getpid(), self.queues, limit, time.time(), pending
+            )
+            self._retrying(self.journal.clear)
+            pending = []
+            flush_at = time.monotonic() + FLUSH_INTERVAL
+            for i, job in enumerate(batch):
+                if i and (self.stopping or self._recycle_due()):
+                    self._flush(pending)
+                    pending = []
+                    self._retrying(self.store.release, self.token, [j.id for j in batch[i:]])
+                    break
+                self._retrying(self.journal.started, job.id)
+                done = self._execute(job)
+                self._retrying(self.journal.completed, done)
+                pending.append(done)
+                if time.monotonic() >= flush_at and i + 1 < len(batch):
+                    self._flush(pending)
+                    pending = []
+                    flush_at = time.monotonic() + FLUSH_INTERVAL
+        self._flush(pending)
+
+    def _flush(self, pending: list[Completion]) -> None:
+        if pending:
+            self._retrying(self.store.complete, self.token, pending, time.time())
+            self._retrying(self.journal.clear)
 
     def _wait_for_work(self) -> bool:
         """Sleep until a due job may exist: woken by any commit, a due time or a signal."""
@@ -189,21 +200,25 @@ class Worker:
                 return True
         return False
 
-    def _retrying(self, fn: Any, *args: Any, forever: bool = False) -> Any:
-        """Run a store call, riding out a full disk or a read-only home with backoff.
+    def _retrying(self, fn: Any, *args: Any) -> Any:
+        """Run a store or journal call, riding out a full disk or a read-only home.
 
         A result that could not be written is never dropped: the worker keeps it and
-        keeps trying, and claims nothing new meanwhile.
+        keeps trying, and claims nothing new meanwhile. If the worker is told to stop
+        while the store is unwritable, its journal stays behind for whoever settles it.
         """
         delay = 0.1
         while True:
             try:
-                return fn(*args)
-            except (sqlite3.OperationalError, StoreError) as exc:
+                result = fn(*args)
+                self._unsettled = False
+                return result
+            except (sqlite3.OperationalError, StoreError, OSError) as exc:
+                self._unsettled = True
                 log.error(
                     "worker %s: store write failed (%s); retrying in %.1fs", self.slot, exc, delay
                 )
-                if self.stopping and not forever:
+                if self.stopping:
                     raise
                 self.watcher.wait(delay, extra=(self._wake_r,))
                 delay = min(delay * 2, 5.0)
