@@ -84,6 +84,7 @@ def _options(builder: JobBuilder) -> dict[str, Any]:
 
 def declare(builder: JobBuilder, trigger: Trigger) -> Schedule:
     """Create or update the schedule; the same id (given, or derived) is one schedule."""
+    now = time.time()  # before opening the store: a start="startup" anchor is "now" too
     store = builder.app.store
     opts = _options(builder)
     payload = builder.payload() or b""
@@ -98,7 +99,6 @@ def declare(builder: JobBuilder, trigger: Trigger) -> Schedule:
     if existing is not None and _shape(json.loads(existing.trigger)) == _shape(spec):
         spec = json.loads(existing.trigger)  # keep the first declaration's phase
         trigger = trigger_from_spec(spec)
-    now = time.time()
     first = trigger.next_after(now - 1e-3)
     store.upsert_schedule(
         ScheduleRecord(
