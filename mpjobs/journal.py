@@ -17,9 +17,10 @@ import pickle
 import struct
 from pathlib import Path
 
-from mpjobs.store.base import Completion
+from mpjobs.store.base import SUCCESS, Completion
 
-_HEADER = struct.Struct("<I")
+_HEADER = struct.Struct("<IBq")  # payload length, kind, job id
+_STARTED, _DONE_NONE, _DONE = 1, 2, 3
 
 
 class Journal:
@@ -28,15 +29,20 @@ class Journal:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.ftruncate(self._fd, 0)
 
-    def _append(self, record: tuple[object, ...]) -> None:
-        data = pickle.dumps(record, 5)
-        os.write(self._fd, _HEADER.pack(len(data)) + data)
-
     def started(self, job_id: int) -> None:
-        self._append(("S", job_id))
+        os.write(self._fd, _HEADER.pack(0, _STARTED, job_id))
 
-    def completed(self, c: Completion) -> None:
-        self._append(("C", c.job_id, c.status, c.exec_at, c.result, c.exc, c.error))
+    def completed(self, c: Completion, next_id: int | None = None) -> None:
+        """Journal a result, and with `next_id` the start of the next job in the same write."""
+        if c.status == SUCCESS and c.result is None and c.schedule_id is None:
+            data = _HEADER.pack(0, _DONE_NONE, c.job_id)
+        else:
+            body = pickle.dumps((c.status, c.exec_at, c.result, c.exc, c.error,
+                                 c.refund_attempt, c.schedule_id), 5)  # fmt: skip
+            data = _HEADER.pack(len(body), _DONE, c.job_id) + body
+        if next_id is not None:
+            data += _HEADER.pack(0, _STARTED, next_id)
+        os.write(self._fd, data)
 
     def clear(self) -> None:
         """Everything journaled so far is committed to the store."""
@@ -58,20 +64,23 @@ def read_journal(path: Path) -> tuple[set[int], dict[int, Completion]]:
         return started, done
     pos = 0
     while pos + _HEADER.size <= len(data):
-        (size,) = _HEADER.unpack_from(data, pos)
-        chunk = data[pos + _HEADER.size : pos + _HEADER.size + size]
-        if len(chunk) < size:
+        size, kind, job_id = _HEADER.unpack_from(data, pos)
+        body = data[pos + _HEADER.size : pos + _HEADER.size + size]
+        if len(body) < size:
             break
         pos += _HEADER.size + size
-        try:
-            rec = pickle.loads(chunk)
-        except Exception:
+        if kind == _STARTED:
+            started.add(job_id)
+        elif kind == _DONE_NONE:
+            done[job_id] = Completion(job_id, SUCCESS)
+        elif kind == _DONE:
+            try:
+                st, exec_at, result, exc, error, refund, sid = pickle.loads(body)
+            except Exception:
+                break
+            done[job_id] = Completion(job_id, st, exec_at, result, exc, error, refund, sid)
+        else:
             break
-        if rec[0] == "S":
-            started.add(rec[1])
-        elif rec[0] == "C":
-            _, job_id, status, exec_at, result, exc, error = rec
-            done[job_id] = Completion(job_id, status, exec_at, result, exc, error)
     return started, done
 
 

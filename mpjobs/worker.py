@@ -159,12 +159,15 @@ class Worker:
                     pending = []
                     self._retrying(self.store.release, self.token, [j.id for j in batch[i:]])
                     break
-                self._retrying(self.journal.started, job.id)
+                if i == 0:
+                    self._retrying(self.journal.started, job.id)
                 done = self._execute(job)
-                self._retrying(self.journal.completed, done)
+                nxt = batch[i + 1].id if i + 1 < len(batch) and not self.stopping else None
+                self._retrying(self.journal.completed, done, nxt)
                 pending.append(done)
-                if time.monotonic() >= flush_at and i + 1 < len(batch):
-                    self._flush(pending)
+                if nxt is not None and time.monotonic() >= flush_at:
+                    self._flush(pending)  # clears the journal: note the next start again
+                    self._retrying(self.journal.started, nxt)
                     pending = []
                     flush_at = time.monotonic() + FLUSH_INTERVAL
         self._flush(pending)
@@ -243,9 +246,10 @@ class Worker:
             if inspect.isawaitable(value):
                 value = self._event_loop().run_until_complete(value)
             blob = None if value is None else serialization.dumps(value, f"result of {job.name}")
-            done = Completion(job.id, SUCCESS, result=blob)
+            done = Completion(job.id, SUCCESS, result=blob, schedule_id=job.schedule_id)
         except BaseException as exc:  # SystemExit from a job is a failure of that job
             done = outcomes.from_exception(job, exc, time.time())
+            done.schedule_id = job.schedule_id
         finally:
             if limited:
                 self._report(f"E {self.slot} {job.id}\n")

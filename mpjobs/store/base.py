@@ -77,6 +77,7 @@ class Completion:
     exc: bytes | None = None
     error: str | None = None
     refund_attempt: bool = False
+    schedule_id: str | None = None  # set when the job came from a schedule (failure counting)
 
 
 @dataclass(slots=True)

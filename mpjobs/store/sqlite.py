@@ -219,8 +219,7 @@ class SqliteStore(base.Store):
         """
         qsql, qargs = _queue_filter(queues)
         with self._tx() as conn:
-            for c in done:
-                self._complete(conn, owner, c, now)
+            self._complete_many(conn, owner, done, now)
             rows = conn.execute(
                 "UPDATE jobs SET status = 'RUNNING', owner = ?, pid = ?, started_at = ?, "
                 "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
@@ -234,8 +233,27 @@ class SqliteStore(base.Store):
 
     def complete(self, owner: str, done: Sequence[Completion], now: float) -> None:
         with self._tx() as conn:
+            self._complete_many(conn, owner, done, now)
+
+    def _complete_many(
+        self, conn: sqlite3.Connection, owner: str, done: Sequence[Completion], now: float
+    ) -> None:
+        """Apply completions; plain terminal ones in one executemany, the rest one by one."""
+        plain = [
+            (c.status, c.result, c.exc, c.error, now, c.job_id, owner)
+            for c in done
+            if c.schedule_id is None and c.status != SCHEDULED
+        ]
+        if plain:
+            conn.executemany(
+                "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, finished_at = ?, "
+                "owner = NULL, pid = NULL WHERE id = ? AND status = 'RUNNING' AND owner = ?",
+                plain,
+            )
+        if len(plain) < len(done):
             for c in done:
-                self._complete(conn, owner, c, now)
+                if c.schedule_id is not None or c.status == SCHEDULED:
+                    self._complete(conn, owner, c, now)
 
     def _complete(self, conn: sqlite3.Connection, owner: str, c: Completion, now: float) -> bool:
         """Apply a completion if `owner` still runs the job; keep a schedule's failure count."""
