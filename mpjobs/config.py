@@ -211,8 +211,11 @@ def _parse_yaml(raw: bytes, where: _Where) -> object:
         return yaml.load(raw.decode("utf-8"), Loader=_yaml_loader_class())  # a SafeLoader
     except UnicodeDecodeError as exc:
         raise where.error(f"not UTF-8 text: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise where.error(f"invalid YAML: {exc}") from exc
+    except yaml.YAMLError as exc:  # one line, like TOML's: "<problem> (at line L, column C)"
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (at line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise where.error(f"invalid YAML: {problem}{at}") from exc
 
 
 # ---------------------------------------------------------------------------------------
