@@ -92,13 +92,15 @@ class Coordinator:
         self.lifecycle: LifecycleRunner | None = None
 
     def _lead(self) -> None:
+        # Lifecycle setup first: it needs no store write, and a write may wait behind a
+        # checkpoint or another process's transaction, which would delay failover.
+        self.lifecycle = LifecycleRunner([t for t in self.app.lifecycles if t.scope == "leader"])
+        self.lifecycle.start()
         log.info("process %d is now the leader of %s", os.getpid(), self.app.home.path)
         self.store.register_process(
             ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token, time.time(),
                           json.dumps({"leader": True}))
         )  # fmt: skip
-        self.lifecycle = LifecycleRunner([t for t in self.app.lifecycles if t.scope == "leader"])
-        self.lifecycle.start()
         sweeps = 0
         next_sweep = 0.0
         while not self.stopping:
