@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -204,6 +205,7 @@ class Task(Generic[P, R]):
         self.name = name
         self.options = options
         self._ref: tuple[str | None, bytes | None] | None = None
+        self._shape: Shape | None = None
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -226,12 +228,43 @@ class Task(Generic[P, R]):
         return self._ref
 
     def schedule(self, *args: P.args, **kwargs: P.kwargs) -> JobBuilder:
-        path, pickled = self.ref()
-        return JobBuilder(self.app, path, pickled, self.name, args, kwargs, dict(self.options))
+        path, pickled = self._ref or self.ref()
+        if self._shape is None:
+            self._shape = Shape.of(self.options, self.name)
+        return JobBuilder(
+            self.app, path, pickled, self.name, args, kwargs, self.options, self._shape
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A job's options resolved once per task or `.options()` call, not once per push."""
+
+    name: str
+    queue: str
+    priority: int
+    max_attempts: int
+    retry_backoff: float
+    timeout: float | None
+    memory_limit: int | None
+    unique_key: str | None
+
+    @classmethod
+    def of(cls, options: dict[str, Any], name: str) -> Shape:
+        o = options
+        timeout, memory = resolve_limits(o.get("timeout"), o.get("memory_limit"), o.get("limits"))
+        return cls(
+            o.get("name") or name, o.get("queue", "default"), o.get("priority", 0),
+            o.get("max_attempts", 1), float(o.get("retry_backoff", 1.0)), timeout, memory,
+            o.get("unique_key"),
+        )  # fmt: skip
 
 
 class JobBuilder:
     """A job not yet pushed: choose when with now/delay/at, or make it recurring."""
+
+    __slots__ = ("_exec_at", "_options", "_shape", "app", "args", "func", "func_pickle",
+                 "kwargs", "name")  # fmt: skip
 
     def __init__(
         self,
@@ -242,6 +275,7 @@ class JobBuilder:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         options: dict[str, Any],
+        shape: Shape | None = None,
     ) -> None:
         self.app = app
         self.func = func
@@ -249,7 +283,8 @@ class JobBuilder:
         self.name = name
         self.args = args
         self.kwargs = kwargs
-        self._options = options
+        self._options = options  # shared with the task: never mutated
+        self._shape = shape
         self._exec_at: float | None = None
 
     def options(self, **options: Any) -> JobBuilder:
@@ -274,24 +309,18 @@ class JobBuilder:
     def new_job(
         self, now: float, exec_at: float | None = None, schedule_id: str | None = None
     ) -> NewJob:
-        o = self._options
-        timeout, memory = resolve_limits(o.get("timeout"), o.get("memory_limit"), o.get("limits"))
+        shape = self._shape
+        if shape is None:
+            shape = self._shape = Shape.of(self._options, self.name)
         when = exec_at if exec_at is not None else self._exec_at
+        payload = None
+        if self.args or self.kwargs:
+            payload = serialization.dumps((self.args, self.kwargs), f"arguments of {self.name}")
         return NewJob(
-            name=o.get("name") or self.name,
-            func=self.func,
-            func_pickle=self.func_pickle,
-            payload=self.payload(),
-            queue=o.get("queue", "default"),
-            priority=o.get("priority", 0),
-            exec_at=now if when is None else when,
-            max_attempts=o.get("max_attempts", 1),
-            retry_backoff=float(o.get("retry_backoff", 1.0)),
-            timeout=timeout,
-            memory_limit=memory,
-            unique_key=o.get("unique_key"),
-            schedule_id=schedule_id,
-        )
+            shape.name, self.func, self.func_pickle, payload, shape.queue, shape.priority,
+            now if when is None else when, shape.max_attempts, shape.retry_backoff,
+            shape.timeout, shape.memory_limit, shape.unique_key, schedule_id,
+        )  # fmt: skip
 
     def _push(self, exec_at: float) -> Job:
         now = time.time()

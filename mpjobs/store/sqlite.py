@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import json
+import math
 import os
 import sqlite3
 import threading
@@ -52,6 +55,64 @@ def _job_params(j: NewJob, now: float) -> tuple[Any, ...]:
         j.max_attempts, j.retry_backoff, j.timeout, j.memory_limit, j.unique_key,
         j.schedule_id, now,
     )  # fmt: skip
+
+
+def _literal(value: object) -> str:
+    """An SQL literal for a value that is the same in every row of a batch."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str) and "\x00" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bytes):
+        return f"X'{value.hex()}'"
+    raise ValueError(f"no SQL literal for {value!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_for(shape: tuple[Any, ...], now: float) -> str:
+    name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory, sid = shape
+    values = (name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory)
+    consts = ", ".join(_literal(v) for v in (*values, sid, now))
+    return (
+        "INSERT INTO jobs (payload, exec_at, name, func, func_pickle, queue, priority, "
+        "max_attempts, retry_backoff, timeout, memory_limit, schedule_id, created_at, status) "
+        f"VALUES (?, ?, {consts}, 'SCHEDULED')"
+    )
+
+
+def _grouped_inserts(jobs: Sequence[NewJob], now: float) -> list[tuple[str, list[Any]]]:
+    """Batch inserts binding only what differs per job (payload, exec_at), in push order.
+
+    Binding 14 parameters per row costs more than SQLite's insert itself; the columns
+    that are the same for a whole run of jobs (same task, same options) become literals
+    of a statement that is cached and reused.
+    """
+    out: list[tuple[str, list[Any]]] = []
+    last: tuple[Any, ...] | None = None
+    for j in jobs:
+        shape = (j.name, j.func, j.func_pickle, j.queue, j.priority, j.max_attempts,
+                 j.retry_backoff, j.timeout, j.memory_limit, j.schedule_id)  # fmt: skip
+        if shape != last:
+            try:
+                out.append((_insert_for(shape, now), []))
+            except ValueError:
+                out.append((_INSERT_JOB, []))
+            last = shape
+        sql, rows = out[-1]
+        rows.append((j.payload, j.exec_at) if sql is not _INSERT_JOB else _job_params(j, now))
+    return out
+
+
+def _without_anchor(trigger: str) -> Any:
+    """A trigger spec minus its anchor: two declarations of one schedule differ only there."""
+    spec = json.loads(trigger)
+    return {k: v for k, v in spec.items() if k != "anchor"} if isinstance(spec, dict) else spec
 
 
 def _queue_filter(queues: Sequence[str] | None) -> tuple[str, list[Any]]:
@@ -185,7 +246,8 @@ class SqliteStore(base.Store):
                 if len(jobs) == 1:
                     cur = conn.execute(_INSERT_JOB, _job_params(jobs[0], now))
                     return [(int(cur.lastrowid or 0), True)]
-                conn.executemany(_INSERT_JOB, [_job_params(j, now) for j in jobs])
+                for sql, rows in _grouped_inserts(jobs, now):
+                    conn.executemany(sql, rows)
                 last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='jobs'")
                 end = int(last.fetchone()[0])
                 return [(i, True) for i in range(end - len(jobs) + 1, end + 1)]
@@ -465,6 +527,10 @@ class SqliteStore(base.Store):
                 )
                 return rec
             prev = ScheduleRecord(*old)
+            if not trigger_changed and _without_anchor(prev.trigger) == _without_anchor(
+                rec.trigger
+            ):
+                rec.trigger = prev.trigger  # a concurrent declaration: keep the first one's phase
             keep_time = prev.trigger == rec.trigger and not trigger_changed
             rec.next_run_time = prev.next_run_time if keep_time else rec.next_run_time
             rec.state, rec.failures, rec.created_at = prev.state, prev.failures, prev.created_at
