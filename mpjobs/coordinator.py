@@ -103,6 +103,7 @@ class Coordinator:
         )  # fmt: skip
         sweeps = 0
         next_sweep = 0.0
+        failing = 0.0  # back-off while the store refuses writes (disk full, read-only home)
         while not self.stopping:
             now = time.time()
             try:
@@ -114,8 +115,13 @@ class Coordinator:
                         forget_dead_processes(self.store)
                     next_sweep = time.monotonic() + SWEEP_INTERVAL
                 nxt = self.store.next_fire_time()
+                if failing:
+                    log.warning("leader: store writable again; sweeping and firing schedules")
+                    failing = 0.0
             except (sqlite3.OperationalError, StoreError) as exc:
-                log.error("leader: store unavailable (%s); retrying", exc)
+                failing = min(5.0, failing * 2 or SWEEP_INTERVAL)
+                log.error("leader: store unavailable (%s); retrying in %.1fs", exc, failing)
+                next_sweep = time.monotonic() + failing
                 nxt = None
             timeout = max(0.0, next_sweep - time.monotonic())
             if nxt is not None:
