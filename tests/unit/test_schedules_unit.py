@@ -198,3 +198,18 @@ def test_options_are_validated(app: mpjobs.App) -> None:
         b.options(max_failures=-1).every(1)
     with pytest.raises(TypeError, match="unknown option"):
         b.options(colesce=True)
+
+
+def test_concurrent_declarations_keep_the_first_phase(
+    app: mpjobs.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes declare at import time; the second read the store before the first
+    committed, so it computed its own anchor. The store keeps one phase anyway."""
+    first = app.schedule("coord_tasks:stamp", "/dev/null").every(60)
+    before = app.store.get_schedule(first.id)
+    monkeypatch.setattr(type(app.store), "get_schedule", lambda self, sid: None)
+    app.schedule("coord_tasks:stamp", "/dev/null").every(60)
+    monkeypatch.undo()
+    after = app.store.get_schedule(first.id)
+    assert after is not None and before is not None
+    assert (after.trigger, after.next_run_time) == (before.trigger, before.next_run_time)
