@@ -13,7 +13,7 @@ MIGRATIONS: dict[int, list[str]] = {
     1: [
         """
         CREATE TABLE jobs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id INTEGER PRIMARY KEY,
             name TEXT NOT NULL,
             func TEXT,
             func_pickle BLOB,

@@ -248,8 +248,8 @@ class SqliteStore(base.Store):
                     return [(int(cur.lastrowid or 0), True)]
                 for sql, rows in _grouped_inserts(jobs, now):
                     conn.executemany(sql, rows)
-                last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='jobs'")
-                end = int(last.fetchone()[0])
+                # Rowids are max+1 and we hold the write lock: this batch is contiguous.
+                end = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
                 return [(i, True) for i in range(end - len(jobs) + 1, end + 1)]
             out: list[tuple[int, bool]] = []
             for j in jobs:
@@ -503,7 +503,8 @@ class SqliteStore(base.Store):
     def purge(self, before: float) -> int:
         with self._tx() as conn:
             cur = conn.execute(
-                "DELETE FROM jobs WHERE finished_at < ? AND status NOT IN ('SCHEDULED', 'RUNNING')",
+                "DELETE FROM jobs WHERE finished_at < ? AND status NOT IN ('SCHEDULED', 'RUNNING') "
+                "AND id < (SELECT max(id) FROM jobs)",  # keeping the newest row: ids never repeat
                 (before,),
             )
             return cur.rowcount
