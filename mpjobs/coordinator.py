@@ -57,8 +57,11 @@ class Coordinator:
                 self.leadership.campaign()
                 self._campaigning = False
             except _Stop:
-                os._exit(0)
-            self._lead()
+                pass
+            if not self.stopping:
+                self._lead()
+        except _Stop:
+            pass
         except BaseException:
             log.exception("coordinator crashed")
             code = 1

@@ -326,7 +326,8 @@ class Supervisor:
     # -- limits and kill requests ----------------------------------------------------
 
     def _read_reports(self) -> None:
-        """Workers report the start ("S id timeout memory") and end ("E id") of limited jobs."""
+        """Workers report the start ("S pid job timeout memory") and end ("E pid job") of
+        limited jobs; by pid, because during a reload two workers share a slot."""
         try:
             while True:
                 data = os.read(self._report_r, 65536)
@@ -339,10 +340,9 @@ class Supervisor:
             if exc.errno != errno.EAGAIN:
                 raise
         *lines, self._buf = self._buf.split(b"\n")
-        by_slot = {c.slot: c for c in self.children.values() if c.kind == "worker"}
         for line in lines:
             parts = line.decode().split()
-            child = by_slot.get(int(parts[1])) if len(parts) > 1 else None
+            child = self.children.get(int(parts[1])) if len(parts) > 1 else None
             if child is None or child.proc is None:
                 continue
             if parts[0] == "S":

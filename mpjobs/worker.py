@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import select
 import signal
 import sqlite3
 import time
@@ -223,7 +224,12 @@ class Worker:
                 )
                 if self.stopping:
                     raise
-                self.watcher.wait(delay, extra=(self._wake_r,))
+                # not self.watcher: failed writes by every process in the home raise
+                # inotify events, which would turn this back-off into a busy loop
+                ready, _, _ = select.select([self._wake_r], [], [], delay)
+                if ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 512)
                 delay = min(delay * 2, 5.0)
 
     # -- one job ---------------------------------------------------------------------
@@ -237,7 +243,7 @@ class Worker:
     def _execute(self, job: JobRecord) -> Completion:
         limited = job.timeout is not None or job.memory_limit is not None
         if limited:
-            self._report(f"S {self.slot} {job.id} {job.timeout or 0} {job.memory_limit or 0}\n")
+            self._report(f"S {os.getpid()} {job.id} {job.timeout or 0} {job.memory_limit or 0}\n")
         t0 = time.perf_counter()
         try:
             fn = serialization.load_callable(job.func, job.func_pickle)
@@ -252,7 +258,7 @@ class Worker:
             done.schedule_id = job.schedule_id
         finally:
             if limited:
-                self._report(f"E {self.slot} {job.id}\n")
+                self._report(f"E {os.getpid()} {job.id}\n")
         self.avg = 0.8 * self.avg + 0.2 * (time.perf_counter() - t0)
         self.jobs_done += 1
         return done
