@@ -95,6 +95,7 @@ class Supervisor:
         self.signals: list[int] = []
         self.stopping = False
         self.stop_deadline = 0.0
+        self.stop_began = 0.0
         self.retire_queue: list[int] = []
         self.respawn_at: dict[tuple[str, int], float] = {}
         self.failures: dict[tuple[str, int], int] = {}
@@ -186,7 +187,12 @@ class Supervisor:
         if signum == signal.SIGCHLD:
             return  # the loop reaps every turn
         if signum in (signal.SIGTERM, signal.SIGINT):
-            if self.stopping:
+            repeated = signum == signal.SIGTERM and time.monotonic() < self.stop_began + 1.0
+            if self.stopping and repeated:
+                # The kernel sends the parent-death SIGTERM once per exiting thread of a
+                # multi-threaded parent (app.start() in a web process): not a second request.
+                log.info("ignoring a repeated SIGTERM within 1 s of the first")
+            elif self.stopping:
                 self._kill_all(f"second {signal.Signals(signum).name}")
             else:
                 self.stop()
@@ -205,7 +211,8 @@ class Supervisor:
             return
         log.info("supervisor stopping; running jobs have %.0fs to finish", self.graceful_timeout)
         self.stopping = True
-        self.stop_deadline = time.monotonic() + self.graceful_timeout
+        self.stop_began = time.monotonic()
+        self.stop_deadline = self.stop_began + self.graceful_timeout
         for pid in self.children:
             self._signal(pid, signal.SIGTERM)
 
