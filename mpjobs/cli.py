@@ -270,8 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpjobs", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("MPJOBS_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS)
 
-    run = sub.add_parser("run", help="run a supervisor and its workers")
+    run = sub.add_parser("run", parents=[common], help="run a supervisor and its workers")
     run.add_argument("target", nargs="?", help="MODULE:APP")
     run.add_argument("--workers", type=int)
     run.add_argument("--queues", help="comma-separated queue names")
@@ -284,13 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
-    status = sub.add_parser("status", help="supervisors, workers, leader, queues")
+    status = sub.add_parser("status", parents=[common], help="supervisors, workers, leader, queues")
     status.add_argument("--home")
     status.add_argument("--json", action="store_true")
     status.add_argument("--watch", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    jobs = sub.add_parser("jobs", help="list, show, cancel or retry jobs")
+    jobs = sub.add_parser("jobs", parents=[common], help="list, show, cancel or retry jobs")
     jobs.add_argument("action", choices=["list", "show", "cancel", "retry"])
     jobs.add_argument("id", nargs="?")
     jobs.add_argument("--home")
@@ -300,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--terminate", action="store_true", help="also stop a running job")
     jobs.set_defaults(func=cmd_jobs)
 
-    scheds = sub.add_parser("schedules", help="list, pause, resume or remove schedules")
+    scheds = sub.add_parser(
+        "schedules", parents=[common], help="list, pause, resume or remove schedules"
+    )
     scheds.add_argument("action", choices=["list", "pause", "resume", "remove"])
     scheds.add_argument("id", nargs="?")
     scheds.add_argument("--home")
