@@ -30,6 +30,7 @@ def start_pools(app: mpjobs.App, n: int) -> list[mpjobs.Pool]:
     pools = [app.start(workers=1, graceful_timeout=5.0) for _ in range(n)]
     for p in pools:
         p.wait_ready(timeout=20, workers=1)
+        wait_for(p.coordinator, 20, home=app.home.path, what="a coordinator")
     return pools
 
 

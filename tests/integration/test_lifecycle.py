@@ -43,7 +43,7 @@ def test_a_crashing_generator_is_cleaned_up_and_restarted(tmp_path: Path, home: 
     app = coord_tasks.crashing_app(home, out, every=0.05, fail_at=3)
     with app.start(workers=1, graceful_timeout=5.0) as pool:
         pool.wait_ready(timeout=20)
-        coordinator = pool.coordinator()
+        coordinator = wait_for(pool.coordinator, 20, home=home, what="the coordinator")
         wait_for(lambda: n_events(out, "tick") >= 4, 20, home=home, what="a restart")
         assert pool.coordinator() == coordinator, "the crash took the coordinator down"
     evs = coord_tasks.events(out)
