@@ -1,0 +1,99 @@
+"""Shared fixtures. Every wait is bounded; nothing synchronises with sleep.
+
+Tasks that workers must import live in tests/apps (on sys.path, also for processes
+started with exec via PYTHONPATH). Every test checks at teardown that it left no
+process of ours running.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+import mpjobs
+from mpjobs.coordination.notify import Watcher
+
+APPS = Path(__file__).parent / "apps"
+sys.path.insert(0, str(APPS))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(APPS), str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")) if p
+)
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, home: Path | None = None,
+    what: str = "condition",
+) -> object:
+    """Wait until predicate() is truthy, waking on store changes in `home` (else every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    watcher = Watcher(home) if home is not None else None
+    try:
+        while True:
+            value = predicate()
+            if value:
+                return value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            if watcher is not None:
+                watcher.wait(min(left, 0.05))
+            else:
+                # bounded wait on a condition we cannot be notified of (process exit, files)
+                time.sleep(min(left, 0.01))
+    finally:
+        if watcher is not None:
+            watcher.close()
+
+
+def descendants() -> list[psutil.Process]:
+    try:
+        return [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    except psutil.Error:
+        return []
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fail a test that leaves any process of ours running."""
+    before = {p.pid for p in descendants()}
+    yield
+    def clean() -> bool:
+        return not [p for p in descendants() if p.pid not in before]
+    try:
+        wait_for(clean, timeout=15.0, what="all test processes to exit")
+    except AssertionError:
+        left = [p for p in descendants() if p.pid not in before]
+        for p in left:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        raise AssertionError(f"processes left running: {[(p.pid, p.cmdline()) for p in left]}")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def app(home: Path) -> mpjobs.App:
+    import tasks
+
+    return tasks.make_app(home)
+
+
+@pytest.fixture
+def pool(app: mpjobs.App) -> Iterator[mpjobs.Pool]:
+    p = app.start(workers=2, graceful_timeout=5.0)
+    try:
+        p.wait_ready(timeout=20, workers=2)
+        yield p
+    finally:
+        p.stop(timeout=20)
