@@ -140,3 +140,26 @@ def test_uvicorn_workers_share_one_pool(
                 assert j is not None
                 j.wait(timeout=30)
     assert [j.result() for j in jobs if j is not None] == [i + 1 for i in range(6)]
+
+
+@pytest.mark.timeout(60)
+def test_lifespan_middleware_around_a_bare_asgi_app(
+    home: Path, tmp_path: Path, jobs_app: mpjobs.App
+) -> None:
+    """An app that does not speak lifespan: the middleware speaks it and runs the pool."""
+    server = Server(
+        ["uvicorn", "web_asgi_plain:app", "--host", "127.0.0.1", "--port", "{port}",
+         "--lifespan", "on"],
+        home, tmp_path, {},
+    )  # fmt: skip
+    try:
+        server.wait_up()
+        assert server.get("/add")["result"] == 42
+        sups = supervisors(jobs_app)
+        assert len(sups) == 1 and psutil.Process(int(sups[0]["pid"])).ppid() == server.proc.pid  # type: ignore[call-overload]
+        tree = server.tree()
+        assert server.stop(signal.SIGINT) == 0
+        _, alive = psutil.wait_procs(tree, timeout=15)
+        assert not alive and not ours(home)
+    finally:
+        server.kill_all()
