@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mpjobs import serialization
 from mpjobs.home import Home
@@ -74,11 +74,19 @@ class App:
     """Tasks and schedules bound to one home; any number of processes may share it."""
 
     def __init__(
-        self, home: str | os.PathLike[str] | None = None, *, imports: Sequence[str] = ()
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        imports: Sequence[str] = (),
+        result_ttl: float | str | timedelta | None = "7d",
     ) -> None:
+        """`imports`: modules every worker imports at boot (where lazy tasks register).
+        `result_ttl`: how long finished jobs and their results are kept before the
+        leader purges them; None keeps them forever."""
         self._home_arg = home
         self._home: Home | None = None
         self.imports = list(imports)
+        self.result_ttl = None if result_ttl is None else parse_duration(result_ttl)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.lifecycles: list[LifecycleTask] = []
 
@@ -100,7 +108,27 @@ class App:
 
     # -- declaring -------------------------------------------------------------------
 
-    def task(self, fn: Callable[P, R] | None = None, **options: Any) -> Any:
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 1,
+        retry_backoff: float = 1.0,
+        timeout: float | str | timedelta | None = None,
+        memory_limit: int | str | None = None,
+        limits: list[Limit] | None = None,
+        unique_key: str | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
         """Declare a task: `@app.task` or `@app.task(queue=..., max_attempts=...)`."""
         name = options.pop("name", None)
         check_options(options, JOB_OPTIONS)

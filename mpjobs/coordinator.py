@@ -34,6 +34,7 @@ log = logging.getLogger("mpjobs.coordinator")
 
 SWEEP_INTERVAL = 0.2
 FORGET_EVERY = 25  # sweeps between clean-ups of the process table
+PURGE_EVERY = 300  # sweeps (about a minute) between purges of expired finished jobs
 
 
 class _Stop(Exception):
@@ -116,6 +117,8 @@ class Coordinator:
                     sweeps += 1
                     if sweeps % FORGET_EVERY == 0:
                         forget_dead_processes(self.store)
+                    if sweeps % PURGE_EVERY == 1 and self.app.result_ttl is not None:
+                        self.store.purge(time.time() - self.app.result_ttl)
                     next_sweep = time.monotonic() + SWEEP_INTERVAL
                 nxt = self.store.next_fire_time()
                 if failing:

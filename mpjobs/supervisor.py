@@ -27,6 +27,7 @@ import psutil
 from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.errors import StoreError
+from mpjobs.journal import read_journal
 from mpjobs.limits import Watch, kill_tree
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners, settle
 from mpjobs.store.base import FAILED, TIMEOUT, ProcessRecord
@@ -383,11 +384,16 @@ class Supervisor:
             return
         for job_id, owner in requests:
             child = by_token.get(owner)
-            if child is not None and child.kill is None:
+            if child is None or child.kill is not None:
+                continue
+            # Kill only if the job really runs: the worker journals a start before it
+            # checks for cancellation, so "started and not finished" is never a false no.
+            started, done = read_journal(self.app.home.journal(owner))
+            if job_id in started and job_id not in done:
                 log.info("job %d cancelled while running; killing worker %d", job_id, child.pid)
                 child.kill = (job_id, "", "cancelled")
                 kill_tree(child.pid)
-            elif child is None:
+            else:
                 self.store.clear_owner(job_id)
 
     def _housekeeping(self) -> None:

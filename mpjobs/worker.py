@@ -29,7 +29,14 @@ from mpjobs.coordination.notify import Watcher
 from mpjobs.coordination.processes import die_with_parent
 from mpjobs.errors import StoreError
 from mpjobs.journal import Journal
-from mpjobs.store.base import SUCCESS, Completion, JobRecord, ProcessRecord
+from mpjobs.store.base import (
+    CANCELLED,
+    RUNNING,
+    SUCCESS,
+    Completion,
+    JobRecord,
+    ProcessRecord,
+)
 
 if TYPE_CHECKING:
     from mpjobs.app import App
@@ -92,6 +99,7 @@ class Worker:
         os._exit(code)
 
     def _boot(self, parent_pid: int) -> None:
+        self.parent_pid = parent_pid
         die_with_parent(signal.SIGKILL, parent_pid)
         self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -162,7 +170,13 @@ class Worker:
                     break
                 if i == 0:
                     self._retrying(self.journal.started, job.id)
-                done = self._execute(job)
+                    done = self._execute(job)
+                elif self.store.status_of(job.id) != RUNNING:
+                    # cancel(terminate=True) while it waited in our batch: the journal's
+                    # record of this skip tells the supervisor there is nothing to kill
+                    done = Completion(job.id, CANCELLED)
+                else:
+                    done = self._execute(job)
                 nxt = batch[i + 1].id if i + 1 < len(batch) and not self.stopping else None
                 self._retrying(self.journal.completed, done, nxt)
                 pending.append(done)
@@ -189,6 +203,9 @@ class Worker:
         if self._wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 512)
+        if os.getppid() != self.parent_pid:  # where PR_SET_PDEATHSIG does not exist
+            log.warning("worker %s: supervisor is gone; exiting", self.slot)
+            self.stopping = True
         return False
 
     def _recycle_due(self) -> bool:

@@ -500,14 +500,24 @@ class SqliteStore(base.Store):
             out.setdefault(queue, {})[status] = int(n)
         return out
 
-    def purge(self, before: float) -> int:
-        with self._tx() as conn:
-            cur = conn.execute(
-                "DELETE FROM jobs WHERE finished_at < ? AND status NOT IN ('SCHEDULED', 'RUNNING') "
-                "AND id < (SELECT max(id) FROM jobs)",  # keeping the newest row: ids never repeat
-                (before,),
-            )
-            return cur.rowcount
+    def purge(self, before: float, chunk: int = 2000) -> int:
+        """Delete jobs that finished before `before`, in short transactions.
+
+        Oldest first by id, in chunks, so workers never wait long for the write lock;
+        the newest row is always kept, so a rowid (a job id) is never handed out twice.
+        """
+        total = 0
+        while True:
+            with self._tx() as conn:
+                n = conn.execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ? "
+                    "AND status NOT IN ('SCHEDULED', 'RUNNING') "
+                    "AND id < (SELECT max(id) FROM jobs) ORDER BY id LIMIT ?)",
+                    (before, chunk),
+                ).rowcount
+            total += n
+            if n < chunk:
+                return total
 
     # -- schedules -------------------------------------------------------------------
 
