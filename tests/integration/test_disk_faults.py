@@ -1,0 +1,170 @@
+"""Real store faults while a pool runs: a read-only home and a full disk.
+
+Both are made with the kernel, not with mocks, in ways that hold even for root (who
+ignores file permissions): `chattr +i` on the database and its WAL (an immutable inode
+refuses writes to everyone), and a size-limited tmpfs mounted as the home and filled
+up. Each test skips where the sandbox does not allow it (not root, no chattr, no mount).
+
+Required: clear log lines, a supervisor that keeps running, recovery once the fault
+clears, and no job half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import chaos_tasks as ct
+import pytest
+from conftest import wait_for
+
+import mpjobs
+from mpjobs import JobStatus
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(os.geteuid() != 0, reason="making faults for real needs root"),
+]
+
+
+@pytest.fixture
+def logfile(tmp_path: Path) -> Iterator[Path]:
+    """The pool's log lines (forked children inherit the handler), for the test to read."""
+    path = tmp_path / "mpjobs.log"
+    handler = logging.FileHandler(path)
+    fmt = "%(relativeCreated)d %(process)d %(name)s %(levelname)s %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    logger = logging.getLogger("mpjobs")
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+        handler.close()
+
+
+def _lines(path: Path, text: str) -> list[str]:
+    return [line for line in path.read_text().splitlines() if text in line]
+
+
+def _consistent(db: Path) -> None:
+    """No job half-written: every row obeys the invariants of its status."""
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        bad = conn.execute(
+            "SELECT id, status FROM jobs WHERE "
+            "(status IN ('SUCCESS','FAILED','TIMEOUT','CANCELLED','PERMANENTLY_FAILED') "
+            "  AND (finished_at IS NULL OR owner IS NOT NULL)) "
+            "OR (status = 'SCHEDULED' AND owner IS NOT NULL) "
+            "OR (status = 'RUNNING' AND owner IS NULL) "
+            "OR (status = 'SUCCESS' AND started_at IS NULL)"
+        ).fetchall()
+        assert not bad, f"half-written jobs: {bad}"
+    finally:
+        conn.close()
+
+
+def _ride_out_fault(
+    app: mpjobs.App, home: Path, tmp_path: Path, logfile: Path,
+    start_fault: Callable[[], None], end_fault: Callable[[], None], expect: str,
+) -> None:  # fmt: skip
+    """The scenario both faults share; `expect` is SQLite's word for the fault."""
+    with app.start(workers=2, graceful_timeout=2.0) as pool:
+        pool.wait_ready(timeout=20, workers=2)
+        marker, release = tmp_path / "m", tmp_path / "r"
+        job = ct.stall.schedule(str(marker), str(release)).now()
+        busy = int(wait_for(lambda: ct.starts(marker), 10, what="job start")[0]["pid"])  # type: ignore[index]
+        before = len(app.jobs(limit=10_000))
+
+        start_fault()
+        try:
+            refused = 0
+            with pytest.raises((sqlite3.OperationalError, mpjobs.StoreError)) as exc_info:
+                for _ in range(200):  # a WAL with free pages may take a few more commits
+                    app.push_many([ct.whoami.schedule() for _ in range(50)])
+                    refused += 50
+            assert expect in str(exc_info.value)
+            release.touch()  # the job ends, and its worker cannot record the result
+            # back-off 0.1, 0.2, 0.4, 0.8 s: the fault lasts a while
+            wait_for(lambda: len(_lines(logfile, "store write failed")) >= 4, 15,
+                     what="the worker to report the failed writes")  # fmt: skip
+            idle = [p for p in pool.workers() if p != busy]
+            for pid in idle:  # a worker dies meanwhile: its replacement cannot boot yet
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: _lines(logfile, "failed to boot"), 15,
+                     what="a replacement worker to fail to boot")  # fmt: skip
+            assert pool.is_alive(), "the supervisor keeps running through the fault"
+            assert job.status is JobStatus.RUNNING
+        finally:
+            end_fault()
+
+        assert job.wait(20).status is JobStatus.SUCCESS, job.error
+        assert job.result() == busy, "the result kept by the worker, not a re-run"
+        assert ct.whoami.schedule().now().wait(20).status is JobStatus.SUCCESS
+        wait_for(lambda: len(pool.workers()) == 2, 40, home=home, what="pool back to 2 workers")
+        jobs = app.jobs(limit=100_000)
+        assert len(jobs) == before + refused + 1, "only acknowledged pushes exist"
+        for j in jobs:
+            j.wait(30)
+        assert all(j.status is JobStatus.SUCCESS for j in jobs)
+    _consistent(home / "mpjobs.db")
+    assert _lines(logfile, expect), "the log names the fault"
+
+
+def _chattr(flag: str, *paths: Path) -> None:
+    subprocess.run(["chattr", flag, *map(str, paths)], check=True, capture_output=True)
+
+
+def test_read_only_home(home: Path, tmp_path: Path, logfile: Path) -> None:
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr")
+    app = ct.make_app(home)
+    app.store  # noqa: B018 - create the database and its WAL
+    files = [home / "mpjobs.db", home / "mpjobs.db-wal"]  # not -shm: it is mmapped (SIGBUS)
+    try:
+        _chattr("+i", *files)
+        _chattr("-i", *files)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"chattr +i unsupported here: {exc.stderr!r}")
+    try:
+        _ride_out_fault(app, home, tmp_path, logfile, lambda: _chattr("+i", *files),
+                        lambda: _chattr("-i", *files), "disk I/O error")  # fmt: skip
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _chattr("-i", *files)
+
+
+def test_disk_full(home: Path, tmp_path: Path, logfile: Path) -> None:
+    home.mkdir(mode=0o700)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(home)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mount.stderr.strip()}")
+    filler = home / "filler"
+
+    def fill() -> None:
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+
+    try:
+        app = ct.make_app(home)
+        _ride_out_fault(
+            app, home, tmp_path, logfile, fill, filler.unlink, "database or disk is full"
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(home)], capture_output=True)
