@@ -29,7 +29,10 @@ class Home:
         path = Path(raw).expanduser().absolute()
         _ensure_dir(path)
         _ensure_dir(path / "procs")
-        return cls(path)
+        resolved = cls(path)
+        # The doorbell must exist before anyone watches it (coordination/notify.py).
+        os.close(os.open(resolved.write_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        return resolved
 
     @property
     def db(self) -> Path:

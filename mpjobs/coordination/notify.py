@@ -1,9 +1,11 @@
 """Wake-ups on store changes without a poll loop.
 
-Every commit to a WAL-mode SQLite database is a write() to the `-wal` file, and inotify
-reports it to anyone watching the home directory. So a push from any process wakes idle
-workers and waiters at once, and the pusher pays nothing for it. Memory-mapped writes
-to the `-shm` file and flock() calls raise no events, so the noise is low.
+After every commit the store writes one byte to `write.lock` in the home (the "doorbell",
+a file it already has open), and inotify reports that write to everyone watching the
+file. So a push from any process wakes idle workers and waiters at once, for the cost
+of one pwrite(). The doorbell rings only after COMMIT has returned, when the commit is
+visible to every new reader; SQLite's own write to the `-wal` file comes before that
+point, so watching it would wake readers too early and, at times, for nothing.
 
 Where inotify is missing (not Linux) or exhausted (EMFILE), a short poll stands in.
 """
@@ -19,11 +21,7 @@ import time
 from pathlib import Path
 
 POLL_INTERVAL = 0.05
-# A commit's write() to the -wal file (our event) lands just before SQLite publishes the
-# commit in the -shm index, so a reader woken by the event, or one that started watching
-# mid-commit, can still read the old state. After creation and after each event the next
-# waits are capped at these short intervals, so such a reader looks again soon.
-RECHECKS = (0.002, 0.01, 0.05)
+DOORBELL = "write.lock"
 _IN_MODIFY = 0x00000002
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
@@ -50,13 +48,12 @@ class Watcher:
 
     def __init__(self, directory: Path) -> None:
         self._fd = -1
-        self._recheck = 0
         if _LIBC is None:
             return
         fd = _LIBC.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:
             return
-        if _LIBC.inotify_add_watch(fd, os.fsencode(directory), _IN_MODIFY) < 0:
+        if _LIBC.inotify_add_watch(fd, os.fsencode(directory / DOORBELL), _IN_MODIFY) < 0:
             os.close(fd)
             return
         self._fd = fd
@@ -87,7 +84,6 @@ class Watcher:
         fds = list(extra)
         if self._fd >= 0:
             fds.append(self._fd)
-            timeout = self._capped(timeout)
         elif timeout is None or timeout > POLL_INTERVAL:
             timeout = POLL_INTERVAL
         if timeout is not None and timeout < 0:
@@ -98,7 +94,6 @@ class Watcher:
             return []
         if self._fd in ready:
             self.drain()
-            self._recheck = 0
         elif self._fd < 0 and not ready:
             return [-1]
         return ready
@@ -109,7 +104,6 @@ class Watcher:
         if self._fd < 0:
             await asyncio.sleep(POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL))
             return
-        timeout = self._capped(timeout)
         fut: asyncio.Future[None] = loop.create_future()
 
         def ready() -> None:
@@ -123,16 +117,7 @@ class Watcher:
             pass
         finally:
             loop.remove_reader(self._fd)
-        if fut.done() and not fut.cancelled():
-            self._recheck = 0
         self.drain()
-
-    def _capped(self, timeout: float | None) -> float | None:
-        if self._recheck >= len(RECHECKS):
-            return timeout
-        cap = RECHECKS[self._recheck]
-        self._recheck += 1
-        return cap if timeout is None or timeout > cap else timeout
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1

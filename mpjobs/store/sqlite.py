@@ -192,6 +192,7 @@ class SqliteStore(base.Store):
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            os.pwrite(wfd, b"\0", 0)  # the doorbell: see coordination/notify.py
         finally:
             fcntl.flock(wfd, fcntl.LOCK_UN)
 
