@@ -295,7 +295,8 @@ class Supervisor:
                 log.info("%s %d (slot %d) exited; replacing it", child.kind, child.pid, child.slot)
             return
         key = (child.kind, child.slot)
-        if code == BOOT_ERROR or time.monotonic() - child.born < BOOT_GRACE:
+        # Exiting by itself soon after the fork is a failed boot; a kill from outside is not.
+        if code == BOOT_ERROR or (code > 0 and time.monotonic() - child.born < BOOT_GRACE):
             n = self.failures[key] = self.failures.get(key, 0) + 1
             delay = min(BACKOFF[1], BACKOFF[0] * 2 ** (n - 1))
             self.respawn_at[key] = time.monotonic() + delay

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import json
 import math
 import os
@@ -38,6 +39,8 @@ from mpjobs.store.base import (
     ScheduleRecord,
 )
 from mpjobs.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger("mpjobs.store")
 
 _JOB_COLS = ", ".join(f.name for f in JobRecord.__dataclass_fields__.values())
 _SCHED_COLS = ", ".join(ScheduleRecord.__dataclass_fields__)
@@ -600,7 +603,13 @@ class SqliteStore(base.Store):
                 )
             ]
             for rec in due:
-                jobs, next_time = rule(rec, now, self._active_count(conn, rec.id))
+                try:
+                    jobs, next_time = rule(rec, now, self._active_count(conn, rec.id))
+                except Exception:
+                    # One broken schedule (say, a corrupt trigger) must not stop the
+                    # others from firing: log it and look at it again in a minute.
+                    log.exception("schedule %r cannot be fired; retrying in 60 s", rec.id)
+                    jobs, next_time = [], now + 60.0
                 for j in jobs:
                     ids.append(int(conn.execute(_INSERT_JOB, _job_params(j, now)).lastrowid or 0))
                 conn.execute(
