@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import logging
 import json
+import logging
 import math
 import os
 import sqlite3
