@@ -29,7 +29,14 @@ from mpjobs.config import Config, JobSpec, _Where, load_config
 from mpjobs.job import Job
 from mpjobs.scheduling.schedules import Schedule
 
-__all__ = ["CLASS_RUNNER", "apply_config", "apply_jobs", "builder_for", "check_config"]
+__all__ = [
+    "CLASS_RUNNER",
+    "apply_config",
+    "apply_jobs",
+    "builder_for",
+    "check_config",
+    "check_file",
+]
 
 log = logging.getLogger("mpjobs.config")
 
@@ -47,8 +54,7 @@ def apply_config(
     (relative to the config file's directory), else the App's own. Raises ConfigError
     naming the file, entry and field.
     """
-    cfg = load_config(path)
-    check_config(cfg)
+    cfg = check_file(path)
     config_dir = str(cfg.path.absolute().parent)
     if config_dir not in sys.path:
         sys.path.append(config_dir)  # handlers next to the config file can be imported
@@ -57,6 +63,13 @@ def apply_config(
     app = _make_app(cfg, target, chosen_home)
     apply_jobs(app, cfg)
     return app, cfg
+
+
+def check_file(path: str | os.PathLike[str]) -> Config:
+    """Load and check a config file without importing or writing anything."""
+    cfg = load_config(path)
+    check_config(cfg)
+    return cfg
 
 
 def check_config(cfg: Config) -> None:

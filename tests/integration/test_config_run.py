@@ -25,7 +25,7 @@ from config_tasks import labels
 from conftest import wait_for
 
 import mpjobs
-from mpjobs.config_apply import apply_config
+from mpjobs.config_apply import apply_config, check_file
 from mpjobs.coordination.processes import token_alive
 from mpjobs.errors import ConfigError
 from mpjobs.store.base import JobRecord
@@ -113,6 +113,19 @@ core_lib:
       args: [@OUT@, nightly, @RELEASE@]
       frequency: "0 3 * * *"
       initial_delay: startup
+"""
+
+
+# core-lib's documented example: a delay with a clock-time frequency is refused.
+CORE_LIB_DOC_EXAMPLE = """
+core_lib:
+  jobs:
+    - initial_delay: 2h32m
+      frequency: 16:00
+      handler:
+        class: some_package.MyJob
+        params:
+          some_param: some value
 """
 
 
@@ -309,5 +322,10 @@ def test_apply_twice_is_idempotent_and_home_precedence(tmp_path: Path) -> None:
     with_app = write_config(tmp_path, "d.toml", '[mpjobs]\napp = "config_tasks:app"\n')
     loaded, _ = apply_config(with_app, home=str(tmp_path / "h2"))
     assert loaded is config_tasks.app and loaded.home.path == tmp_path / "h2"
+    plain = write_config(tmp_path, "e.toml", '[mpjobs]\nhome = "h3"\n')
+    loaded, _ = apply_config(plain, target="config_tasks:app")  # MODULE:APP on the CLI
+    assert loaded is config_tasks.app and loaded.home.path == tmp_path / "h3"
+    with pytest.raises(ConfigError, match=r"field 'initial_delay'"):
+        check_file(write_config(tmp_path, "f.yaml", CORE_LIB_DOC_EXAMPLE))
     with pytest.raises(ConfigError, match=r"d\.toml: field 'app'"):
         apply_config(write_config(tmp_path, "d.toml", '[mpjobs]\napp = "config_tasks:nope"\n'))
