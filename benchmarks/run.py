@@ -1,0 +1,559 @@
+"""`make bench`: mpjobs scenarios, with huey measured side by side in the same run.
+
+    python -m benchmarks.run            # the full run (about 2 minutes on 2 cores)
+    python -m benchmarks.run --quick    # shorter, for development
+    python -m benchmarks.run --only drain,latency
+
+Prints a table and writes benchmarks/latest.json (temp file + rename). Every scenario
+gets a fresh home in a temporary directory, and every pool is stopped at its end. The
+method of each scenario is described in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import pickle
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+import mpjobs
+from benchmarks import tasks
+from mpjobs.coordination.leader import current_leader
+
+ROOT = Path(__file__).resolve().parent.parent
+LATEST = Path(__file__).resolve().parent / "latest.json"
+POLL = 0.01  # the drain observers poll a count every 10 ms, the same for both systems
+
+
+@dataclass(frozen=True)
+class Config:
+    drain_n: int = 20_000
+    huey_n: int = 20_000
+    huey_nosync_n: int = 10_000
+    push_n: int = 20_000
+    push_many_n: int = 200_000
+    push_many_batch: int = 10_000
+    latency_samples: int = 200
+    schedule_every: float = 0.05
+    schedule_for: float = 6.0
+    kills: int = 20
+    failovers: int = 20
+    idle_for: float = 10.0
+    backlog_n: int = 1_000_000
+    backlog_drain_n: int = 20_000
+
+
+QUICK = Config(
+    drain_n=5_000, huey_n=2_000, huey_nosync_n=2_000, push_n=5_000, push_many_n=50_000,
+    latency_samples=50, schedule_for=2.0, kills=5, failovers=5, idle_for=3.0,
+    backlog_n=200_000, backlog_drain_n=5_000,
+)  # fmt: skip
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile, linear between closest ranks (statistics' 'inclusive')."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.001) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def reader(db: Path) -> sqlite3.Connection:
+    """A plain read connection for the observer (WAL: it never blocks the writers)."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def measure_drain(remaining: Callable[[], int], n: int, timeout: float) -> dict[str, float]:
+    """Observe a drain by polling `remaining()`; the same method for mpjobs and huey.
+
+    t0 is the first poll that sees fewer than n jobs left (consumption has started),
+    t1 the first poll that sees none; the rate is the jobs consumed between them.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left, t0 = remaining(), time.perf_counter()
+        if left < n:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("the drain never started")
+        time.sleep(POLL / 10)
+    left0 = left
+    while left > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"drain not finished after {timeout} s ({left} left)")
+        time.sleep(POLL)
+        left, t1 = remaining(), time.perf_counter()
+    if left0 == 0:
+        return {"rate": float("nan"), "seconds": 0.0}
+    return {"rate": left0 / (t1 - t0), "seconds": t1 - t0}
+
+
+def mpjobs_remaining(conn: sqlite3.Connection) -> Callable[[], int]:
+    # Both counts are answered from partial indexes, so a poll costs microseconds.
+    sql = (
+        "SELECT (SELECT count(*) FROM jobs WHERE status = 'SCHEDULED') + "
+        "(SELECT count(*) FROM jobs WHERE status = 'RUNNING')"
+    )
+    return lambda: int(conn.execute(sql).fetchone()[0])
+
+
+def store_rate(conn: sqlite3.Connection) -> float:
+    """Jobs finished / (last finish - first start), from the timestamps the store keeps."""
+    n, first, last = conn.execute(
+        "SELECT count(*), min(started_at), max(finished_at) FROM jobs WHERE status = 'SUCCESS'"
+    ).fetchone()
+    return float(n) / (last - first) if n else float("nan")
+
+
+@contextlib.contextmanager
+def pool_of(app: mpjobs.App, workers: int) -> Iterator[mpjobs.Pool]:
+    pool = app.start(workers=workers)
+    try:
+        pool.wait_ready(timeout=30, workers=workers)
+        yield pool
+    finally:
+        pool.stop(timeout=10)
+
+
+def age_of(app: mpjobs.App, pid: int) -> float:
+    """Seconds since the process registered itself (psutil's create_time is off by up to
+    a second: the kernel's boot time it adds is whole seconds)."""
+    for p in app.store.list_processes():
+        if p.pid == pid:
+            return time.time() - p.started_at
+    return 0.0
+
+
+def tree_of(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+class Bench:
+    def __init__(self, cfg: Config, tmp: Path) -> None:
+        self.cfg = cfg
+        self.tmp = tmp
+        self.out: dict[str, Any] = {}
+        self.samples: dict[str, list[float]] = {}
+
+    def home(self, name: str) -> Path:
+        path = self.tmp / name
+        path.mkdir(mode=0o700)
+        return path
+
+    def log(self, msg: str) -> None:
+        print(f"  [{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    # -- 1. drain: mpjobs against huey ------------------------------------------------
+
+    def drain(self) -> None:
+        n = self.cfg.drain_n
+        home = self.home("drain")
+        app = tasks.rehome(tasks.app, home)
+        app.push_many([tasks.noop.schedule() for _ in range(n)])
+        conn = reader(home / "mpjobs.db")
+        with pool_of(app, 2):
+            r = measure_drain(mpjobs_remaining(conn), n, timeout=300)
+        self.out["drain_jobs_per_s"] = round(r["rate"])
+        self.out["drain_jobs_per_s_store_ts"] = round(store_rate(conn))
+        self.log(f"mpjobs drained {n} no-op jobs in {r['seconds']:.2f}s")
+        conn.close()
+        self.huey_drain("huey_drain_jobs_per_s", self.cfg.huey_n, fsync="")
+        self.huey_drain("huey_nosync_drain_jobs_per_s", self.cfg.huey_nosync_n, fsync="0")
+
+    def huey_drain(self, key: str, n: int, fsync: str) -> None:
+        """SqliteHuey: enqueue n no-op tasks, then run `huey_consumer -k process -w 2`."""
+        db = self.tmp / f"huey-{key}.db"
+        env = {**os.environ, "MPJOBS_BENCH_HUEY_DB": str(db), "MPJOBS_BENCH_HUEY_FSYNC": fsync}
+        # Enqueue in one transaction with huey's own serializer: what huey's enqueue()
+        # writes, without paying n commits before the clock starts.
+        code = (
+            "import sqlite3, sys\n"
+            "from benchmarks.huey_tasks import huey, noop\n"
+            "n = int(sys.argv[1])\n"
+            "rows = [(huey.name, huey.serialize_task(noop.s()), 0) for _ in range(n)]\n"
+            "conn = huey.storage.conn\n"
+            "conn.execute('begin')\n"
+            "conn.executemany('insert into task (queue, data, priority) values (?, ?, ?)', rows)\n"
+            "conn.execute('commit')\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(n)], env=env, cwd=ROOT, check=True)
+        conn = reader(db)
+        count = "SELECT count(*) FROM task"
+        assert conn.execute(count).fetchone()[0] == n
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "huey.bin.huey_consumer", "benchmarks.huey_tasks.huey",
+             "-k", "process", "-w", "2", "-q"],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            r = measure_drain(lambda: int(conn.execute(count).fetchone()[0]), n, timeout=300)
+        finally:
+            consumer.send_signal(signal.SIGINT)  # huey: SIGINT = graceful stop
+            try:
+                consumer.wait(10)
+            except subprocess.TimeoutExpired:
+                consumer.kill()
+                consumer.wait()
+            conn.close()
+        self.out[key] = round(r["rate"])
+        mode = "huey default (synchronous=FULL)" if fsync == "" else "fsync=False (synchronous=OFF)"
+        self.log(f"huey [{mode}] drained {n} no-op jobs in {r['seconds']:.2f}s")
+
+    # -- 2. push rates ---------------------------------------------------------------
+
+    def push(self) -> None:
+        home = self.home("push")
+        app = tasks.rehome(tasks.app, home)
+        tasks.noop.schedule().now()  # open the store, warm the caches
+        n = self.cfg.push_n
+        t0 = time.perf_counter()
+        for _ in range(n):
+            tasks.noop.schedule().now()
+        self.out["push_per_s"] = round(n / (time.perf_counter() - t0))
+        m, batch = self.cfg.push_many_n, self.cfg.push_many_batch
+        build = call = 0.0
+        for _ in range(m // batch):
+            t0 = time.perf_counter()
+            builders = [tasks.noop.schedule() for _ in range(batch)]
+            t1 = time.perf_counter()
+            app.push_many(builders)
+            t2 = time.perf_counter()
+            build, call = build + t1 - t0, call + t2 - t1
+        # End to end: building the builders is part of what a caller pays.
+        self.out["push_many_per_s"] = round(m / (build + call))
+        self.out["push_many_call_only_per_s"] = round(m / call)
+        self.log(f"pushed {n} one by one, {m} with push_many in batches of {batch}")
+
+    # -- 3. push-to-start latency on an idle pool ------------------------------------
+
+    def latency(self) -> None:
+        home = self.home("latency")
+        app = tasks.rehome(tasks.app, home)
+        lats: list[float] = []
+        with pool_of(app, 2):
+            for _ in range(5):  # warm-up: the workers import the task module
+                tasks.stamp.schedule().now().wait(10)
+            for _ in range(self.cfg.latency_samples):
+                time.sleep(0.02)  # let both workers go back to sleep: the pool is idle
+                t = time.time()
+                job = tasks.stamp.schedule().now()
+                started = job.wait(10).result()
+                lats.append((started - t) * 1000)
+        self.out["start_latency_p50_ms"] = round(pct(lats, 50), 3)
+        self.out["start_latency_p99_ms"] = round(pct(lats, 99), 3)
+        self.out["start_latency_max_ms"] = round(max(lats), 3)
+        self.samples["start_latency_ms"] = lats
+        self.log(f"latency: {len(lats)} samples")
+
+    # -- 4. schedule lag -------------------------------------------------------------
+
+    def schedule_lag(self) -> None:
+        home = self.home("schedule")
+        app = tasks.rehome(tasks.app, home)
+        with pool_of(app, 2):
+            sch = tasks.stamp.schedule().options(id="lag").every(self.cfg.schedule_every)
+            time.sleep(self.cfg.schedule_for)
+            sch.pause()
+            conn = reader(home / "mpjobs.db")
+            active = (
+                "SELECT count(*) FROM jobs WHERE schedule_id = 'lag' "
+                "AND status IN ('SCHEDULED', 'RUNNING')"
+            )
+            wait_until(lambda: conn.execute(active).fetchone()[0] == 0, 10, "last fires")
+            rows = conn.execute(
+                "SELECT exec_at, result FROM jobs WHERE schedule_id = 'lag' AND status = 'SUCCESS'"
+            ).fetchall()
+            conn.close()
+        lags = [(pickle.loads(res) - at) * 1000 for at, res in rows]
+        self.out["schedule_lag_p50_ms"] = round(pct(lags, 50), 3)
+        self.out["schedule_lag_p99_ms"] = round(pct(lags, 99), 3)
+        self.samples["schedule_lag_ms"] = lags
+        self.log(f"schedule lag: {len(lags)} fires every {self.cfg.schedule_every}s")
+
+    # -- 5. recovery after SIGKILL of a busy worker ----------------------------------
+
+    def recovery(self) -> None:
+        home = self.home("recovery")
+        app = tasks.rehome(tasks.app, home)
+        times: list[float] = []
+        with pool_of(app, 2) as pool:
+            for k in range(self.cfg.kills):
+                wait_until(lambda: len(pool.workers()) == 2, 10, "two live workers", 0.005)
+                marker = self.tmp / f"hang-{k}"
+                job = tasks.hang_once.schedule(str(marker)).now()
+                wait_until(lambda m=marker: m.exists() and m.read_text(), 10, "job start")  # type: ignore[misc]
+                pid = int(marker.read_text())
+                # A worker killed within 1 s of its fork counts as a boot failure and is
+                # respawned with a back-off; kill only workers past that age.
+                age = age_of(app, pid)
+                if age < 1.2:
+                    time.sleep(1.2 - age)
+                t = time.time()
+                os.kill(pid, signal.SIGKILL)
+                times.append((job.wait(10).result() - t) * 1000)
+        self.out["recovery_p50_ms"] = round(pct(times, 50), 3)
+        self.out["recovery_p99_ms"] = round(pct(times, 99), 3)
+        self.samples["recovery_ms"] = times
+        self.log(f"recovery: {len(times)} kills")
+
+    # -- 6. leader failover ----------------------------------------------------------
+
+    def failover(self) -> None:
+        home = self.home("failover")
+        logfile = self.tmp / "leader.log"
+        os.environ["MPJOBS_BENCH_LEADER_LOG"] = str(logfile)
+        app = tasks.rehome(tasks.failover_app, home)
+        hm = app.home
+
+        def lines() -> list[str]:
+            return logfile.read_text().splitlines() if logfile.exists() else []
+
+        def standby_ready(pools: list[mpjobs.Pool], leader_pid: int) -> bool:
+            coords = [p.coordinator() for p in pools]
+            return all(coords) and any(c != leader_pid for c in coords)
+
+        times: list[float] = []
+        with pool_of(app, 1) as p1, pool_of(app, 1) as p2:
+            for _ in range(self.cfg.failovers):
+                info = wait_until(lambda: current_leader(hm), 10, "a leader", 0.005)
+                pid = int(info["pid"])
+                wait_until(lambda p=pid: standby_ready([p1, p2], p), 10, "a standby", 0.005)  # type: ignore[misc]
+                wait_until(lambda p=pid: any(ln.endswith(f" {p}") for ln in lines()), 10, "setup")  # type: ignore[misc]
+                age = age_of(app, pid)
+                if age < 1.2:  # see recovery(): stay clear of the boot-failure back-off
+                    time.sleep(1.2 - age)
+                before = len(lines())
+                t = time.time()
+                os.kill(pid, signal.SIGKILL)
+                wait_until(lambda b=before: len(lines()) > b, 10, "a new leader")  # type: ignore[misc]
+                t_new = float(lines()[before].split()[0])
+                times.append((t_new - t) * 1000)
+        self.out["failover_p50_ms"] = round(pct(times, 50), 3)
+        self.out["failover_p99_ms"] = round(pct(times, 99), 3)
+        self.samples["failover_ms"] = times
+        self.log(f"failover: {len(times)} kills of the leader (2 supervisors)")
+
+    # -- 7. idle RSS and CPU ---------------------------------------------------------
+
+    def idle(self) -> None:
+        """A pool started the way users start one (`mpjobs run`), so nothing of this
+        benchmark process is inherited by its workers."""
+        home = self.home("idle")
+        app = tasks.rehome(tasks.app, home)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mpjobs", "run", "benchmarks.tasks:app", "--workers", "2",
+             "--home", str(home)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+
+            def workers() -> list[psutil.Process]:
+                kids = psutil.Process(proc.pid).children()
+                regs = {p.pid for p in app.store.list_processes() if p.kind == "worker"}
+                return [k for k in kids if k.pid in regs]
+
+            wait_until(lambda: len(workers()) == 2, 30, "two workers", 0.01)
+            for job in app.push_many([tasks.noop.schedule() for _ in range(100)]):
+                job.wait(10)  # the workers have run jobs: idle after work, not fresh
+            time.sleep(1.0)
+            procs = tree_of(proc.pid)
+            cpu0 = sum(sum(p.cpu_times()[:2]) for p in procs)
+            t0 = time.monotonic()
+            time.sleep(self.cfg.idle_for)
+            cpu1 = sum(sum(p.cpu_times()[:2]) for p in procs)
+            t1 = time.monotonic()
+            mems = [p.memory_full_info() for p in workers()]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
+        self.out["idle_pool_cpu_percent"] = round((cpu1 - cpu0) / (t1 - t0) * 100, 3)
+        self.out["worker_idle_rss_mb"] = round(max(m.rss for m in mems) / 2**20, 1)
+        self.out["worker_idle_uss_mb"] = round(max(m.uss for m in mems) / 2**20, 1)
+        self.log(f"idle: {len(procs)} processes watched for {self.cfg.idle_for:.0f}s")
+
+    # -- 8. drain with a 1M-job backlog ----------------------------------------------
+
+    def backlog(self) -> None:
+        n, k = self.cfg.backlog_n, self.cfg.backlog_drain_n
+        home = self.home("backlog")
+        app = tasks.rehome(tasks.app, home)
+        db = home / "mpjobs.db"
+        t0 = time.perf_counter()
+        app.store  # noqa: B018 - create the schema
+        conn = reader(db)
+        now = time.time()
+        # The same row push() writes, made by SQLite itself: 1M rows in a few seconds.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT ?) "
+            "INSERT INTO jobs (name, func, queue, priority, status, exec_at, max_attempts, "
+            "retry_backoff, created_at) SELECT 'benchmarks.tasks.noop', "
+            "'benchmarks.tasks:noop', 'default', 0, 'SCHEDULED', ?, 1, 1.0, ? FROM c",
+            (n, now, now),
+        )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.log(f"backlog of {n} jobs built in {time.perf_counter() - t0:.1f}s")
+        status = "SELECT status FROM jobs WHERE id = ?"
+        # The reference: the same drain from an otherwise empty store, right before, so
+        # both see the same load from whatever else runs on the machine.
+        ref = self.home("backlog-ref")
+        ref_app = tasks.rehome(tasks.app, ref)
+        ref_app.push_many([tasks.noop.schedule() for _ in range(k)])
+        ref_conn = reader(ref / "mpjobs.db")
+        with pool_of(ref_app, 2):
+            wait_until(lambda: ref_conn.execute(status, (k,)).fetchone()[0] == "SUCCESS",
+                       300, "the reference drain", 0.01)  # fmt: skip
+        self.out["drain_jobs_per_s_empty_ref"] = round(store_rate(ref_conn))
+        ref_conn.close()
+        app = tasks.rehome(tasks.app, home)
+        with pool_of(app, 2):
+            # Same exec_at and priority everywhere: jobs are claimed in id order, so job
+            # k being done means about k jobs are done.
+            wait_until(lambda: conn.execute(status, (k,)).fetchone()[0] == "SUCCESS",
+                       300, "the drain", 0.01)  # fmt: skip
+        self.out["drain_jobs_per_s_1m_backlog"] = round(store_rate(conn))
+        conn.close()
+        shutil.rmtree(home, ignore_errors=True)
+        self.log(f"drained {k} of the {n} backlog")
+
+
+SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "drain", "backlog"]
+
+# (key, target, higher is better); a target of None is reported without a verdict.
+TARGETS: list[tuple[str, str, float | None, bool]] = [
+    ("drain_jobs_per_s", "jobs/s", None, True),
+    ("drain_jobs_per_s_store_ts", "jobs/s", None, True),
+    ("huey_drain_jobs_per_s", "jobs/s", None, True),
+    ("huey_nosync_drain_jobs_per_s", "jobs/s", None, True),
+    ("drain_vs_huey", "x", 10.0, True),
+    ("push_per_s", "/s", 20_000, True),
+    ("push_many_per_s", "/s", 200_000, True),
+    ("push_many_call_only_per_s", "/s", None, True),
+    ("start_latency_p50_ms", "ms", 2.0, False),
+    ("start_latency_p99_ms", "ms", 10.0, False),
+    ("start_latency_max_ms", "ms", None, False),
+    ("schedule_lag_p50_ms", "ms", None, False),
+    ("schedule_lag_p99_ms", "ms", 20.0, False),
+    ("recovery_p50_ms", "ms", None, False),
+    ("recovery_p99_ms", "ms", 500.0, False),
+    ("failover_p50_ms", "ms", None, False),
+    ("failover_p99_ms", "ms", 100.0, False),
+    ("worker_idle_rss_mb", "MiB", 30.0, False),
+    ("worker_idle_uss_mb", "MiB", None, False),
+    ("idle_pool_cpu_percent", "% core", 1.0, False),
+    ("drain_jobs_per_s_empty_ref", "jobs/s", None, True),
+    ("drain_jobs_per_s_1m_backlog", "jobs/s", None, True),
+    ("backlog_vs_empty", "ratio", 0.8, True),
+]
+
+
+def derive(out: dict[str, Any]) -> None:
+    if out.get("huey_drain_jobs_per_s") and "drain_jobs_per_s" in out:
+        out["drain_vs_huey"] = round(out["drain_jobs_per_s"] / out["huey_drain_jobs_per_s"], 1)
+    if out.get("drain_jobs_per_s_empty_ref") and "drain_jobs_per_s_1m_backlog" in out:
+        ratio = out["drain_jobs_per_s_1m_backlog"] / out["drain_jobs_per_s_empty_ref"]
+        out["backlog_vs_empty"] = round(ratio, 2)
+
+
+def table(out: dict[str, Any]) -> str:
+    rows = [("metric", "value", "target", "met")]
+    for key, unit, target, higher in TARGETS:
+        if key not in out:
+            continue
+        value = out[key]
+        if target is None:
+            tgt, met = "", ""
+        else:
+            tgt = f"{'>=' if higher else '<='} {target:g}"
+            met = "yes" if (value >= target if higher else value <= target) else "NO"
+        rows.append((key, f"{value:,} {unit}", tgt, met))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json(out: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter runs, for development")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--json", type=Path, default=LATEST, help="where to write the results")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else Config()
+    chosen = SCENARIOS if not args.only else [s.strip() for s in args.only.split(",")]
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+    # The pools inherit this: the kills the scenarios make on purpose log warnings.
+    logging.getLogger("mpjobs").setLevel(logging.ERROR)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mpjobs-bench-") as tmp:
+        bench = Bench(cfg, Path(tmp))
+        for name in SCENARIOS:
+            if name in chosen:
+                print(f"{name} ...", flush=True)
+                getattr(bench, name)()
+    out = bench.out
+    derive(out)
+    out["_samples_sorted"] = {k: sorted(round(x, 3) for x in v) for k, v in bench.samples.items()}
+    out["_meta"] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "seconds": round(time.monotonic() - started, 1),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "mpjobs": getattr(mpjobs, "__version__", "?"),
+    }
+    print()
+    print(table(out))
+    print(f"\n{out['_meta']['seconds']} s in all; load average {out['_meta']['loadavg_at_end']}")
+    write_json(out, args.json)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
