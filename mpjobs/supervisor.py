@@ -235,6 +235,7 @@ class Supervisor:
                 Worker(
                     self.app, token=token, parent_token=self.token, slot=slot, queues=self.queues,
                     report_fd=self._report_w, max_jobs=self.max_jobs, max_memory=self.max_memory,
+                    share=self.n,
                 ).run(parent)  # fmt: skip
             finally:
                 os._exit(BOOT_ERROR)

@@ -64,8 +64,10 @@ class Worker:
         report_fd: int,
         max_jobs: int | None = None,
         max_memory: int | None = None,
+        share: int = 1,
     ) -> None:
         self.app = app
+        self.share = share  # workers of this supervisor: a batch is at most a fair share
         self.token = token
         self.parent_token = parent_token
         self.slot = slot
@@ -157,8 +159,9 @@ class Worker:
                 continue
             limit = max(1, min(BATCH_MAX, int(BATCH_WINDOW / max(self.avg, 1e-6))))
             batch = self._retrying(
-                self.store.claim, self.token, os.getpid(), self.queues, limit, time.time(), pending
-            )
+                self.store.claim, self.token, os.getpid(), self.queues, limit, time.time(),
+                pending, self.share,
+            )  # fmt: skip
             self._retrying(self.journal.clear)
             pending = []
             flush_at = time.monotonic() + FLUSH_INTERVAL

@@ -277,15 +277,25 @@ class SqliteStore(base.Store):
         limit: int,
         now: float,
         done: Sequence[Completion] = (),
+        share: int = 1,
     ) -> list[JobRecord]:
         """Record the last batch's results, then take up to `limit` due jobs, in one commit.
 
         Claimed jobs are RUNNING and charged an attempt at once; a worker that stops
-        before starting some of them gives them back with the attempt refunded.
+        before starting some of them gives them back with the attempt refunded. A worker
+        takes at most its fair share (ready jobs / `share` workers), so a short queue is
+        spread over idle workers instead of waiting in one worker's batch.
         """
         qsql, qargs = _queue_filter(queues)
         with self._tx() as conn:
             self._complete_many(conn, owner, done, now)
+            if limit > 1 and share > 1:
+                ready = conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'SCHEDULED' "
+                    f"AND exec_at <= ?{qsql} LIMIT ?)",
+                    [now, *qargs, limit * share],
+                ).fetchone()[0]
+                limit = max(1, min(limit, -(-ready // share)))
             rows = conn.execute(
                 "UPDATE jobs SET status = 'RUNNING', owner = ?, pid = ?, started_at = ?, "
                 "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
