@@ -222,9 +222,23 @@ class Supervisor:
     def _spawn(self, kind: str, slot: int) -> None:
         token = new_token(kind)
         parent = os.getpid()
-        pid = os.fork()
+        # Our handlers only queue signals for our loop. A SIGTERM reaching the child before
+        # it installs its own would be queued there and lost, and the child would run on
+        # until the graceful timeout. So signals wait, blocked, until the child has reset
+        # them: one that arrives meanwhile then takes its default action (a child that has
+        # not booted holds no job).
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+            raise
         if pid == 0:  # child: never returns
             try:
+                for sig in HANDLED:
+                    quiet = sig in (signal.SIGINT, signal.SIGHUP)  # the supervisor's to handle
+                    signal.signal(sig, signal.SIG_IGN if quiet else signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
                 signal.set_wakeup_fd(-1)
                 for fd in (self._wake_r, self._wake_w, self._report_r):
                     os.close(fd)
@@ -239,6 +253,7 @@ class Supervisor:
                 ).run(parent)  # fmt: skip
             finally:
                 os._exit(BOOT_ERROR)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         child = Child(pid, kind, slot, token, time.monotonic())
         with contextlib.suppress(psutil.Error):
             child.proc = psutil.Process(pid)
