@@ -178,3 +178,16 @@ def test_hung_job_without_limit_is_visible_and_cancellable(
     wait_for(lambda: len(pool2.workers()) == 2 and victim not in pool2.workers(), 10, home=home,
              what="the worker replaced")  # fmt: skip
     assert ct.whoami.schedule().now().wait(10).result() in pool2.workers()
+
+
+def test_stop_right_after_a_respawn_is_prompt(capp: mpjobs.App, home: Path) -> None:
+    """A SIGTERM that reaches a worker still booting must not be lost (it was, once)."""
+    for _ in range(5):
+        pool = capp.start(workers=2, graceful_timeout=10.0)
+        try:
+            pool.wait_ready(timeout=20, workers=2)
+            os.kill(pool.workers()[0], signal.SIGKILL)  # the supervisor forks a replacement
+        finally:
+            t = time.monotonic()
+            pool.stop(timeout=20)
+        assert time.monotonic() - t < 5.0, "a worker missed its SIGTERM"
