@@ -103,7 +103,7 @@ def memory_overshoot(tmp: Path, samples: int) -> list[float]:
             job.wait(60)
             m = re.search(r"reached ([\d.]+) MiB", job.error or "")
             if m:
-                out.append(float(m.group(1)) - 200 * 1e6 / 2**20)
+                out.append(float(m.group(1)) - 200)
     return out
 
 

@@ -110,7 +110,7 @@ def main() -> int:
         peak = re.search(r"reached ([\d.]+) MiB", job.error or "")
         ok &= job.status is JobStatus.FAILED and peak is not None
         print(f"hog: {job.status.value}: {(job.error or '').strip().splitlines()[-1]}")
-        print(f"  overshoot {float(peak.group(1)) - 200e6 / 2**20 if peak else 0:.1f} MiB "
+        print(f"  overshoot {float(peak.group(1)) - 200 if peak else 0:.1f} MiB "
               f"over the limit; workers now {full_strength(pool)}")  # fmt: skip
 
         marker = HOME / "killable.pid"
