@@ -234,9 +234,6 @@ def test_unique_key_dedups_while_live(app: mpjobs.App, tmp_path: Path) -> None:
     assert len(set(same)) == 1 and len(app.jobs(status="SCHEDULED")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="worker batches withhold a finished job's result "
-                   "until a long job claimed in the same batch ends (worker.py FLUSH_INTERVAL "
-                   "is only checked between jobs)")
 def test_result_of_quick_job_not_withheld_by_long_job_in_same_batch(
     app: mpjobs.App, tmp_path: Path
 ) -> None:
