@@ -19,8 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mpjobs.coordination.leader import Leadership
-from mpjobs.coordination.locks import LivenessLock
-from mpjobs.coordination.processes import die_with_parent
+from mpjobs.coordination.processes import boot_child
 from mpjobs.errors import StoreError
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.scheduling.lifecycle import LifecycleRunner
@@ -77,16 +76,9 @@ class Coordinator:
             raise _Stop
 
     def _boot(self, parent_pid: int) -> None:
-        die_with_parent(signal.SIGTERM, parent_pid)
-        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        self.liveness = LivenessLock(self.app.home.proc_lock(self.token))
-        self.liveness.acquire()
+        self._wake_r, self.liveness = boot_child(
+            self._on_term, parent_pid, signal.SIGTERM, self.app.home.proc_lock(self.token)
+        )
         self.store = self.app.store
         self.store.register_process(
             ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token, time.time(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -122,30 +123,33 @@ class Job:
 
     # -- waiting ---------------------------------------------------------------------
 
+    def _sleeps(self, timeout: float | None) -> Iterator[float | None]:
+        """How long to sleep before each re-check, until done; WaitTimeout when time is up.
+
+        The one waiting loop behind `wait` and `wait_async`, which differ only in how
+        they sleep.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_done():
+            left = deadline_left(deadline)
+            if left == 0:
+                raise WaitTimeout(f"job {self.id} not done after {timeout} s")
+            yield left
+
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job is in a terminal state; raise WaitTimeout after `timeout` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if self.is_done():
-            return self
-        with Watcher(self._store.home.path) as watcher:
-            while not self.is_done():
-                left = deadline_left(deadline)
-                if left == 0:
-                    raise WaitTimeout(f"job {self.id} not done after {timeout} s")
-                watcher.wait(left)
+        if not self.is_done():
+            with Watcher(self._store.home.path) as watcher:
+                for left in self._sleeps(timeout):
+                    watcher.wait(left)
         return self
 
     async def wait_async(self, timeout: float | None = None) -> Job:
         """`wait` for asyncio code: sleeps on the event loop, never blocks it."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if self.is_done():
-            return self
-        with Watcher(self._store.home.path) as watcher:
-            while not self.is_done():
-                left = deadline_left(deadline)
-                if left == 0:
-                    raise WaitTimeout(f"job {self.id} not done after {timeout} s")
-                await watcher.wait_async(left)
+        if not self.is_done():
+            with Watcher(self._store.home.path) as watcher:
+                for left in self._sleeps(timeout):
+                    await watcher.wait_async(left)
         return self
 
     # -- outcome ---------------------------------------------------------------------

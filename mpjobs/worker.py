@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psutil
 
 from mpjobs import outcomes, serialization
-from mpjobs.coordination.locks import LivenessLock
 from mpjobs.coordination.notify import Watcher
-from mpjobs.coordination.processes import die_with_parent
+from mpjobs.coordination.processes import boot_child
 from mpjobs.errors import StoreError
 from mpjobs.journal import Journal
 from mpjobs.store.base import (
@@ -104,16 +103,9 @@ class Worker:
 
     def _boot(self, parent_pid: int) -> None:
         self.parent_pid = parent_pid
-        die_with_parent(signal.SIGKILL, parent_pid)
-        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        self.liveness = LivenessLock(self.app.home.proc_lock(self.token))
-        self.liveness.acquire()
+        self._wake_r, self.liveness = boot_child(
+            self._on_term, parent_pid, signal.SIGKILL, self.app.home.proc_lock(self.token)
+        )
         self.store = self.app.store
         self.store.register_process(
             ProcessRecord(

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from mpjobs.coordination.locks import is_alive
+from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.store.sqlite import SqliteStore
 
 # SIGUSR1 to a supervisor means "look in the store for jobs to kill".
@@ -51,3 +54,25 @@ def die_with_parent(sig: int, expected_parent: int) -> None:
         pass
     if os.getppid() != expected_parent:
         os.kill(os.getpid(), sig)
+
+
+def boot_child(
+    on_term: Callable[[int, Any], None], parent_pid: int, death_signal: int, liveness_path: Path
+) -> tuple[int, LivenessLock]:
+    """The common start of a supervisor's forked child (worker or coordinator).
+
+    It dies with its parent, leaves Ctrl-C and SIGHUP to the supervisor, turns signals
+    into a readable fd for its select() loop, and takes its liveness lock, which it
+    holds for life. Returns (the signal fd, the liveness lock).
+    """
+    die_with_parent(death_signal, parent_pid)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    liveness = LivenessLock(liveness_path)
+    liveness.acquire()
+    return wake_r, liveness
