@@ -185,6 +185,7 @@ class SqliteStore(base.Store):
         """
         conn = self._conn()
         wfd = self._local.wfd
+        readonly = False
         fcntl.flock(wfd, fcntl.LOCK_EX)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -196,8 +197,15 @@ class SqliteStore(base.Store):
                 raise
             conn.execute("COMMIT")
             os.pwrite(wfd, b"\0", 0)  # the doorbell: see coordination/notify.py
+        except sqlite3.OperationalError as exc:
+            # SQLite opens a connection read-only if the file is not writable at that
+            # moment, and keeps it so: drop it, so the next use reopens once writable.
+            readonly = "readonly" in str(exc)
+            raise
         finally:
             fcntl.flock(wfd, fcntl.LOCK_UN)
+            if readonly:
+                self.close()
 
     # -- opening, vetting, migrating -------------------------------------------------
 
