@@ -18,6 +18,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -168,3 +169,38 @@ def test_disk_full(home: Path, tmp_path: Path, logfile: Path) -> None:
         )
     finally:
         subprocess.run(["umount", "-l", str(home)], capture_output=True)
+
+
+def test_connection_opened_while_read_only_heals(home: Path) -> None:
+    """SQLite keeps a connection opened on an unwritable file read-only: the store reopens it."""
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr")
+    ct.make_app(home)
+    ct.whoami.schedule().now()  # creates the database and its WAL
+    files = [home / "mpjobs.db", home / "mpjobs.db-wal"]
+    outcome: list[object] = []
+
+    def fresh_thread() -> None:  # a new thread opens a new connection
+        try:
+            _chattr("+i", *files)
+            try:
+                ct.whoami.schedule().now()
+                outcome.append("pushed while read-only?")
+            except sqlite3.OperationalError as exc:
+                outcome.append(str(exc))
+            finally:
+                _chattr("-i", *files)
+            outcome.append(ct.whoami.schedule().now().id)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        _chattr("+i", *files)
+        _chattr("-i", *files)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"chattr +i unsupported here: {exc.stderr!r}")
+    thread = threading.Thread(target=fresh_thread)
+    thread.start()
+    thread.join(30)
+    assert outcome[0] == "attempt to write a readonly database", outcome
+    assert outcome[1] == "2", f"the same thread pushes again once writable: {outcome}"
