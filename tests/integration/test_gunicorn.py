@@ -49,9 +49,12 @@ def start_gunicorn(home: Path, workdir: Path, preload: bool) -> Server:
 @pytest.fixture
 def gunicorn_server(request: pytest.FixtureRequest, home: Path, tmp_path: Path) -> Iterator[Server]:
     server = start_gunicorn(home, tmp_path, preload=request.param)
+    failed_before = request.session.testsfailed
     try:
         yield server
     finally:
+        if request.session.testsfailed > failed_before:
+            print(f"--- server log ---\n{server.output()}")
         server.kill_all()
 
 

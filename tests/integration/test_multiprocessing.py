@@ -18,13 +18,25 @@ CHILDREN = 4
 PER_CHILD = 30
 
 
-def run_children(method: str, home: Path, marks: Path) -> list[list[tuple[str, int]]]:
-    ctx = multiprocessing.get_context(method)
-    with ctx.Pool(CHILDREN) as children:
-        return children.map(
+def _map(method: str, home: Path, marks: Path) -> list[list[tuple[str, int]]]:
+    with multiprocessing.get_context(method).Pool(CHILDREN) as children:
+        return children.map_async(
             web_mp.push_and_wait,
             [(str(home), str(marks), k * PER_CHILD, PER_CHILD) for k in range(CHILDREN)],
-        )
+        ).get(timeout=45)
+
+
+def run_children(method: str, home: Path, marks: Path) -> list[list[tuple[str, int]]]:
+    try:
+        return _map(method, home, marks)
+    finally:
+        if method != "fork":
+            # spawn starts multiprocessing's resource tracker, which would outlive the test
+            # (collect the pool's semaphores first, or the tracker unlinks them under them)
+            gc.collect()
+            from multiprocessing import resource_tracker
+
+            resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
 
 @pytest.mark.timeout(60)
@@ -48,13 +60,6 @@ def test_multiprocessing_children_push_into_one_home(
             assert job is not None and job.status is mpjobs.JobStatus.SUCCESS
         # run by the pool's workers, never by the pushing children
         assert {pid for _, pid in ran} <= set(pool.workers())
-    if method != "fork":
-        # spawn starts multiprocessing's resource tracker, which otherwise outlives the test
-        # (collect the pool's semaphores first, or the tracker unlinks them under them)
-        gc.collect()
-        from multiprocessing import resource_tracker
-
-        resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
     # exactly once: one file per job, one line per execution
     files = sorted(marks.iterdir())
     assert len(files) == CHILDREN * PER_CHILD

@@ -37,16 +37,21 @@ def jobs_app(home: Path) -> mpjobs.App:
 
 
 @pytest.fixture
-def uvicorn_server(home: Path, tmp_path: Path) -> Iterator[Server]:
+def uvicorn_server(
+    request: pytest.FixtureRequest, home: Path, tmp_path: Path
+) -> Iterator[Server]:
     server = Server(
         ["uvicorn", "web_fastapi:api", "--workers", "3", "--host", "127.0.0.1",
          "--port", "{port}", "--log-level", "info"],
         home, tmp_path, {},
     )  # fmt: skip
+    failed_before = request.session.testsfailed
     try:
         server.wait_up()
         yield server
     finally:
+        if request.session.testsfailed > failed_before:
+            print(f"--- server log ---\n{server.output()}")
         server.kill_all()
 
 
