@@ -83,11 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.home:
             app = _rehome(app, args.home)
     if args.parent_pid:
-        import signal
-
-        from mpjobs.coordination.processes import die_with_parent
-
-        die_with_parent(signal.SIGTERM, args.parent_pid)
+        opts["parent_pid"] = args.parent_pid
     for key in ("graceful_timeout", "max_jobs_per_worker", "max_memory_per_worker"):
         value = getattr(args, key)
         if value is not None:

@@ -26,16 +26,27 @@ if TYPE_CHECKING:
     from mpjobs.app import App
 
 
+_MAIN_NAMES = ("__main__", "__mp_main__", "__mpjobs_main__")
+
+
 def find_app_target(app: App) -> str | None:
-    """'module:attr' (or 'path/to/script.py:attr') under which `app` can be imported."""
+    """'module:attr' under which `app` can be imported, else 'path/to/script.py:attr'.
+
+    An importable module is preferred: loading a script by path runs it again in the
+    new process, which, like multiprocessing's spawn, needs an `if __name__ == "__main__"`
+    guard around whatever the script does when run.
+    """
+    script = None
     for name, module in list(sys.modules.items()):
         for attr, value in list(getattr(module, "__dict__", {}).items()):
-            if value is app and not attr.startswith("_"):
-                if name in ("__main__", "__mp_main__"):
-                    path = getattr(module, "__file__", None)
-                    return f"{os.path.abspath(path)}:{attr}" if path else None
+            if value is not app or attr.startswith("_"):
+                continue
+            if name not in _MAIN_NAMES:
                 return f"{name}:{attr}"
-    return None
+            path = getattr(module, "__file__", None)
+            if path and script is None:
+                script = f"{os.path.abspath(path)}:{attr}"
+    return script
 
 
 class Pool:

@@ -76,6 +76,7 @@ class Supervisor:
         max_memory_per_worker: int | str | None = None,
         install_signal_handlers: bool = True,
         token: str | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         from mpjobs.scheduling.durations import parse_bytes
 
@@ -92,6 +93,10 @@ class Supervisor:
         )
         self.install_signal_handlers = install_signal_handlers
         self.token = token or new_token("supervisor")
+        # Stop when this process's parent goes (app.start() through exec). Polled, not
+        # PR_SET_PDEATHSIG: Linux sends that when the forking *thread* exits, and the
+        # caller of app.start() may be a short-lived thread.
+        self.parent_pid = parent_pid
         self.children: dict[int, Child] = {}
         self.signals: list[int] = []
         self.stopping = False
@@ -415,3 +420,6 @@ class Supervisor:
 
     def _housekeeping(self) -> None:
         self._kill_requested()
+        if self.parent_pid is not None and not self.stopping and os.getppid() != self.parent_pid:
+            log.warning("the process that started this pool (%d) is gone", self.parent_pid)
+            self.stop()
