@@ -58,7 +58,7 @@ class Config:
     failovers: int = 20
     idle_for: float = 10.0
     backlog_n: int = 1_000_000
-    backlog_drain_n: int = 20_000
+    backlog_drain_n: int = 60_000  # long enough (about 1.5 s) that load spikes average out
 
 
 QUICK = Config(
