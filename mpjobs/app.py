@@ -348,6 +348,7 @@ class JobBuilder:
             shape.name, self.func, self.func_pickle, payload, shape.queue, shape.priority,
             now if when is None else when, shape.max_attempts, shape.retry_backoff,
             shape.timeout, shape.memory_limit, shape.unique_key, schedule_id,
+            (shape, self.func, self.func_pickle, schedule_id),
         )  # fmt: skip
 
     def _push(self, exec_at: float) -> Job:

@@ -36,6 +36,9 @@ class NewJob:
     memory_limit: int | None
     unique_key: str | None
     schedule_id: str | None = None
+    # Jobs with equal batch keys share every column but payload and exec_at; the builder
+    # sets it so push_many can group jobs without comparing ten fields per job.
+    batch_key: object = None
 
 
 @dataclass(slots=True)

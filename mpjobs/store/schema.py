@@ -40,8 +40,9 @@ MIGRATIONS: dict[int, list[str]] = {
         )
         """,
         # The claim path: a partial index holds only waiting jobs, so its size is the
-        # backlog, not the history, and a claim reads its first entries in order.
-        """CREATE INDEX jobs_ready ON jobs(priority, exec_at, id, queue)
+        # backlog, not the history, and a claim reads its first entries in order
+        # (priority, exec_at, then the rowid every index carries: push order).
+        """CREATE INDEX jobs_ready ON jobs(priority, exec_at)
            WHERE status = 'SCHEDULED'""",
         """CREATE UNIQUE INDEX jobs_unique ON jobs(unique_key)
            WHERE unique_key IS NOT NULL AND status IN ('SCHEDULED', 'RUNNING')""",

@@ -78,37 +78,50 @@ def _literal(value: object) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_for(shape: tuple[Any, ...], now: float) -> str:
+def _insert_for(shape: tuple[Any, ...], now: float, exec_at: float | None) -> str:
+    """An INSERT with every shared column as a literal; exec_at too when given."""
     name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory, sid = shape
     values = (name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory)
     consts = ", ".join(_literal(v) for v in (*values, sid, now))
+    at = "?" if exec_at is None else _literal(exec_at)
     return (
         "INSERT INTO jobs (payload, exec_at, name, func, func_pickle, queue, priority, "
         "max_attempts, retry_backoff, timeout, memory_limit, schedule_id, created_at, status) "
-        f"VALUES (?, ?, {consts}, 'SCHEDULED')"
+        f"VALUES (?, {at}, {consts}, 'SCHEDULED')"
     )
 
 
 def _grouped_inserts(jobs: Sequence[NewJob], now: float) -> list[tuple[str, list[Any]]]:
-    """Batch inserts binding only what differs per job (payload, exec_at), in push order.
+    """Batch inserts binding only what differs per job, in push order.
 
     Binding 14 parameters per row costs more than SQLite's insert itself; the columns
     that are the same for a whole run of jobs (same task, same options) become literals
-    of a statement that is cached and reused.
+    of a statement that is cached and reused, and so does exec_at when a run shares it.
     """
-    out: list[tuple[str, list[Any]]] = []
-    last: tuple[Any, ...] | None = None
+    runs: list[tuple[Any, list[NewJob]]] = []
+    last: object = object()
     for j in jobs:
+        key = j.batch_key if j.batch_key is not None else id(j)
+        if key != last:
+            runs.append((key, []))
+            last = key
+        runs[-1][1].append(j)
+    out: list[tuple[str, list[Any]]] = []
+    for _key, run in runs:
+        j = run[0]
         shape = (j.name, j.func, j.func_pickle, j.queue, j.priority, j.max_attempts,
                  j.retry_backoff, j.timeout, j.memory_limit, j.schedule_id)  # fmt: skip
-        if shape != last:
-            try:
-                out.append((_insert_for(shape, now), []))
-            except ValueError:
-                out.append((_INSERT_JOB, []))
-            last = shape
-        sql, rows = out[-1]
-        rows.append((j.payload, j.exec_at) if sql is not _INSERT_JOB else _job_params(j, now))
+        at = j.exec_at
+        same_time = all(x.exec_at == at for x in run)
+        try:
+            sql = _insert_for(shape, now, at if same_time else None)
+        except ValueError:
+            out.append((_INSERT_JOB, [_job_params(x, now) for x in run]))
+            continue
+        if same_time:
+            out.append((sql, [(x.payload,) for x in run]))
+        else:
+            out.append((sql, [(x.payload, x.exec_at) for x in run]))
     return out
 
 
