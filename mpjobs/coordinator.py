@@ -103,9 +103,12 @@ class Coordinator:
         while not self.stopping:
             now = time.time()
             try:
-                self.store.fire_due(now, fire_rule)
+                due = self.store.next_fire_time()
+                if due is not None and due <= now:  # a write only when something is due
+                    self.store.fire_due(now, fire_rule)
                 if time.monotonic() >= next_sweep:
                     recover_dead_owners(self.store)
+                    self.store.checkpoint()
                     sweeps += 1
                     if sweeps % FORGET_EVERY == 0:
                         forget_dead_processes(self.store)

@@ -163,6 +163,10 @@ class SqliteStore(base.Store):
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA cache_size = -16000")
+            # Checkpoints (which fsync the database file) are the leader's job, off every
+            # pusher's and worker's commit path; this higher threshold is only a safety
+            # net for a home with no leader running.
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open mpjobs store {self.path}: {exc}") from exc
         return conn
@@ -647,6 +651,10 @@ class SqliteStore(base.Store):
                     "UPDATE schedules SET next_run_time = ? WHERE id = ?", (next_time, rec.id)
                 )
         return ids
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL frames into the database without blocking anyone (PASSIVE)."""
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def next_fire_time(self) -> float | None:
         r = (
