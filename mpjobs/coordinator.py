@@ -33,6 +33,7 @@ log = logging.getLogger("mpjobs.coordinator")
 
 SWEEP_INTERVAL = 0.2
 FORGET_EVERY = 25  # sweeps between clean-ups of the process table
+CHECKPOINT_EVERY = 25  # sweeps (about 5 s): each checkpoint fsyncs, so not too often
 PURGE_EVERY = 300  # sweeps (about a minute) between purges of expired finished jobs
 
 
@@ -108,8 +109,9 @@ class Coordinator:
                     self.store.fire_due(now, fire_rule)
                 if time.monotonic() >= next_sweep:
                     recover_dead_owners(self.store)
-                    self.store.checkpoint()
                     sweeps += 1
+                    if sweeps % CHECKPOINT_EVERY == 0:
+                        self.store.checkpoint()
                     if sweeps % FORGET_EVERY == 0:
                         forget_dead_processes(self.store)
                     if sweeps % PURGE_EVERY == 1 and self.app.result_ttl is not None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psutil
 
 from mpjobs import outcomes, serialization
+from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import Watcher
 from mpjobs.coordination.processes import boot_child
 from mpjobs.errors import StoreError
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
     from mpjobs.app import App
 
 log = logging.getLogger("mpjobs.worker")
+
+class _Interrupted(Exception):
+    """Raised by the SIGTERM handler to leave a blocking flock() (PEP 475 would retry it)."""
+
 
 BOOT_ERROR = 3  # exit code: the worker could not start; the supervisor backs off
 BATCH_MAX = 64
@@ -78,6 +83,7 @@ class Worker:
         self.stopping = False
         self.jobs_done = 0
         self.avg = 0.001
+        self._queued = False
         self.durations: dict[str, float] = {}  # per task name: recent run time, for flushes
         self._unsettled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,13 +126,19 @@ class Worker:
         self.lifecycle = LifecycleRunner([t for t in self.app.lifecycles if t.scope == "worker"])
         self.lifecycle.start()
         self.watcher = Watcher(self.app.home.path)
+        self.idle = FileLock(self.app.home.path / "procs" / f"{self.parent_token}.idle")
         self.proc = psutil.Process()
         self.journal = Journal(self.app.home.journal(self.token))
 
     def _on_term(self, signum: int, frame: Any) -> None:
         self.stopping = True
+        if self._queued:  # blocked in flock() behind a sibling: stop waiting now
+            self._queued = False
+            raise _Interrupted
 
     def _shutdown(self) -> None:
+        if getattr(self, "idle", None) is not None:
+            self.idle.release()
         try:
             if getattr(self, "lifecycle", None) is not None:
                 self.lifecycle.stop()
@@ -151,6 +163,7 @@ class Worker:
         while not (self.stopping or self._recycle_due()):
             if not pending and not self._wait_for_work():
                 continue
+            self.idle.release()  # let a sibling listen while we work
             limit = max(1, min(BATCH_MAX, int(BATCH_WINDOW / max(self.avg, 1e-6))))
             batch = self._retrying(
                 self.store.claim, self.token, os.getpid(), self.queues, limit, time.time(),
@@ -197,10 +210,25 @@ class Worker:
             self._retrying(self.journal.clear)
 
     def _wait_for_work(self) -> bool:
-        """Sleep until a due job may exist: woken by any commit, a due time or a signal."""
+        """Sleep until a due job may exist: woken by any commit, a due time or a signal.
+
+        Idle workers of one supervisor take turns: only the holder of the supervisor's
+        idle lock listens for the doorbell, the others queue in flock(). One push then
+        wakes one worker, not all of them, which on a small machine is the difference
+        between a start in a millisecond and one behind a crowd of woken processes.
+        """
         now = time.time()
         if self.store.has_due(self.queues, now):
             return True
+        if not self.idle.held:
+            try:
+                self._queued = True
+                self.idle.acquire()
+            except _Interrupted:
+                pass
+            finally:
+                self._queued = False
+            return False  # look again from the top: we may have waited a while
         nxt = self.store.next_exec_at(self.queues)
         timeout = IDLE_CAP if nxt is None else min(IDLE_CAP, max(0.0, nxt - now))
         ready = self.watcher.wait(timeout, extra=(self._wake_r,))
