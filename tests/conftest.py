@@ -7,6 +7,7 @@ process of ours running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -53,7 +54,8 @@ def wait_for(
 
 def descendants() -> list[psutil.Process]:
     try:
-        return [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+        children = psutil.Process().children(recursive=True)
+        return [p for p in children if p.status() != psutil.STATUS_ZOMBIE]
     except psutil.Error:
         return []
 
@@ -63,18 +65,19 @@ def no_leftover_processes() -> Iterator[None]:
     """Fail a test that leaves any process of ours running."""
     before = {p.pid for p in descendants()}
     yield
+
     def clean() -> bool:
         return not [p for p in descendants() if p.pid not in before]
+
     try:
         wait_for(clean, timeout=15.0, what="all test processes to exit")
-    except AssertionError:
+    except AssertionError as exc:
         left = [p for p in descendants() if p.pid not in before]
         for p in left:
-            try:
+            with contextlib.suppress(psutil.Error):
                 p.kill()
-            except psutil.Error:
-                pass
-        raise AssertionError(f"processes left running: {[(p.pid, p.cmdline()) for p in left]}")
+        names = [(p.pid, p.cmdline()) for p in left]
+        raise AssertionError(f"processes left running: {names}") from exc
 
 
 @pytest.fixture
