@@ -1,0 +1,158 @@
+"""Schedule and process rows: declaring, firing, listing; who is running.
+
+Firing is one transaction per pass, so the jobs of a fire and the schedule's new
+next_run_time commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from typing import Any
+
+from mpjobs.store.base import FireRule, ProcessRecord, ScheduleRecord
+from mpjobs.store.connection import Connector
+from mpjobs.store.jobs import _INSERT_JOB, _job_params
+
+log = logging.getLogger("mpjobs.store")
+
+_SCHED_COLS = ", ".join(ScheduleRecord.__dataclass_fields__)
+_PROC_COLS = ", ".join(ProcessRecord.__dataclass_fields__)
+
+
+def _without_anchor(trigger: str) -> Any:
+    """A trigger spec minus its anchor: two declarations of one schedule differ only there."""
+    spec = json.loads(trigger)
+    return {k: v for k, v in spec.items() if k != "anchor"} if isinstance(spec, dict) else spec
+
+
+class ScheduleQueries(Connector):
+    def upsert_schedule(self, rec: ScheduleRecord, trigger_changed: bool = False) -> ScheduleRecord:
+        """Declare a schedule; re-declaring the same id updates it and keeps its state.
+
+        The next fire time is kept unless the trigger itself changed, so every process
+        declaring the same schedule at import time does not push its next run around.
+        """
+        with self._tx() as conn:
+            old = conn.execute(
+                f"SELECT {_SCHED_COLS} FROM schedules WHERE id = ?", (rec.id,)
+            ).fetchone()
+            if old is None:
+                conn.execute(
+                    f"INSERT INTO schedules ({_SCHED_COLS}) VALUES ({','.join('?' * 12)})",
+                    tuple(getattr(rec, f) for f in ScheduleRecord.__dataclass_fields__),
+                )
+                return rec
+            prev = ScheduleRecord(*old)
+            if not trigger_changed and _without_anchor(prev.trigger) == _without_anchor(
+                rec.trigger
+            ):
+                rec.trigger = prev.trigger  # a concurrent declaration: keep the first one's phase
+            keep_time = prev.trigger == rec.trigger and not trigger_changed
+            rec.next_run_time = prev.next_run_time if keep_time else rec.next_run_time
+            rec.state, rec.failures, rec.created_at = prev.state, prev.failures, prev.created_at
+            if rec.state != "active":
+                rec.next_run_time = prev.next_run_time
+            conn.execute(
+                "UPDATE schedules SET name = ?, func = ?, func_pickle = ?, payload = ?, "
+                "trigger = ?, options = ?, next_run_time = ?, updated_at = ? WHERE id = ?",
+                (rec.name, rec.func, rec.func_pickle, rec.payload, rec.trigger, rec.options,
+                 rec.next_run_time, rec.updated_at, rec.id),
+            )  # fmt: skip
+            return rec
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        r = (
+            self._conn()
+            .execute(f"SELECT {_SCHED_COLS} FROM schedules WHERE id = ?", (schedule_id,))
+            .fetchone()
+        )
+        return ScheduleRecord(*r) if r else None
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        sql = f"SELECT {_SCHED_COLS} FROM schedules ORDER BY id"
+        return [ScheduleRecord(*r) for r in self._conn().execute(sql)]
+
+    def update_schedule(self, schedule_id: str, **fields: object) -> bool:
+        allowed = {"state", "next_run_time", "trigger", "failures", "updated_at", "options"}
+        if not fields or not set(fields) <= allowed:
+            raise ValueError(f"cannot update schedule fields {sorted(set(fields) - allowed)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as conn:
+            cur = conn.execute(
+                f"UPDATE schedules SET {sets} WHERE id = ?", [*fields.values(), schedule_id]
+            )
+            return cur.rowcount == 1
+
+    def remove_schedule(self, schedule_id: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,)).rowcount == 1
+
+    def fire_due(self, now: float, rule: FireRule) -> list[int]:
+        """Turn every due fire into jobs and advance the schedule, in one transaction.
+
+        Because the jobs and the new next_run_time commit together, a leader killed at
+        any instant leaves either both or neither: each fire yields exactly one job.
+        """
+        ids: list[int] = []
+        with self._tx() as conn:
+            due = [
+                ScheduleRecord(*r)
+                for r in conn.execute(
+                    f"SELECT {_SCHED_COLS} FROM schedules "
+                    "WHERE state = 'active' AND next_run_time <= ?",
+                    (now,),
+                )
+            ]
+            for rec in due:
+                try:
+                    jobs, next_time = rule(rec, now, self._active_count(conn, rec.id))
+                except Exception:
+                    # One broken schedule (say, a corrupt trigger) must not stop the
+                    # others from firing: log it and look at it again in a minute.
+                    log.exception("schedule %r cannot be fired; retrying in 60 s", rec.id)
+                    jobs, next_time = [], now + 60.0
+                for j in jobs:
+                    ids.append(int(conn.execute(_INSERT_JOB, _job_params(j, now)).lastrowid or 0))
+                conn.execute(
+                    "UPDATE schedules SET next_run_time = ? WHERE id = ?", (next_time, rec.id)
+                )
+        return ids
+
+    def next_fire_time(self) -> float | None:
+        r = (
+            self._conn()
+            .execute("SELECT min(next_run_time) FROM schedules WHERE state = 'active'")
+            .fetchone()
+        )
+        return None if r is None or r[0] is None else float(r[0])
+
+    @staticmethod
+    def _active_count(conn: sqlite3.Connection, schedule_id: str) -> int:
+        r = conn.execute(
+            "SELECT count(*) FROM jobs WHERE schedule_id = ? "
+            "AND status IN ('SCHEDULED', 'RUNNING')",
+            (schedule_id,),
+        ).fetchone()
+        return int(r[0])
+
+    def active_count(self, schedule_id: str) -> int:
+        return self._active_count(self._conn(), schedule_id)
+
+
+class ProcessQueries(Connector):
+    def register_process(self, rec: ProcessRecord) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO processes ({_PROC_COLS}) VALUES (?,?,?,?,?,?)",
+                (rec.token, rec.kind, rec.pid, rec.parent, rec.started_at, rec.info),
+            )
+
+    def unregister_process(self, token: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM processes WHERE token = ?", (token,))
+
+    def list_processes(self) -> list[ProcessRecord]:
+        sql = f"SELECT {_PROC_COLS} FROM processes ORDER BY started_at"
+        return [ProcessRecord(*r) for r in self._conn().execute(sql)]
