@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -57,21 +56,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 POOL_INFO = "pool.json"
 SUPERVISE_EVERY = 0.5
 RESTART_BACKOFF = (1.0, 30.0)
-
-# fds a keeper is blocked on in flock(): closed in forked children, which must not keep
-# (and so hold, once the parent's flock succeeds) a copy of them.
-_WAITING: set[int] = set()
-
-
-def _close_waiting_in_child() -> None:
-    for fd in list(_WAITING):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _WAITING.clear()
-
-
-os.register_at_fork(after_in_child=_close_waiting_in_child)
-
 
 class PoolKeeper:
     """Competes for the home's pool lock; while it holds it, it runs the pool."""
@@ -144,13 +128,9 @@ class PoolKeeper:
                 if self._lock.acquire(blocking=False):
                     return True
             self._decided.set()
-            fd = os.open(self.app.home.pool_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            _WAITING.add(fd)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # woken by the kernel when the owner dies
-            finally:
-                _WAITING.discard(fd)
-                os.close(fd)  # and race the other waiters for the real lock above
+            waiter = FileLock(self.app.home.pool_lock)
+            waiter.acquire(blocking=True)  # woken by the kernel when the owner dies
+            waiter.release()  # and race the other waiters for the real lock above
 
     def _own(self) -> None:
         self._wait_for_previous()

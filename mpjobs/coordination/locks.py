@@ -46,16 +46,18 @@ class FileLock:
         if self._fd is not None:
             return True
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Registered before flock(): if another thread forks while we wait, the child
+        # must not keep a copy of an fd that is about to hold the lock.
+        _HELD.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
+        except BaseException as exc:
+            _HELD.discard(fd)
             os.close(fd)
-            return False
-        except BaseException:
-            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                return False
             raise
         self._fd = fd
-        _HELD.add(fd)
         return True
 
     def release(self) -> None:
