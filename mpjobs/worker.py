@@ -187,11 +187,11 @@ class Worker:
                     flush_at = time.monotonic() + FLUSH_INTERVAL
                 if i == 0:
                     self._retrying(self.journal.started, job.id)
-                    done = self._execute(job)
-                elif self.store.status_of(job.id) != RUNNING:
-                    # cancel(terminate=True) while it waited in our batch: the journal's
-                    # record of this skip tells the supervisor there is nothing to kill
-                    done = Completion(job.id, CANCELLED)
+                # The start is journaled before this look (for i > 0 with the previous
+                # result): a terminate-cancel is then either seen here, or the
+                # supervisor sees the start and kills. Never neither.
+                if self.store.status_of(job.id) != RUNNING:
+                    done = Completion(job.id, CANCELLED)  # tells the supervisor: no kill
                 else:
                     done = self._execute(job)
                 nxt = batch[i + 1].id if i + 1 < len(batch) and not self.stopping else None

@@ -234,6 +234,29 @@ def test_unique_key_dedups_while_live(app: mpjobs.App, tmp_path: Path) -> None:
     assert len(set(same)) == 1 and len(app.jobs(status="SCHEDULED")) == 1
 
 
+def test_terminate_cancel_of_a_job_waiting_in_a_batch_skips_it_without_a_kill(
+    app: mpjobs.App, tmp_path: Path
+) -> None:
+    marker, release, never = tmp_path / "m", tmp_path / "r", tmp_path / "never"
+    with started(app, workers=1) as pool:
+        for job in app.push_many([tasks.noop.schedule() for _ in range(5)]):
+            job.wait(10)  # the worker now knows noop is fast, so it claims in batches
+        (worker,) = pool.workers()
+        gate, waiting = app.push_many(
+            [tasks.block.schedule(str(marker), str(release)), tasks.touch.schedule(str(never))]
+        )
+        try:
+            wait_for(marker.exists, 10, what="the gate job to start")
+            assert waiting.status is JobStatus.RUNNING  # claimed in the gate's batch
+            assert waiting.cancel(terminate=True)
+        finally:
+            release.touch()
+        assert gate.wait(10).result() == "released"
+        assert waiting.wait(10).status is JobStatus.CANCELLED
+        assert pool.workers() == [worker]  # nothing was killed for a job that never started
+    assert not never.exists()  # and the cancelled job never ran
+
+
 def test_result_of_quick_job_not_withheld_by_long_job_in_same_batch(
     app: mpjobs.App, tmp_path: Path
 ) -> None:
