@@ -60,6 +60,9 @@ class Home:
     def journal(self, token: str) -> Path:
         return self.path / "procs" / f"{token}.journal"
 
+    def kill_note(self, token: str) -> Path:
+        return self.path / "procs" / f"{token}.killed"
+
     @property
     def write_lock(self) -> Path:
         return self.path / "write.lock"

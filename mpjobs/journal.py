@@ -12,6 +12,7 @@ charged one attempt, however the worker died.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import struct
@@ -87,3 +88,29 @@ def read_journal(path: Path) -> tuple[set[int], dict[int, Completion]]:
 def remove_journal(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def write_kill_note(path: Path, target: tuple[int, str, str] | None, deliberate: bool) -> None:
+    """Say why a worker is about to be killed, before the kill, atomically.
+
+    Two processes may settle a dead worker (its supervisor when it reaps it, the leader
+    when its sweep finds the owner dead), and only the supervisor knows why it killed
+    it. The note, next to the journal and never touched by the worker, makes whoever
+    settles first decide as the supervisor would: TIMEOUT, not "worker lost".
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"target": target, "deliberate": deliberate}, f)
+    os.replace(tmp, path)
+
+
+def read_kill_note(path: Path) -> tuple[tuple[int, str, str] | None, bool]:
+    """(target, deliberate) from a kill note; (None, False) when there is none."""
+    try:
+        with open(path) as f:
+            note = json.load(f)
+    except (OSError, ValueError):
+        return None, False
+    raw = note.get("target")
+    target = (int(raw[0]), str(raw[1]), str(raw[2])) if raw else None
+    return target, bool(note.get("deliberate"))

@@ -15,7 +15,7 @@ import time
 
 from mpjobs import outcomes
 from mpjobs.coordination.processes import token_alive
-from mpjobs.journal import read_journal, remove_journal
+from mpjobs.journal import read_journal, read_kill_note, remove_journal
 from mpjobs.store.base import Completion, JobRecord
 from mpjobs.store.sqlite import SqliteStore
 
@@ -40,6 +40,9 @@ def settle(
     """
     path = store.home.journal(token)
     started, done = read_journal(path)
+    noted_target, noted_deliberate = read_kill_note(store.home.kill_note(token))
+    target = target or noted_target
+    deliberate = deliberate or noted_deliberate
     now = time.time()
 
     def decide(job: JobRecord) -> Completion:
@@ -53,6 +56,7 @@ def settle(
 
     settled = store.recover(token, decide, now)
     remove_journal(path)
+    remove_journal(store.home.kill_note(token))
     for job, c in settled:
         if job.id not in done and job.id in started:
             log.warning("job %s (%s): %s; now %s", job.id, job.name,

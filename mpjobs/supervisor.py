@@ -27,7 +27,7 @@ import psutil
 from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.errors import StoreError
-from mpjobs.journal import read_journal
+from mpjobs.journal import read_journal, write_kill_note
 from mpjobs.limits import Watch, kill_tree
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners, settle
 from mpjobs.store.base import FAILED, TIMEOUT, ProcessRecord
@@ -346,12 +346,23 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
 
+    def _kill(self, child: Child, kill: tuple[int | None, str, str]) -> None:
+        """Kill a child's tree, first noting why for whoever settles its jobs."""
+        if child.kill is None:
+            child.kill = kill
+            job, status, reason = kill
+            target = (job, status, reason) if job is not None and status else None
+            try:
+                write_kill_note(self.app.home.kill_note(child.token), target, deliberate=True)
+            except OSError as exc:  # a full disk must not stop the kill
+                log.error("cannot write the kill note of %d: %s", child.pid, exc)
+        kill_tree(child.pid)
+
     def _kill_all(self, why: str) -> None:
         for pid, child in self.children.items():
             if child.kill is None:
                 log.warning("killing %s %d: %s", child.kind, pid, why)
-                child.kill = (None, "", why)
-            kill_tree(pid)
+            self._kill(child, (None, "", why))
 
     # -- limits and kill requests ----------------------------------------------------
 
@@ -394,8 +405,7 @@ class Supervisor:
                 log.warning(
                     "job %d on worker %d: %s; killing the worker", watch.job_id, pid, reason
                 )
-                child.kill = (watch.job_id, status, reason)
-                kill_tree(pid)
+                self._kill(child, (watch.job_id, status, reason))
 
     def _kill_requested(self) -> None:
         """Kill workers whose running job was cancelled with terminate=True."""
@@ -413,8 +423,7 @@ class Supervisor:
             started, done = read_journal(self.app.home.journal(owner))
             if job_id in started and job_id not in done:
                 log.info("job %d cancelled while running; killing worker %d", job_id, child.pid)
-                child.kill = (job_id, "", "cancelled")
-                kill_tree(child.pid)
+                self._kill(child, (job_id, "", "cancelled"))
             else:
                 self.store.clear_owner(job_id)
 
