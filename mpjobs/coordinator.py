@@ -100,6 +100,7 @@ class Coordinator:
         )  # fmt: skip
         sweeps = 0
         next_sweep = 0.0
+        self._first_seen_dead: dict[str, float] = {}
         failing = 0.0  # back-off while the store refuses writes (disk full, read-only home)
         while not self.stopping:
             now = time.time()
@@ -108,7 +109,7 @@ class Coordinator:
                 if due is not None and due <= now:  # a write only when something is due
                     self.store.fire_due(now, fire_rule)
                 if time.monotonic() >= next_sweep:
-                    recover_dead_owners(self.store)
+                    recover_dead_owners(self.store, self._first_seen_dead)
                     sweeps += 1
                     if sweeps % CHECKPOINT_EVERY == 0:
                         self.store.checkpoint()

@@ -64,14 +64,36 @@ def settle(
     return settled
 
 
-def recover_dead_owners(store: SqliteStore) -> int:
-    """Settle the jobs of every dead owner; returns how many jobs were settled."""
+SUPERVISOR_FIRST = 1.0  # seconds a live supervisor has to settle its own dead worker
+
+
+def recover_dead_owners(store: SqliteStore, first_seen: dict[str, float] | None = None) -> int:
+    """Settle the jobs of every dead owner; returns how many jobs were settled.
+
+    With `first_seen` (the leader's memory between sweeps), a dead worker whose
+    supervisor is alive is left to that supervisor for SUPERVISOR_FIRST seconds: it
+    reaps the worker at once and knows how it died (its exit status, its own kills),
+    so its account is the better one. The leader remains the backstop.
+    """
     count = 0
-    for owner in store.running_owners():
-        if token_alive(store, owner):
+    owners = [o for o in store.running_owners() if not token_alive(store, o)]
+    if not owners:
+        return 0
+    parents = {p.token: p.parent for p in store.list_processes()}
+    now = time.monotonic()
+    for owner in owners:
+        parent = parents.get(owner)
+        if (
+            first_seen is not None
+            and parent
+            and token_alive(store, parent)
+            and now - first_seen.setdefault(owner, now) < SUPERVISOR_FIRST
+        ):
             continue
         count += len(settle(store, owner))
         store.unregister_process(owner)
+        if first_seen is not None:
+            first_seen.pop(owner, None)
     return count
 
 
