@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -92,11 +93,20 @@ def app(home: Path) -> mpjobs.App:
     return tasks.make_app(home)
 
 
-@pytest.fixture
-def pool(app: mpjobs.App) -> Iterator[mpjobs.Pool]:
-    p = app.start(workers=2, graceful_timeout=5.0)
+@contextmanager
+def started(
+    app: mpjobs.App, workers: int = 2, graceful_timeout: float = 5.0, **opts: object
+) -> Iterator[mpjobs.Pool]:
+    """A pool that is ready (its workers registered) inside, and stopped after."""
+    p = app.start(workers=workers, graceful_timeout=graceful_timeout, **opts)
     try:
-        p.wait_ready(timeout=20, workers=2)
+        p.wait_ready(timeout=20, workers=workers)
         yield p
     finally:
         p.stop(timeout=20)
+
+
+@pytest.fixture
+def pool(app: mpjobs.App) -> Iterator[mpjobs.Pool]:
+    with started(app) as p:
+        yield p

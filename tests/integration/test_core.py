@@ -8,28 +8,16 @@ import pickle
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import core_tasks
 import pytest
 import tasks
-from conftest import wait_for
+from conftest import started, wait_for
 
 import mpjobs
 from mpjobs import JobStatus
-
-
-@contextmanager
-def started(app: mpjobs.App, workers: int = 2, **opts: object) -> Iterator[mpjobs.Pool]:
-    p = app.start(workers=workers, graceful_timeout=opts.pop("graceful_timeout", 5.0), **opts)
-    try:
-        p.wait_ready(timeout=20, workers=workers)
-        yield p
-    finally:
-        p.stop(timeout=20)
 
 
 @pytest.fixture(autouse=True)

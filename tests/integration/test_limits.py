@@ -15,7 +15,7 @@ from typing import Any
 import chaos_tasks as ct
 import psutil
 import pytest
-from conftest import wait_for
+from conftest import started, wait_for
 
 import mpjobs
 from mpjobs import JobStatus, Limit
@@ -30,12 +30,8 @@ def capp(home: Path) -> mpjobs.App:
 
 @pytest.fixture
 def pool2(capp: mpjobs.App) -> Iterator[mpjobs.Pool]:
-    p = capp.start(workers=2, graceful_timeout=2.0)
-    try:
-        p.wait_ready(timeout=20, workers=2)
+    with started(capp, graceful_timeout=2.0) as p:
         yield p
-    finally:
-        p.stop(timeout=20)
 
 
 def _gone(pid: int) -> bool:

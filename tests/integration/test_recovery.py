@@ -19,7 +19,7 @@ from pathlib import Path
 import chaos_tasks as ct
 import psutil
 import pytest
-from conftest import wait_for
+from conftest import started, wait_for
 
 import mpjobs
 from mpjobs import JobStatus
@@ -36,12 +36,8 @@ def capp(home: Path) -> mpjobs.App:
 
 @pytest.fixture
 def pool2(capp: mpjobs.App) -> Iterator[mpjobs.Pool]:
-    p = capp.start(workers=2, graceful_timeout=2.0)
-    try:
-        p.wait_ready(timeout=20, workers=2)
+    with started(capp, graceful_timeout=2.0) as p:
         yield p
-    finally:
-        p.stop(timeout=20)
 
 
 def _started(marker: Path, n: int, home: Path, timeout: float = 10) -> list[dict[str, float]]:

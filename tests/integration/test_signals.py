@@ -8,28 +8,16 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import psutil
 import pytest
 import tasks
-from conftest import wait_for
+from conftest import started, wait_for
 
 import mpjobs
 from mpjobs import JobStatus
-
-
-@contextmanager
-def started(app: mpjobs.App, workers: int = 2, **opts: object) -> Iterator[mpjobs.Pool]:
-    p = app.start(workers=workers, graceful_timeout=opts.pop("graceful_timeout", 5.0), **opts)
-    try:
-        p.wait_ready(timeout=20, workers=workers)
-        yield p
-    finally:
-        p.stop(timeout=20)
 
 
 def pool_tree(pool: mpjobs.Pool) -> list[psutil.Process]:
