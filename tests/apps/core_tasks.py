@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from tasks import write_marker
+
 import mpjobs
 
 app = mpjobs.App()
@@ -66,5 +68,5 @@ def fail_custom(message: str) -> None:
 
 @app.task
 def pid_and_marker(marker: str) -> int:
-    Path(marker).write_text(str(os.getpid()))
+    write_marker(marker, str(os.getpid()))
     return os.getpid()

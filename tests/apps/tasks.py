@@ -15,6 +15,13 @@ import mpjobs
 app = mpjobs.App()
 
 
+def write_marker(path: str | Path, text: str) -> None:
+    """Write a marker atomically: a test that sees the file must never read it empty."""
+    tmp = Path(f"{path}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def make_app(home: Path | str) -> mpjobs.App:
     app._home_arg, app._home = str(home), None
     return app
@@ -63,7 +70,7 @@ def touch(path: str, text: str = "") -> int:
 @app.task
 def block(marker: str, release: str, timeout: float = 60.0) -> str:
     """Signal start by creating `marker`, then wait until `release` exists."""
-    Path(marker).write_text(str(os.getpid()))
+    write_marker(marker, str(os.getpid()))
     deadline = time.monotonic() + timeout
     while not Path(release).exists():
         if time.monotonic() > deadline:
@@ -75,7 +82,7 @@ def block(marker: str, release: str, timeout: float = 60.0) -> str:
 @app.task
 def hang(marker: str) -> None:
     """Signal start, then never return."""
-    Path(marker).write_text(str(os.getpid()))
+    write_marker(marker, str(os.getpid()))
     while True:
         time.sleep(1)
 
