@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import time
 from dataclasses import dataclass, field
 
 import psutil
@@ -124,7 +123,3 @@ class Watch:
 
 def _mb(n: int) -> str:
     return f"{n / 1024**2:.1f} MiB"
-
-
-def monotonic() -> float:
-    return time.monotonic()

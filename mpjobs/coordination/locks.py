@@ -38,9 +38,6 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def fileno(self) -> int | None:
-        return self._fd
-
     def acquire(self, blocking: bool = True) -> bool:
         """Take the lock; with blocking=True the kernel wakes us the moment it is free."""
         if self._fd is not None:
