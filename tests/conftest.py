@@ -107,6 +107,20 @@ def started(
 
 
 @pytest.fixture
+def chaos_app(home: Path) -> mpjobs.App:
+    """The misbehaving tasks of tests/apps/chaos_tasks.py, on the test's home."""
+    import chaos_tasks
+
+    return chaos_tasks.make_app(home)
+
+
+@pytest.fixture
+def chaos_pool(chaos_app: mpjobs.App) -> Iterator[mpjobs.Pool]:
+    with started(chaos_app, graceful_timeout=2.0) as p:
+        yield p
+
+
+@pytest.fixture
 def pool(app: mpjobs.App) -> Iterator[mpjobs.Pool]:
     with started(app) as p:
         yield p

@@ -160,15 +160,19 @@ def coordinators(app: object) -> list[dict[str, object]]:
 
 def measure_failover(tick_file: Path, timeout: float = 10.0) -> tuple[int, int, float]:
     """SIGKILL the process that ticks now; (old pid, new pid, seconds until the new one ticked)."""
+
     def settled():  # type: ignore[no-untyped-def]
         # past the supervisor's boot grace (1 s), a death counts as a crash, not a boot failure
         t = ticks(tick_file)
         return t and [x for x in t if x[0] == t[-1][0] and x[1] < time.time() - 1.2]
+
     old = wait_until(settled, 10, "a ticker that is past its boot")[0][0]
     os.kill(old, signal.SIGKILL)
     killed_at = time.time()
+
     def moved():  # type: ignore[no-untyped-def]
         return [t for t in ticks(tick_file) if t[0] != old and t[1] > killed_at]
+
     first = wait_until(moved, timeout, "ticking to move to another process")[0]
     return old, first[0], first[1] - killed_at
 
@@ -181,3 +185,21 @@ def assert_one_ticker_at_a_time(lines: list[tuple[int, float]]) -> list[int]:
             assert pid not in runs, f"process {pid} ticked again after another took over: {runs}"
             runs.append(pid)
     return runs
+
+
+def assert_no_job_lost(app: object, ids: Sequence[str], expected: Sequence[object]) -> None:
+    """After a graceful server stop: every pushed job exists and ended SUCCESS, or was left
+    SCHEDULED for the next start, which then runs it; the results are `expected`."""
+    import mpjobs
+
+    assert isinstance(app, mpjobs.App)
+    jobs = [app.get_job(str(i)) for i in ids]
+    assert len(jobs) == len(expected) and all(j is not None for j in jobs), jobs
+    done = [j for j in jobs if j is not None]
+    statuses = {j.status for j in done}
+    assert statuses <= {mpjobs.JobStatus.SUCCESS, mpjobs.JobStatus.SCHEDULED}, statuses
+    if mpjobs.JobStatus.SCHEDULED in statuses:  # left for the next start: run them now
+        with app.start(workers=2, graceful_timeout=5.0):
+            for j in done:
+                j.wait(timeout=30)
+    assert [j.result() for j in done] == list(expected)

@@ -16,6 +16,7 @@ import pytest
 import web_jobs
 from web_helpers import (
     Server,
+    assert_no_job_lost,
     assert_one_ticker_at_a_time,
     coordinators,
     measure_failover,
@@ -26,7 +27,6 @@ from web_helpers import (
 )
 
 import mpjobs
-from mpjobs.job import JobStatus
 
 CONF = Path(__file__).resolve().parents[1] / "apps" / "web_gunicorn_conf.py"
 
@@ -130,16 +130,7 @@ def test_gunicorn_hooks_end_to_end(
     tree = server.tree()
     assert server.stop(signal.SIGTERM) == 0
     assert_all_gone(server, home, tree)
-    jobs = [jobs_app.get_job(str(i)) for i in ids]
-    assert all(j is not None for j in jobs)
-    statuses = {j.status for j in jobs if j is not None}
-    assert statuses <= {JobStatus.SUCCESS, JobStatus.SCHEDULED}, statuses
-    if JobStatus.SCHEDULED in statuses:  # left for the next start: run them now
-        with jobs_app.start(workers=2, graceful_timeout=5.0):
-            for j in jobs:
-                assert j is not None
-                j.wait(timeout=30)
-    assert [j.result() for j in jobs if j is not None] == [i + 1 for i in range(6)]
+    assert_no_job_lost(jobs_app, ids, [i + 1 for i in range(6)])
 
 
 @pytest.mark.timeout(60)

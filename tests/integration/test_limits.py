@@ -8,30 +8,18 @@ new worker in place of the killed one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import chaos_tasks as ct
 import psutil
 import pytest
-from conftest import started, wait_for
+from conftest import wait_for
 
 import mpjobs
 from mpjobs import JobStatus, Limit
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def capp(home: Path) -> mpjobs.App:
-    return ct.make_app(home)
-
-
-@pytest.fixture
-def pool2(capp: mpjobs.App) -> Iterator[mpjobs.Pool]:
-    with started(capp, graceful_timeout=2.0) as p:
-        yield p
 
 
 def _gone(pid: int) -> bool:
@@ -66,9 +54,9 @@ TIME_CASES = [
 
 @pytest.mark.parametrize(("task", "limit"), TIME_CASES, ids=[c[0] for c in TIME_CASES])
 def test_time_limit_kills_stuck_job_and_retries(
-    task: str, limit: dict[str, Any], pool2: mpjobs.Pool, home: Path, tmp_path: Path
+    task: str, limit: dict[str, Any], chaos_pool: mpjobs.Pool, home: Path, tmp_path: Path
 ) -> None:
-    neighbour, npid, release = _neighbour(tmp_path, pool2, home)
+    neighbour, npid, release = _neighbour(tmp_path, chaos_pool, home)
     marker = tmp_path / "stuck"
     fn = getattr(ct, task)
     job = fn.schedule(str(marker)).options(max_attempts=2, retry_backoff=0.01, **limit).now()
@@ -77,7 +65,7 @@ def test_time_limit_kills_stuck_job_and_retries(
     assert job.status is JobStatus.TIMEOUT
     assert job.attempts == 2
     assert "time limit of 1 s exceeded" in (job.error or "")
-    rec = pool2.app.store.get(int(job.id))
+    rec = chaos_pool.app.store.get(int(job.id))
     assert rec is not None and rec.started_at and rec.finished_at
     assert rec.finished_at - rec.started_at <= 1 + 1.0, "stopped later than limit + 1 s"
     first, second = ct.starts(marker)
@@ -89,7 +77,7 @@ def test_time_limit_kills_stuck_job_and_retries(
 
     release.touch()
     assert neighbour.wait(10).result() == npid, "the neighbour ran on, in the same worker"
-    _full_strength(pool2, home, {int(first["pid"]), int(second["pid"])})
+    _full_strength(chaos_pool, home, {int(first["pid"]), int(second["pid"])})
 
 
 def _peak_mib(error: str) -> float:
@@ -104,9 +92,9 @@ GIB = 1024**3
 
 @pytest.mark.parametrize("how", ["self", "multiprocessing", "fork"])
 def test_memory_limit_kills_the_tree(
-    how: str, pool2: mpjobs.Pool, home: Path, tmp_path: Path
+    how: str, chaos_pool: mpjobs.Pool, home: Path, tmp_path: Path
 ) -> None:
-    neighbour, npid, release = _neighbour(tmp_path, pool2, home)
+    neighbour, npid, release = _neighbour(tmp_path, chaos_pool, home)
     marker, pids = tmp_path / "hog", tmp_path / "children"
     if how == "self":
         job = ct.hog.schedule(int(1.5 * GIB), str(marker)).options(memory_limit="200MB").now()
@@ -130,13 +118,13 @@ def test_memory_limit_kills_the_tree(
 
     release.touch()
     assert neighbour.wait(10).result() == npid
-    _full_strength(pool2, home, {worker})
+    _full_strength(chaos_pool, home, {worker})
 
 
-def test_recycle_after_max_jobs(capp: mpjobs.App, home: Path) -> None:
-    with capp.start(workers=2, max_jobs_per_worker=3) as pool:
+def test_recycle_after_max_jobs(chaos_app: mpjobs.App, home: Path) -> None:
+    with chaos_app.start(workers=2, max_jobs_per_worker=3) as pool:
         pool.wait_ready(timeout=20, workers=2)
-        jobs = capp.push_many([ct.whoami.schedule() for _ in range(20)])
+        jobs = chaos_app.push_many([ct.whoami.schedule() for _ in range(20)])
         for j in jobs:
             j.wait(30)
         assert all(j.status is JobStatus.SUCCESS for j in jobs), [j.error for j in jobs]
@@ -146,8 +134,8 @@ def test_recycle_after_max_jobs(capp: mpjobs.App, home: Path) -> None:
         wait_for(lambda: len(pool.workers()) == 2, 10, home=home, what="pool at full strength")
 
 
-def test_recycle_after_max_memory(capp: mpjobs.App, home: Path) -> None:
-    with capp.start(workers=2, max_memory_per_worker="150MB") as pool:
+def test_recycle_after_max_memory(chaos_app: mpjobs.App, home: Path) -> None:
+    with chaos_app.start(workers=2, max_memory_per_worker="150MB") as pool:
         pool.wait_ready(timeout=20, workers=2)
         jobs = [ct.leak.schedule(50 * 1024**2).now() for _ in range(8)]
         for j in jobs:

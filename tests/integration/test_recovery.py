@@ -13,13 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import chaos_tasks as ct
 import psutil
 import pytest
-from conftest import started, wait_for
+from conftest import wait_for
 
 import mpjobs
 from mpjobs import JobStatus
@@ -27,17 +26,6 @@ from mpjobs import JobStatus
 pytestmark = pytest.mark.timeout(60)
 
 RECOVERY_BOUND = 1.5  # the contract says "within a second"; slack for a loaded 2-core box
-
-
-@pytest.fixture
-def capp(home: Path) -> mpjobs.App:
-    return ct.make_app(home)
-
-
-@pytest.fixture
-def pool2(capp: mpjobs.App) -> Iterator[mpjobs.Pool]:
-    with started(capp, graceful_timeout=2.0) as p:
-        yield p
 
 
 def _started(marker: Path, n: int, home: Path, timeout: float = 10) -> list[dict[str, float]]:
@@ -52,7 +40,7 @@ def _kill(pid: int) -> float:
 
 @pytest.mark.parametrize("attempts", [1, 2])
 def test_worker_killed_from_outside(
-    attempts: int, pool2: mpjobs.Pool, home: Path, tmp_path: Path
+    attempts: int, chaos_pool: mpjobs.Pool, home: Path, tmp_path: Path
 ) -> None:
     """kill -9 by someone else (or the kernel's OOM killer): the supervisor settles at once."""
     marker, release = tmp_path / "m", tmp_path / "r"
@@ -64,7 +52,7 @@ def test_worker_killed_from_outside(
         assert job.status is JobStatus.FAILED
         assert "worker lost" in (job.error or "") and "SIGKILL" in (job.error or "")
         assert "OOM killer" in (job.error or ""), "the error says it was not our own kill"
-        rec = pool2.app.store.get(int(job.id))
+        rec = chaos_pool.app.store.get(int(job.id))
         assert rec is not None and rec.finished_at is not None
         assert rec.finished_at - killed < RECOVERY_BOUND
     else:
@@ -74,8 +62,12 @@ def test_worker_killed_from_outside(
         release.touch()
         assert job.wait(10).result() == retry["pid"]
         assert job.attempts == 2
-    wait_for(lambda: len(pool2.workers()) == 2 and victim not in pool2.workers(), 10, home=home,
-             what="the killed worker replaced")  # fmt: skip
+    wait_for(
+        lambda: len(chaos_pool.workers()) == 2 and victim not in chaos_pool.workers(),
+        10,
+        home=home,
+        what="the killed worker replaced",
+    )
 
 
 def _tree(pid: int) -> list[int]:
@@ -86,9 +78,9 @@ def _tree(pid: int) -> list[int]:
         return []
 
 
-def test_whole_pool_killed_then_new_pool(capp: mpjobs.App, home: Path, tmp_path: Path) -> None:
+def test_whole_pool_killed_then_new_pool(chaos_app: mpjobs.App, home: Path, tmp_path: Path) -> None:
     marker, release = tmp_path / "m", tmp_path / "r"
-    first = capp.start(workers=1)
+    first = chaos_app.start(workers=1)
     try:
         first.wait_ready(timeout=20, workers=1)
         job = ct.stall.schedule(str(marker), str(release)).now()
@@ -99,7 +91,7 @@ def test_whole_pool_killed_then_new_pool(capp: mpjobs.App, home: Path, tmp_path:
         assert job.status is JobStatus.RUNNING, "nobody is left to notice"
     finally:
         first.stop(timeout=5)
-    with capp.start(workers=1):
+    with chaos_app.start(workers=1):
         began = time.time()
         retry = _started(marker, 2, home)[1]
         assert retry["t"] - began < RECOVERY_BOUND + 1.0  # includes the new pool's boot
@@ -108,17 +100,17 @@ def test_whole_pool_killed_then_new_pool(capp: mpjobs.App, home: Path, tmp_path:
 
 
 def test_supervisor_killed_other_supervisor_recovers(
-    capp: mpjobs.App, home: Path, tmp_path: Path
+    chaos_app: mpjobs.App, home: Path, tmp_path: Path
 ) -> None:
     """Only the supervisor dies: its workers exit, and the other pool's leader recovers."""
     marker, release = tmp_path / "m", tmp_path / "r"
-    a = capp.start(workers=1)
+    a = chaos_app.start(workers=1)
     b: mpjobs.Pool | None = None
     try:
         a.wait_ready(timeout=20, workers=1)
         job = ct.stall.schedule(str(marker), str(release)).now()
         victim = int(_started(marker, 1, home)[0]["pid"])
-        b = capp.start(workers=1)
+        b = chaos_app.start(workers=1)
         b.wait_ready(timeout=20, workers=1)
         a_children = _tree(a.pid)[1:]
         killed = _kill(a.pid)
@@ -153,7 +145,7 @@ def _status(home: Path) -> dict[str, object]:
 
 
 def test_hung_job_without_limit_is_visible_and_cancellable(
-    pool2: mpjobs.Pool, home: Path, tmp_path: Path
+    chaos_pool: mpjobs.Pool, home: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "m"
     job = ct.sleeper.schedule(str(marker)).now()
@@ -171,15 +163,19 @@ def test_hung_job_without_limit_is_visible_and_cancellable(
     assert job.status is JobStatus.CANCELLED
     with pytest.raises(mpjobs.JobCancelledError):
         job.result()
-    wait_for(lambda: len(pool2.workers()) == 2 and victim not in pool2.workers(), 10, home=home,
-             what="the worker replaced")  # fmt: skip
-    assert ct.whoami.schedule().now().wait(10).result() in pool2.workers()
+    wait_for(
+        lambda: len(chaos_pool.workers()) == 2 and victim not in chaos_pool.workers(),
+        10,
+        home=home,
+        what="the worker replaced",
+    )
+    assert ct.whoami.schedule().now().wait(10).result() in chaos_pool.workers()
 
 
-def test_stop_right_after_a_respawn_is_prompt(capp: mpjobs.App, home: Path) -> None:
+def test_stop_right_after_a_respawn_is_prompt(chaos_app: mpjobs.App, home: Path) -> None:
     """A SIGTERM that reaches a worker still booting must not be lost (it was, once)."""
     for _ in range(5):
-        pool = capp.start(workers=2, graceful_timeout=10.0)
+        pool = chaos_app.start(workers=2, graceful_timeout=10.0)
         try:
             pool.wait_ready(timeout=20, workers=2)
             os.kill(pool.workers()[0], signal.SIGKILL)  # the supervisor forks a replacement

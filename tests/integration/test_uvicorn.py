@@ -18,6 +18,7 @@ import pytest
 import web_jobs
 from web_helpers import (
     Server,
+    assert_no_job_lost,
     assert_one_ticker_at_a_time,
     measure_failover,
     ours,
@@ -27,7 +28,6 @@ from web_helpers import (
 )
 
 import mpjobs
-from mpjobs.job import JobStatus
 
 
 @pytest.fixture
@@ -136,15 +136,7 @@ def test_uvicorn_workers_share_one_pool(
     assert not alive, f"left running: {[(p.pid, p.cmdline()) for p in alive]}"
     assert not ours(home), f"processes of our home still running: {ours(home)}"
     assert not supervisors(jobs_app)
-    jobs = [jobs_app.get_job(str(i)) for i in ids]
-    statuses = {j.status for j in jobs if j is not None}
-    assert len(jobs) == 6 and statuses <= {JobStatus.SUCCESS, JobStatus.SCHEDULED}, statuses
-    if JobStatus.SCHEDULED in statuses:
-        with jobs_app.start(workers=2, graceful_timeout=5.0):
-            for j in jobs:
-                assert j is not None
-                j.wait(timeout=30)
-    assert [j.result() for j in jobs if j is not None] == [i + 1 for i in range(6)]
+    assert_no_job_lost(jobs_app, ids, [i + 1 for i in range(6)])
 
 
 @pytest.mark.timeout(60)
