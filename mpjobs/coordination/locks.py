@@ -12,9 +12,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 _HELD: set[int] = set()
+
+# A bounded wait polls: Linux has no timed flock(), and a blocking flock() can only be
+# left through a signal handler that raises. The first retries come quickly, since most
+# waits are for a transaction of a few hundred microseconds; the cap keeps a long wait
+# cheap (a thousand wake-ups a second at most) while still handing over within ~1 ms.
+POLL_FIRST = 0.00002
+POLL_CAP = 0.001
 
 
 def _close_held_in_child() -> None:
@@ -39,7 +48,12 @@ class FileLock:
         return self._fd is not None
 
     def acquire(self, blocking: bool = True) -> bool:
-        """Take the lock; with blocking=True the kernel wakes us the moment it is free."""
+        """Take the lock; with blocking=True the kernel wakes us the moment it is free.
+
+        A blocking acquire waits in the kernel for as long as the holder keeps the lock,
+        so callers that block use it only where a signal handler of theirs can end the
+        wait by raising (the campaign for leadership, an idle worker's turn).
+        """
         if self._fd is not None:
             return True
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -62,6 +76,75 @@ class FileLock:
         if fd is not None:
             _HELD.discard(fd)
             os.close(fd)
+
+
+def flock_within(
+    fd: int, deadline: float, abort: Callable[[], bool] | None = None
+) -> bool:
+    """Take an exclusive flock on `fd` by the monotonic `deadline`; False if we could not.
+
+    Polls with a short back-off instead of blocking in the kernel, so the wait is bounded
+    and a signal handler runs (and `abort` is asked) between tries: a process stopped
+    while it holds the lock (SIGSTOP, a debugger) cannot hold anyone else forever.
+    """
+    delay = POLL_FIRST
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        now = time.monotonic()
+        if now >= deadline or (abort is not None and abort()):
+            return False
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, POLL_CAP)
+
+
+def lock_holders(path: Path, kind: str | None = None, start: int | None = None) -> set[int]:
+    """Pids that hold a lock on `path`, from the kernel's own table (`/proc/locks`).
+
+    `kind` is "FLOCK", "POSIX" or "OFDLCK"; `start` picks a byte range's first byte (for
+    SQLite's locks, which are byte ranges of one file). Used to name who holds a lock we
+    waited too long for; empty where /proc is missing.
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return set()
+    ident = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    holders: set[int] = set()
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 8 or parts[1] == "->":  # "->" marks a waiter, not a holder
+            continue
+        lock_kind, pid, where, first = parts[1], parts[4], parts[5], parts[6]
+        if (kind is not None and lock_kind != kind) or (start is not None and first != str(start)):
+            continue
+        try:
+            major, minor, ino = where.split(":")
+            if (int(major, 16), int(minor, 16), int(ino)) == ident:
+                holders.add(int(pid))
+        except ValueError:
+            continue
+    return holders
+
+
+def describe_pids(pids: set[int]) -> str:
+    """ "pid 42 (python -m myapp)" for an error message; "an unknown process" when none."""
+    if not pids:
+        return "an unknown process"
+    out = []
+    for pid in sorted(pids):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = " ".join(f.read().replace(b"\0", b" ").decode(errors="replace").split())
+        except OSError:
+            cmd = ""
+        out.append(f"pid {pid}" + (f" ({cmd[:80]})" if cmd else ""))
+    return ", ".join(out)
 
 
 class LivenessLock:
@@ -101,7 +184,8 @@ def is_alive(path: Path) -> bool:
     still reaches the same verdict.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        # Read-only is enough for flock(), and works on a home that became read-only.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
@@ -109,7 +193,7 @@ def is_alive(path: Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone already, or a read-only home
             os.unlink(path)
         return False
     finally:

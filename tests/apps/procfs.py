@@ -11,35 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-def _inode(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return os.major(st.st_dev), os.minor(st.st_dev), st.st_ino
+from mpjobs.coordination import locks
 
 
 def lock_holders(path: Path, kind: str | None = None) -> set[int]:
     """Pids holding a lock on `path` (kind: "POSIX", "FLOCK", "OFDLCK" or None for any)."""
-    ident = _inode(path)
-    if ident is None:
-        return set()
-    holders: set[int] = set()
-    with open("/proc/locks") as f:
-        for line in f:
-            parts = line.split()
-            if parts and parts[1] == "->":  # a waiter, shown under the lock it waits for
-                continue
-            if len(parts) < 6:
-                continue
-            lock_kind, pid, where = parts[1], parts[4], parts[5]
-            if kind is not None and lock_kind != kind:
-                continue
-            major, minor, ino = where.split(":")
-            if (int(major, 16), int(minor, 16), int(ino)) == ident:
-                holders.add(int(pid))
-    return holders
+    return locks.lock_holders(path, kind)
 
 
 def has_open(pid: int, path: Path) -> bool:
