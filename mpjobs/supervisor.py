@@ -15,21 +15,21 @@ import logging
 import os
 import select
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
-from mpjobs.errors import StoreError
-from mpjobs.journal import read_journal, write_kill_note
+from mpjobs.journal import read_journal, remove_journal, write_kill_note
+from mpjobs.ledger import Ledger
 from mpjobs.limits import Watch, kill_tree
-from mpjobs.recovery import forget_dead_processes, recover_dead_owners, settle
+from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.store.base import FAILED, TIMEOUT, ProcessRecord
 from mpjobs.worker import BOOT_ERROR, Worker
 
@@ -59,6 +59,7 @@ class Child:
     token: str
     born: float
     retiring: bool = False
+    booted: bool = False  # a worker says so over the report pipe once it can serve
     kill: tuple[int | None, str, str] | None = None  # (job to settle, status, reason)
     watch: Watch | None = None
     proc: psutil.Process | None = field(default=None, repr=False)
@@ -116,22 +117,24 @@ class Supervisor:
                 "if those threads hold locks", threading.active_count()
             )  # fmt: skip
         self.store = self.app.store
+        self.ledger = Ledger(self.store)
         self.liveness = LivenessLock(self.app.home.proc_lock(self.token))
         self.liveness.acquire()
-        self.store.register_process(
-            ProcessRecord(self.token, "supervisor", os.getpid(), None, time.time(),
-                          json.dumps({"workers": self.n, "queues": self.queues}))
-        )  # fmt: skip
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._report_r, self._report_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self._report_r, False)
-        self._old_wakeup = signal.set_wakeup_fd(self._wake_w)
-        for sig in HANDLED:
-            signal.signal(sig, self._on_signal)
+        old_handlers: dict[int, Any] = {}
+        old_wakeup = -1
+        if self.install_signal_handlers:
+            old_wakeup = signal.set_wakeup_fd(self._wake_w)
+            old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED}
         self._buf = b""
+        self.registered = False
         try:
-            recover_dead_owners(self.store)
-            forget_dead_processes(self.store)
+            self._register()
+            self.ledger.attempt("recover jobs of dead owners", recover_dead_owners, self.store)
+            self.ledger.attempt("forget dead processes", forget_dead_processes, self.store)
+            self._forget_idle_files()
             self._spawn("coordinator", 0)
             for slot in range(self.n):
                 self._spawn("worker", slot)
@@ -143,11 +146,39 @@ class Supervisor:
             for pid in list(self.children):
                 kill_tree(pid)
             self._reap(block=True)
-            self.store.unregister_process(self.token)
+            self.ledger.retry()  # a last try; the leader or the next supervisor does the rest
+            self.ledger.attempt("unregister", self.store.unregister_process, self.token)
+            remove_journal(self._idle_file(self.token))  # our workers, its holders, are gone
             self.liveness.release()
-            signal.set_wakeup_fd(self._old_wakeup)
+            if self.install_signal_handlers:
+                signal.set_wakeup_fd(old_wakeup)
+                for sig, handler in old_handlers.items():
+                    signal.signal(sig, handler)
             for fd in (self._wake_r, self._wake_w, self._report_r, self._report_w):
                 os.close(fd)
+
+    def _register(self) -> None:
+        record = ProcessRecord(
+            self.token, "supervisor", os.getpid(), None, time.time(),
+            json.dumps({"workers": self.n, "queues": self.queues}),
+        )  # fmt: skip
+        self.registered, _ = self.ledger.attempt(
+            "register this supervisor", self.store.register_process, record
+        )
+
+    def _idle_file(self, token: str) -> Path:
+        return self.app.home.path / "procs" / f"{token}.idle"
+
+    def _forget_idle_files(self) -> None:
+        """Remove the idle-turn lock files of supervisors that are gone.
+
+        Deleting a lock file is safe here although its holders may still be dying: the
+        file is named by a dead supervisor's token, which nobody will ever use again.
+        """
+        for path in self.app.home.path.glob("procs/*.idle"):
+            with contextlib.suppress(OSError):
+                if not is_alive(self.app.home.proc_lock(path.stem)):
+                    path.unlink()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals.append(signum)
@@ -176,10 +207,13 @@ class Supervisor:
 
     def _sleep(self, until: float) -> None:
         now = time.monotonic()
-        wake = [until, *self.respawn_at.values()]
+        wake = [until]
         wake += [c.watch.next_check() for c in self.children.values() if c.watch]
         if self.stopping:
+            # no respawns while stopping: their (past) times would make this a busy loop
             wake.append(self.stop_deadline)
+        else:
+            wake += self.respawn_at.values()
         timeout = max(0.0, min(wake) - now)
         try:
             ready, _, _ = select.select([self._wake_r, self._report_r], [], [], timeout)
@@ -282,6 +316,7 @@ class Supervisor:
                 self._signal(pid, signal.SIGTERM)
 
     def _reap(self, block: bool = False) -> None:
+        self._read_reports()  # a child's last words ("booted") come before its death
         while self.children:
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
@@ -304,20 +339,28 @@ class Supervisor:
         )
         if code == -signal.SIGKILL and child.kill is None:
             how += " (by someone else, or the kernel's OOM killer)"
+        with contextlib.suppress(OSError):
+            is_alive(self.app.home.proc_lock(child.token))  # removes its liveness file
+        in_job = False
         if child.kind == "worker":
-            self._settle(child, how)
-        is_alive(self.app.home.proc_lock(child.token))  # removes its liveness file
-        try:
-            self.store.unregister_process(child.token)
-        except (sqlite3.OperationalError, StoreError) as exc:
-            log.error("cannot unregister %s: %s", child.token, exc)
+            started, done = read_journal(self.app.home.journal(child.token))
+            in_job = bool(started - done.keys())
+            kill = child.kill
+            target = None
+            if kill is not None and kill[0] is not None and kill[1]:
+                target = (kill[0], kill[1], kill[2])
+            deliberate = kill is not None or self.stopping or child.retiring
+            self.ledger.bury(child.token, child.pid, f"worker pid {child.pid} {how}", target,
+                             deliberate, settle=True)  # fmt: skip
+        else:
+            remove_journal(self.app.home.kill_note(child.token))  # notes are for settling workers
+            self.ledger.bury(child.token, child.pid, how, None, False, settle=False)
         if self.stopping or child.retiring or code == 0:
             if not (self.stopping or child.retiring):
                 log.info("%s %d (slot %d) exited; replacing it", child.kind, child.pid, child.slot)
             return
         key = (child.kind, child.slot)
-        # Exiting by itself soon after the fork is a failed boot; a kill from outside is not.
-        if code == BOOT_ERROR or (code > 0 and time.monotonic() - child.born < BOOT_GRACE):
+        if self._failed_boot(child, code, in_job):
             n = self.failures[key] = self.failures.get(key, 0) + 1
             delay = min(BACKOFF[1], BACKOFF[0] * 2 ** (n - 1))
             self.respawn_at[key] = time.monotonic() + delay
@@ -330,17 +373,20 @@ class Supervisor:
                     "%s %d (slot %d) %s; replacing it", child.kind, child.pid, child.slot, how
                 )
 
-    def _settle(self, child: Child, how: str) -> None:
-        target = None
-        if child.kill is not None and child.kill[0] is not None and child.kill[1]:
-            target = (child.kill[0], child.kill[1], child.kill[2])
-        try:
-            settle(
-                self.store, child.token, how=f"worker pid {child.pid} {how}", target=target,
-                deliberate=child.kill is not None or self.stopping or child.retiring,
-            )  # fmt: skip
-        except (sqlite3.OperationalError, StoreError) as exc:
-            log.error("cannot settle jobs of worker %d yet (%s); the leader will", child.pid, exc)
+    def _failed_boot(self, child: Child, code: int, in_job: bool) -> bool:
+        """Did the child fail to start (respawn with a back-off), or was it lost (at once)?
+
+        A kill from outside is never a failed boot. A worker that said it booted and then
+        died inside a job (its journal shows a job begun, not finished: `os._exit()` in
+        the job, a segfault in C code) is a lost worker. One that booted and died outside
+        any job within BOOT_GRACE is crashing in a loop, and is treated like a failed boot.
+        """
+        if code <= 0:
+            return False
+        young = time.monotonic() - child.born < BOOT_GRACE
+        if child.kind != "worker":
+            return code == BOOT_ERROR or young
+        return not child.booted or (young and not in_job)
 
     def _signal(self, pid: int, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -382,11 +428,18 @@ class Supervisor:
                 raise
         *lines, self._buf = self._buf.split(b"\n")
         for line in lines:
-            parts = line.decode().split()
-            child = self.children.get(int(parts[1])) if len(parts) > 1 else None
-            if child is None or child.proc is None:
+            parts = line.decode(errors="replace").split()
+            try:
+                child = self.children.get(int(parts[1]))
+            except (IndexError, ValueError):
                 continue
-            if parts[0] == "S":
+            if child is None:
+                continue
+            if parts[0] == "R":
+                child.booted = True
+            elif child.proc is None:
+                continue
+            elif parts[0] == "S":
                 timeout, memory = float(parts[3]), int(parts[4])
                 child.watch = Watch(int(parts[2]), time.monotonic(), timeout or None,
                                     memory or None, child.proc)  # fmt: skip
@@ -410,24 +463,29 @@ class Supervisor:
     def _kill_requested(self) -> None:
         """Kill workers whose running job was cancelled with terminate=True."""
         by_token = {c.token: c for c in self.children.values()}
-        try:
-            requests = self.store.kill_requests(list(by_token))
-        except (sqlite3.OperationalError, StoreError):
-            return
-        for job_id, owner in requests:
+        _, requests = self.ledger.attempt("read kill requests", self.store.kill_requests,
+                                           list(by_token))  # fmt: skip
+        for job_id, owner in requests or []:
             child = by_token.get(owner)
             if child is None or child.kill is not None:
                 continue
             # Kill only if the job really runs: the worker journals a start before it
             # checks for cancellation, so "started and not finished" is never a false no.
-            started, done = read_journal(self.app.home.journal(owner))
+            try:
+                started, done = read_journal(self.app.home.journal(owner))
+            except OSError as exc:
+                log.error("cannot read the journal of worker %d: %s", child.pid, exc)
+                continue
             if job_id in started and job_id not in done:
                 log.info("job %d cancelled while running; killing worker %d", job_id, child.pid)
                 self._kill(child, (job_id, "", "cancelled"))
             else:
-                self.store.clear_owner(job_id)
+                self.ledger.attempt("clear a kill request", self.store.clear_owner, job_id)
 
     def _housekeeping(self) -> None:
+        if not self.registered:
+            self._register()
+        self.ledger.retry()
         self._kill_requested()
         if self.parent_pid is not None and not self.stopping and os.getppid() != self.parent_pid:
             log.warning("the process that started this pool (%d) is gone", self.parent_pid)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psutil
 
 from mpjobs import outcomes, serialization
+from mpjobs.batch import BatchRest
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import Watcher
 from mpjobs.coordination.processes import boot_child
@@ -37,14 +38,16 @@ from mpjobs.store.base import (
     JobRecord,
     ProcessRecord,
 )
+from mpjobs.store.connection import set_wait_abort
 
 if TYPE_CHECKING:
     from mpjobs.app import App
 
 log = logging.getLogger("mpjobs.worker")
 
+
 class _Interrupted(Exception):
-    """Raised by the SIGTERM handler to leave a blocking flock() (PEP 475 would retry it)."""
+    """Raised by a signal handler to leave a blocking flock() (PEP 475 would retry it)."""
 
 
 BOOT_ERROR = 3  # exit code: the worker could not start; the supervisor backs off
@@ -53,6 +56,9 @@ BATCH_WINDOW = 0.002  # claim as many jobs as the recent average says run in 2 m
 FLUSH_INTERVAL = 0.005  # commit results at least this often while a batch runs
 FAST_JOB = 0.001  # a task whose recent runs took less than this may run before a commit
 IDLE_CAP = 5.0
+# An idle worker waits this long at most for the listening turn before it looks at the
+# store itself: a listener that was stopped (SIGSTOP, a debugger) keeps the turn's flock.
+TURN_PATIENCE = 0.25
 
 
 class Worker:
@@ -129,16 +135,32 @@ class Worker:
         self.idle = FileLock(self.app.home.path / "procs" / f"{self.parent_token}.idle")
         self.proc = psutil.Process()
         self.journal = Journal(self.app.home.journal(self.token))
+        self.rest = BatchRest(self._publish)
+        set_wait_abort(lambda: self.stopping)  # a stop ends any wait for the store's locks
+        self._report(f"R {os.getpid()}\n")  # booted: from now on a death is a lost worker
 
     def _on_term(self, signum: int, frame: Any) -> None:
         self.stopping = True
+        self._on_alarm(signum, frame)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
         if self._queued:  # blocked in flock() behind a sibling: stop waiting now
             self._queued = False
             raise _Interrupted
 
+    def _publish(self, results: list[Completion], ids: list[int]) -> None:
+        """Called by the batch steward thread (see batch.py), with a bounded lock wait."""
+        with self.store.lock_budget(1.0):
+            if results:
+                self.store.complete(self.token, results, time.time())
+            if ids:
+                self.store.release(self.token, ids)
+
     def _shutdown(self) -> None:
         if getattr(self, "idle", None) is not None:
             self.idle.release()
+        if getattr(self, "rest", None) is not None:
+            self.rest.stop()
         try:
             if getattr(self, "lifecycle", None) is not None:
                 self.lifecycle.stop()
@@ -159,54 +181,66 @@ class Worker:
         Results are journaled as they happen and committed with the next claim, or
         sooner when a batch runs longer than FLUSH_INTERVAL, so waiters see them soon.
         """
-        pending: list[Completion] = []
         while not (self.stopping or self._recycle_due()):
-            if not pending and not self._wait_for_work():
+            if not self.rest.has_results() and not self._wait_for_work():
                 continue
             self.idle.release()  # let a sibling listen while we work
             limit = max(1, min(BATCH_MAX, int(BATCH_WINDOW / max(self.avg, 1e-6))))
             batch = self._retrying(
                 self.store.claim, self.token, os.getpid(), self.queues, limit, time.time(),
-                pending, self.share,
+                self.rest.results(), self.share,
             )  # fmt: skip
             self._retrying(self.journal.clear)
-            pending = []
-            flush_at = time.monotonic() + FLUSH_INTERVAL
-            for i, job in enumerate(batch):
-                if i and (self.stopping or self._recycle_due()):
-                    self._flush(pending)
-                    pending = []
-                    self._retrying(self.store.release, self.token, [j.id for j in batch[i:]])
-                    break
-                if pending and self.durations.get(job.name, 1.0) > FAST_JOB:
-                    # This one may take a while: publish the results we hold first, so a
-                    # quick job's waiter does not wait for its slow batch-mate.
-                    self._flush(pending)
-                    self._retrying(self.journal.started, job.id)
-                    pending = []
-                    flush_at = time.monotonic() + FLUSH_INTERVAL
-                if i == 0:
-                    self._retrying(self.journal.started, job.id)
-                # The start is journaled before this look (for i > 0 with the previous
-                # result): a terminate-cancel is then either seen here, or the
-                # supervisor sees the start and kills. Never neither.
-                if self.store.status_of(job.id) != RUNNING:
-                    done = Completion(job.id, CANCELLED)  # tells the supervisor: no kill
-                else:
-                    done = self._execute(job)
-                nxt = batch[i + 1].id if i + 1 < len(batch) and not self.stopping else None
-                self._retrying(self.journal.completed, done, nxt)
-                pending.append(done)
-                if nxt is not None and time.monotonic() >= flush_at:
-                    self._flush(pending)  # clears the journal: note the next start again
-                    self._retrying(self.journal.started, nxt)
-                    pending = []
-                    flush_at = time.monotonic() + FLUSH_INTERVAL
-        self._flush(pending)
+            self._run_batch(batch)
+        self._flush()
 
-    def _flush(self, pending: list[Completion]) -> None:
-        if pending:
-            self._retrying(self.store.complete, self.token, pending, time.time())
+    def _run_batch(self, batch: list[JobRecord]) -> None:
+        """Run a claimed batch in order, leaving the last results for the next claim.
+
+        Each job's start is journaled before it is checked and run (for a job after the
+        first, in the same write as the previous job's result), and the steward thread
+        may commit the results and give back the rest while a job runs (batch.py).
+        """
+        if not batch:
+            return
+        jobs = {j.id: j for j in batch}
+        self.rest.load([j.id for j in batch[1:]])
+        flush_at = time.monotonic() + FLUSH_INTERVAL
+        job: JobRecord | None = batch[0]
+        self._retrying(self.journal.started, batch[0].id)
+        while job is not None:
+            if self.rest.has_results() and self.durations.get(job.name, 1.0) > FAST_JOB:
+                # This one may take a while: publish the results we hold first, so a
+                # quick job's waiter does not wait for its slow batch-mate.
+                self._flush()
+                self._retrying(self.journal.started, job.id)
+                flush_at = time.monotonic() + FLUSH_INTERVAL
+            # The start is journaled before this look: a terminate-cancel is then either
+            # seen here, or the supervisor sees the start and kills. Never neither.
+            if self._retrying(self.store.status_of, job.id) != RUNNING:
+                done = Completion(job.id, CANCELLED)  # tells the supervisor: no kill
+            else:
+                self.rest.running()
+                done = self._execute(job)
+                self.rest.finished()
+            stop = self.stopping or self._recycle_due()
+            nxt = None if stop else self.rest.take()
+            self._retrying(self.journal.completed, done, nxt)
+            self.rest.add_result(done)
+            job = None if nxt is None else jobs[nxt]
+            if job is not None and time.monotonic() >= flush_at:
+                self._flush()  # clears the journal: note the next start again
+                self._retrying(self.journal.started, job.id)
+                flush_at = time.monotonic() + FLUSH_INTERVAL
+        left = self.rest.take_all()  # we are stopping or recycling: hand back the rest
+        if left:
+            self._flush()
+            self._retrying(self.store.release, self.token, left)
+
+    def _flush(self) -> None:
+        results = self.rest.results()
+        if results:
+            self._retrying(self.store.complete, self.token, results, time.time())
             self._retrying(self.journal.clear)
 
     def _wait_for_work(self) -> bool:
@@ -221,13 +255,7 @@ class Worker:
         if self.store.has_due(self.queues, now):
             return True
         if not self.idle.held:
-            try:
-                self._queued = True
-                self.idle.acquire()
-            except _Interrupted:
-                pass
-            finally:
-                self._queued = False
+            self._take_turn()
             return False  # look again from the top: we may have waited a while
         nxt = self.store.next_exec_at(self.queues)
         timeout = IDLE_CAP if nxt is None else min(IDLE_CAP, max(0.0, nxt - now))
@@ -239,6 +267,25 @@ class Worker:
             log.warning("worker %s: supervisor is gone; exiting", self.slot)
             self.stopping = True
         return False
+
+    def _take_turn(self) -> None:
+        """Queue for the listening turn, for TURN_PATIENCE at most.
+
+        The kernel hands the turn over the instant the listener lets go; the alarm only
+        bounds the wait, so a stopped listener costs its siblings a quarter of a second
+        per look at the store, not their whole pool.
+        """
+        old = signal.signal(signal.SIGALRM, self._on_alarm)
+        try:
+            self._queued = True
+            signal.setitimer(signal.ITIMER_REAL, TURN_PATIENCE)
+            self.idle.acquire()
+        except _Interrupted:
+            pass
+        finally:
+            self._queued = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
 
     def _recycle_due(self) -> bool:
         if self.max_jobs is not None and self.jobs_done >= self.max_jobs:

@@ -80,6 +80,13 @@ def block(marker: str, release: str, timeout: float = 60.0) -> str:
 
 
 @app.task
+def maybe_block(marker: str | None, release: str | None) -> None:
+    """Quick, unless given a marker: then `block` (one task, fast or slow by its arguments)."""
+    if marker is not None and release is not None:
+        block(marker, release)
+
+
+@app.task
 def hang(marker: str) -> None:
     """Signal start, then never return."""
     write_marker(marker, str(os.getpid()))
