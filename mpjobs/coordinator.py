@@ -25,6 +25,7 @@ from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.scheduling.lifecycle import LifecycleRunner
 from mpjobs.scheduling.schedules import fire_rule
 from mpjobs.store.base import ProcessRecord
+from mpjobs.store.connection import set_wait_abort
 
 if TYPE_CHECKING:
     from mpjobs.app import App
@@ -80,6 +81,7 @@ class Coordinator:
         self._wake_r, self.liveness = boot_child(
             self._on_term, parent_pid, signal.SIGTERM, self.app.home.proc_lock(self.token)
         )
+        set_wait_abort(lambda: self.stopping)  # a stop ends any wait for the store's locks
         self.store = self.app.store
         self.store.register_process(
             ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token, time.time(),

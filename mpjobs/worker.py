@@ -118,6 +118,7 @@ class Worker:
         self._wake_r, self.liveness = boot_child(
             self._on_term, parent_pid, signal.SIGKILL, self.app.home.proc_lock(self.token)
         )
+        set_wait_abort(lambda: self.stopping)  # a stop ends any wait for the store's locks
         self.store = self.app.store
         self.store.register_process(
             ProcessRecord(
@@ -136,7 +137,6 @@ class Worker:
         self.proc = psutil.Process()
         self.journal = Journal(self.app.home.journal(self.token))
         self.rest = BatchRest(self._publish)
-        set_wait_abort(lambda: self.stopping)  # a stop ends any wait for the store's locks
         self._report(f"R {os.getpid()}\n")  # booted: from now on a death is a lost worker
 
     def _on_term(self, signum: int, frame: Any) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -43,7 +44,7 @@ from mpjobs.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("mpjobs.store")
 
-LOCK_TIMEOUT = 30.0  # the default bound of one write's wait for the locks
+LOCK_TIMEOUT = 30.0  # the default bound of one write's wait for the locks ($MPJOBS_LOCK_TIMEOUT)
 BUSY_MS = 100  # SQLite waits this long in C per try; we retry in Python up to the deadline
 WAL_WRITE_LOCK = 120  # byte of `-shm` that SQLite's WAL write lock covers (WALINDEX_LOCK_OFFSET)
 WAL_SIZE_LIMIT = 32 * 2**20  # the WAL is truncated to this after a checkpoint resets it
@@ -63,6 +64,21 @@ def set_wait_abort(predicate: Callable[[], bool] | None) -> None:
 
 def _aborted() -> bool:
     return bool(_ABORT) and _ABORT[0]()
+
+
+@functools.cache
+def lock_timeout() -> float:
+    """The default bound of a write's wait: $MPJOBS_LOCK_TIMEOUT seconds, else 30."""
+    raw = os.environ.get("MPJOBS_LOCK_TIMEOUT")
+    if raw is None:
+        return LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise StoreError(f"MPJOBS_LOCK_TIMEOUT must be a number of seconds > 0, got {raw!r}")
+    return value
 
 
 class _Handle:
@@ -214,7 +230,7 @@ class Connector:
 
     def _deadline(self) -> tuple[float, float]:
         budget = getattr(self._local, "budget", None)
-        budget = LOCK_TIMEOUT if budget is None else budget
+        budget = lock_timeout() if budget is None else budget
         return budget, time.monotonic() + budget
 
     def _too_long(self, what: str, budget: float, holders: set[int]) -> StoreError:
