@@ -32,7 +32,6 @@ from mpjobs.journal import Journal
 from mpjobs.store.base import (
     CANCELLED,
     RUNNING,
-    SUCCESS,
     Completion,
     JobRecord,
     ProcessRecord,
@@ -147,7 +146,14 @@ class Worker:
         except Exception:
             log.exception("worker %s: error during shutdown", self.slot)
         if getattr(self, "journal", None) is not None:
-            self.journal.close(remove=not self._unsettled)
+            # A journal holding anything not yet committed (finished results, a start)
+            # stays for whoever settles this worker, however the loop ended: its
+            # supervisor reaps us at once and commits the results from it.
+            open_start = self.journal.open_start
+            if open_start is not None and open_start != getattr(self, "_began", None):
+                with contextlib.suppress(OSError):  # then it counts as begun: still safe
+                    self.journal.not_begun(open_start)
+            self.journal.close(remove=not self.journal.dirty)
         if getattr(self, "liveness", None) is not None:
             self.liveness.release()
 
@@ -205,8 +211,14 @@ class Worker:
         self._flush(pending)
 
     def _flush(self, pending: list[Completion]) -> None:
+        """Commit `pending`, then empty the journal; called only between jobs.
+
+        A start journaled for a job that will not run now (the rest of a batch about to
+        be handed back) goes too, so a worker that leaves cleanly leaves no journal.
+        """
         if pending:
             self._retrying(self.store.complete, self.token, pending, time.time())
+        if pending or self.journal.dirty:
             self._retrying(self.journal.clear)
 
     def _wait_for_work(self) -> bool:
@@ -290,6 +302,7 @@ class Worker:
             self.stopping = True  # the supervisor is gone
 
     def _execute(self, job: JobRecord) -> Completion:
+        self._began = job.id  # from here on, a crash counts this job as begun
         limited = job.timeout is not None or job.memory_limit is not None
         if limited:
             self._report(f"S {os.getpid()} {job.id} {job.timeout or 0} {job.memory_limit or 0}\n")
@@ -300,8 +313,7 @@ class Worker:
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):
                 value = self._event_loop().run_until_complete(value)
-            blob = None if value is None else serialization.dumps(value, f"result of {job.name}")
-            done = Completion(job.id, SUCCESS, result=blob, schedule_id=job.schedule_id)
+            done = outcomes.success(job, value)
         except BaseException as exc:  # SystemExit from a job is a failure of that job
             done = outcomes.from_exception(job, exc, time.time())
             done.schedule_id = job.schedule_id
