@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from mpjobs.errors import StoreError
 from mpjobs.store import base
 from mpjobs.store.base import (
     CANCELLED,
@@ -108,20 +109,17 @@ def _grouped_inserts(jobs: Sequence[NewJob], now: float) -> list[tuple[str, list
     return out
 
 
-def _data_error(exc: BaseException) -> bool:
-    """True when a write failed because of what it was given, not the state of the store.
+def _store_fault(exc: BaseException) -> bool:
+    """True when a write failed because of the state of the store, not what it was given.
 
-    Such a failure would fail again on every retry (an unencodable text, a blob over
-    SQLite's limit, a value of the wrong type), so the job it belongs to is quarantined.
-    Anything else (a full disk, a locked or read-only file) is the store's fault and
-    propagates, so the writer keeps its outcome and retries.
+    A full disk, a locked, read-only or damaged file: the writer keeps its outcome and
+    tries again later, so the error propagates. Anything else (an unencodable text, a
+    blob over SQLite's limit, a value of the wrong type, a constraint, a bug) would fail
+    the same way on every retry, so the job it belongs to is quarantined instead.
     """
     if isinstance(exc, sqlite3.OperationalError):
-        return "too big" in str(exc)
-    return isinstance(
-        exc, (ValueError, TypeError, OverflowError, sqlite3.DataError, sqlite3.IntegrityError,
-              sqlite3.InterfaceError, sqlite3.ProgrammingError),
-    )  # fmt: skip
+        return "too big" not in str(exc)
+    return isinstance(exc, (StoreError, OSError)) or type(exc) is sqlite3.DatabaseError
 
 
 @contextlib.contextmanager
@@ -225,21 +223,23 @@ class JobQueries(Connector):
         for c in done:
             (plain if c.schedule_id is None and c.status != SCHEDULED else rest).append(c)
         if plain:
+            # No savepoint needed: a failed row was not applied (SQLite undoes a failed
+            # statement), and applying the rows again one by one changes none of those
+            # already applied, since each update requires the job to be RUNNING still.
             try:
-                with _savepoint(conn):
-                    conn.executemany(
-                        "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, "
-                        "finished_at = ?, owner = NULL, pid = NULL "
-                        "WHERE id = ? AND status = 'RUNNING' AND owner = ?",
-                        [
-                            (c.status, c.result, c.exc, c.error, now, c.job_id, owner)
-                            for c in map(base.storable, plain)
-                        ],
-                    )
+                conn.executemany(
+                    "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, "
+                    "finished_at = ?, owner = NULL, pid = NULL "
+                    "WHERE id = ? AND status = 'RUNNING' AND owner = ?",
+                    [
+                        (c.status, c.result, c.exc, c.error, now, c.job_id, owner)
+                        for c in map(base.storable, plain)
+                    ],
+                )
             except Exception as exc:
-                if not _data_error(exc):
+                if _store_fault(exc):
                     raise
-                rest = plain + rest
+                rest = plain + rest  # find the bad one(s), row by row
         for c in rest:
             self._apply(conn, owner, c, now)
 
@@ -258,7 +258,7 @@ class JobQueries(Connector):
                 self._complete(conn, owner, base.storable(c), now)
             return c
         except Exception as exc:
-            if not _data_error(exc):
+            if _store_fault(exc):
                 raise
             q = base.quarantined(c, exc)
             log.error("job %s: %s", c.job_id, q.error.splitlines()[0] if q.error else exc)

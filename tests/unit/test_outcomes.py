@@ -9,6 +9,7 @@ and the journal knows whether it holds anything uncommitted.
 from __future__ import annotations
 
 import math
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -136,3 +137,31 @@ def test_journal_is_dirty_until_cleared(tmp_path: Path) -> None:
     assert not j.dirty and j.open_start is None
     j.close(remove=True)
     assert not j.path.exists()
+
+
+def test_a_store_fault_propagates_a_bug_quarantines(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk is retried by the writer (nothing written); any other error ends the job."""
+    ids = _push(store, 2)
+    _claim(store, "w", 2)
+    real = SqliteStore._complete
+    raising: list[BaseException] = [sqlite3.OperationalError("database or disk is full")]
+
+    def flaky(self: SqliteStore, conn: sqlite3.Connection, owner: str, c: Completion,
+              now: float) -> bool:  # fmt: skip
+        if c.job_id == ids[1] and c.status == SCHEDULED and raising:
+            raise raising.pop()
+        return real(self, conn, owner, c, now)
+
+    monkeypatch.setattr(SqliteStore, "_complete", flaky)
+    batch = [Completion(ids[0], SUCCESS), Completion(ids[1], SCHEDULED, exec_at=time.time())]
+    with pytest.raises(sqlite3.OperationalError):
+        store.complete("w", batch, time.time())
+    assert {store.status_of(i) for i in ids} == {"RUNNING"}, "the whole commit rolled back"
+    raising.append(RuntimeError("a bug in writing"))
+    store.complete("w", batch, time.time())
+    assert store.status_of(ids[0]) == SUCCESS
+    rec = store.get(ids[1])
+    assert rec is not None and rec.status == FAILED
+    assert "could not be stored: RuntimeError: a bug in writing" in (rec.error or "")
