@@ -10,7 +10,6 @@ crashes, the results it finished but had not committed are kept, not run again.
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -108,7 +107,8 @@ def _quarantined(app: mpjobs.App, job: mpjobs.Job, token: str) -> None:
     rec = app.store.get(int(job.id))
     assert rec is not None and rec.status == "FAILED" and rec.owner is None
     assert ESCAPED in (rec.error or ""), rec.error
-    assert not app.home.journal(token).exists(), "the settled journal is gone"
+    # removed just after the settling commit: wait for it, bounded
+    wait_for(lambda: not app.home.journal(token).exists(), 5, what="the journal to be removed")
 
 
 def test_poison_journal_settled_by_a_starting_supervisor(poison_app: mpjobs.App) -> None:
@@ -124,8 +124,7 @@ def test_poison_journal_settled_by_a_starting_supervisor(poison_app: mpjobs.App)
 def test_poison_journal_settled_by_a_live_leader(poison_app: mpjobs.App) -> None:
     """The leader's sweep settles it without crashing; a second pool still starts."""
     with started(poison_app, workers=1) as pool:
-        leader = pool.coordinator()
-        assert leader is not None
+        leader = wait_for(pool.coordinator, 10, home=poison_app.home.path, what="a leader")
         job, token = _poisoned_dead_owner(poison_app)
         wait_for(lambda: job.status.is_terminal, 10, home=poison_app.home.path,
                  what="the leader to settle the poisoned job")  # fmt: skip
@@ -147,9 +146,13 @@ def test_loop_crash_keeps_finished_results(poison_app: mpjobs.App, tmp_path: Pat
     n = 400
     with started(poison_app, workers=1) as pool:
         armed = _ended(pt.arm_loop_fault.schedule(str(flag)).now(), 10).result()
-        jobs = poison_app.push_many([pt.record.schedule(str(ran), i) for i in range(n)])
-        for job in jobs:
-            _ended(job, 60)
+        jobs: list[mpjobs.Job] = []
+        while not flag.exists() and len(jobs) < 5 * n:  # batches of one hold nothing: go on
+            jobs += poison_app.push_many(
+                [pt.record.schedule(str(ran), i) for i in range(len(jobs), len(jobs) + n)]
+            )
+            for job in jobs[-n:]:
+                _ended(job, 60)
         assert flag.exists(), "the fault was injected"
         assert armed not in pool.workers(), "the loop crashed and the worker was replaced"
         counts: dict[int, int] = {}
@@ -157,8 +160,7 @@ def test_loop_crash_keeps_finished_results(poison_app: mpjobs.App, tmp_path: Pat
             counts[int(line)] = counts.get(int(line), 0) + 1
         twice = sorted(i for i, c in counts.items() if c > 1)
         assert not twice, f"{len(twice)} finished jobs ran again: {twice[:20]}"
-        assert sorted(counts) == list(range(n))
+        assert sorted(counts) == list(range(len(jobs)))
         statuses = {j.status for j in jobs}
         assert statuses == {JobStatus.SUCCESS}, statuses
         assert all(j.attempts == 1 for j in jobs), "the job never begun was not charged"
-        assert os.listdir(poison_app.home.path / "procs")  # sanity: the home is in use

@@ -9,6 +9,7 @@ and the journal knows whether it holds anything uncommitted.
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -165,3 +166,18 @@ def test_a_store_fault_propagates_a_bug_quarantines(
     rec = store.get(ids[1])
     assert rec is not None and rec.status == FAILED
     assert "could not be stored: RuntimeError: a bug in writing" in (rec.error or "")
+
+
+def test_a_short_journal_write_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write the kernel took only in part (a full disk) must not leave a torn record."""
+    j = Journal(tmp_path / "w.journal")
+    j.started(1)
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, data[:5]))
+    with pytest.raises(OSError, match="short write"):
+        j.completed(Completion(1, FAILED, error="e"), next_id=2)
+    monkeypatch.setattr(os, "write", real)
+    j.completed(Completion(1, FAILED, error="e"), next_id=2)
+    started, done = read_journal(j.path)
+    assert started == {1, 2} and done[1].error == "e"
+    j.close(remove=True)
