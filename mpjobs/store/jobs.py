@@ -218,10 +218,10 @@ class JobQueries(Connector):
         A completion that cannot be written never fails the batch: the batch is retried
         row by row and that one job is quarantined (see `_apply`).
         """
-        plain: list[Completion] = []
-        rest: list[Completion] = []
-        for c in done:
-            (plain if c.schedule_id is None and c.status != SCHEDULED else rest).append(c)
+        plain = [c for c in done if c.schedule_id is None and c.status != SCHEDULED]
+        rest = [] if len(plain) == len(done) else [
+            c for c in done if c.schedule_id is not None or c.status == SCHEDULED
+        ]
         if plain:
             # No savepoint needed: a failed row was not applied (SQLite undoes a failed
             # statement), and applying the rows again one by one changes none of those
