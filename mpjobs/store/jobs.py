@@ -255,8 +255,9 @@ class JobQueries(Connector):
         """
         try:
             with _savepoint(conn):
-                self._complete(conn, owner, base.storable(c), now)
-            return c
+                safe = base.storable(c)
+                self._complete(conn, owner, safe, now)
+            return safe
         except Exception as exc:
             if _store_fault(exc):
                 raise
