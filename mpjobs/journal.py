@@ -12,6 +12,7 @@ charged one attempt, however the worker died.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -21,17 +22,39 @@ from pathlib import Path
 from mpjobs.store.base import SUCCESS, Completion
 
 _HEADER = struct.Struct("<IBq")  # payload length, kind, job id
-_STARTED, _DONE_NONE, _DONE = 1, 2, 3
+_STARTED, _DONE_NONE, _DONE, _NOT_BEGUN = 1, 2, 3, 4
 
 
 class Journal:
+    """Append-only records of one worker, and whether they are all committed yet.
+
+    `dirty` is what tells a worker's exit whether the file may go: it is set by every
+    record and cleared only by `clear()`, which the worker calls once the store has
+    the results. A journal removed while dirty would lose finished results, and the
+    settler would run those jobs again.
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.ftruncate(self._fd, 0)
+        self._size = 0
+        self.dirty = False
+        self.open_start: int | None = None  # journaled as started, no outcome yet
 
     def started(self, job_id: int) -> None:
-        os.write(self._fd, _HEADER.pack(0, _STARTED, job_id))
+        self._append(_HEADER.pack(0, _STARTED, job_id))
+        self.open_start = job_id
+
+    def not_begun(self, job_id: int) -> None:
+        """Take back a start: the worker is leaving without having begun that job.
+
+        Starts are journaled before the worker's last look at the job (so a
+        terminate-cancel is never missed); if the worker's loop fails in between, this
+        record lets the settler give the job back without charging an attempt.
+        """
+        self._append(_HEADER.pack(0, _NOT_BEGUN, job_id))
+        self.open_start = None
 
     def completed(self, c: Completion, next_id: int | None = None) -> None:
         """Journal a result, and with `next_id` the start of the next job in the same write."""
@@ -43,11 +66,33 @@ class Journal:
             data = _HEADER.pack(len(body), _DONE, c.job_id) + body
         if next_id is not None:
             data += _HEADER.pack(0, _STARTED, next_id)
-        os.write(self._fd, data)
+        self._append(data)
+        self.open_start = next_id
+
+    def _append(self, data: bytes) -> None:
+        """One write(), all or nothing: a short write (a full disk) is cut off again.
+
+        A torn record followed by whole ones would make the reader misparse them, so a
+        write the kernel took only in part is truncated away and reported as ENOSPC;
+        the worker then retries the whole record.
+        """
+        self.dirty = True
+        try:
+            n = os.write(self._fd, data)
+        except OSError:
+            os.ftruncate(self._fd, self._size)
+            raise
+        if n != len(data):
+            os.ftruncate(self._fd, self._size)
+            raise OSError(errno.ENOSPC, f"short write to {self.path} ({n} of {len(data)} bytes)")
+        self._size += n
 
     def clear(self) -> None:
         """Everything journaled so far is committed to the store."""
         os.ftruncate(self._fd, 0)
+        self._size = 0
+        self.dirty = False
+        self.open_start = None
 
     def close(self, remove: bool) -> None:
         os.close(self._fd)
@@ -72,6 +117,8 @@ def read_journal(path: Path) -> tuple[set[int], dict[int, Completion]]:
         pos += _HEADER.size + size
         if kind == _STARTED:
             started.add(job_id)
+        elif kind == _NOT_BEGUN:
+            started.discard(job_id)
         elif kind == _DONE_NONE:
             done[job_id] = Completion(job_id, SUCCESS)
         elif kind == _DONE:
@@ -109,8 +156,8 @@ def read_kill_note(path: Path) -> tuple[tuple[int, str, str] | None, bool]:
     try:
         with open(path) as f:
             note = json.load(f)
-    except (OSError, ValueError):
-        return None, False
-    raw = note.get("target")
-    target = (int(raw[0]), str(raw[1]), str(raw[2])) if raw else None
-    return target, bool(note.get("deliberate"))
+        raw = note.get("target")
+        target = (int(raw[0]), str(raw[1]), str(raw[2])) if raw else None
+        return target, bool(note.get("deliberate"))
+    except (OSError, ValueError, TypeError, LookupError, AttributeError):
+        return None, False  # no note, or not one we wrote: settle as if there were none

@@ -15,6 +15,7 @@ import time
 
 from mpjobs import outcomes
 from mpjobs.coordination.processes import token_alive
+from mpjobs.errors import StoreError
 from mpjobs.journal import read_journal, read_kill_note, remove_journal
 from mpjobs.store.base import Completion, JobRecord
 from mpjobs.store.sqlite import SqliteStore
@@ -39,7 +40,10 @@ def settle(
     neighbour's cancel), so its interrupted job is put back without using an attempt.
     """
     path = store.home.journal(token)
-    started, done = read_journal(path)
+    try:
+        started, done = read_journal(path)
+    except OSError as exc:  # what it finished is unknown: settle later, not now
+        raise StoreError(f"cannot read the journal {path}: {exc}") from exc
     noted_target, noted_deliberate = read_kill_note(store.home.kill_note(token))
     target = target or noted_target
     deliberate = deliberate or noted_deliberate
@@ -54,9 +58,12 @@ def settle(
             return outcomes.lost(job, how, now)
         return outcomes.requeue(job, now)
 
-    settled = store.recover(token, decide, now)
-    remove_journal(path)
-    remove_journal(store.home.kill_note(token))
+    settled = store.recover(token, decide, now)  # never raises for one bad row
+    for done_with in (path, store.home.kill_note(token)):
+        try:
+            remove_journal(done_with)
+        except OSError as exc:  # settled already: a leftover file is only read again
+            log.warning("cannot remove %s: %s", done_with, exc)
     for job, c in settled:
         if job.id not in done and job.id in started:
             log.warning("job %s (%s): %s; now %s", job.id, job.name,

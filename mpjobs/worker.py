@@ -33,7 +33,6 @@ from mpjobs.journal import Journal
 from mpjobs.store.base import (
     CANCELLED,
     RUNNING,
-    SUCCESS,
     Completion,
     JobRecord,
     ProcessRecord,
@@ -91,7 +90,6 @@ class Worker:
         self.avg = 0.001
         self._queued = False
         self.durations: dict[str, float] = {}  # per task name: recent run time, for flushes
-        self._unsettled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- process lifecycle -----------------------------------------------------------
@@ -169,7 +167,14 @@ class Worker:
         except Exception:
             log.exception("worker %s: error during shutdown", self.slot)
         if getattr(self, "journal", None) is not None:
-            self.journal.close(remove=not self._unsettled)
+            # A journal holding anything not yet committed (finished results, a start)
+            # stays for whoever settles this worker, however the loop ended: its
+            # supervisor reaps us at once and commits the results from it.
+            open_start = self.journal.open_start
+            if open_start is not None and open_start != getattr(self, "_began", None):
+                with contextlib.suppress(OSError):  # then it counts as begun: still safe
+                    self.journal.not_begun(open_start)
+            self.journal.close(remove=not self.journal.dirty)
         if getattr(self, "liveness", None) is not None:
             self.liveness.release()
 
@@ -238,9 +243,15 @@ class Worker:
             self._retrying(self.store.release, self.token, left)
 
     def _flush(self) -> None:
+        """Commit the results held, then empty the journal; called only between jobs.
+
+        A start journaled for a job that will not run now (the rest of a batch about to
+        be handed back) goes too, so a worker that leaves cleanly leaves no journal.
+        """
         results = self.rest.results()
         if results:
             self._retrying(self.store.complete, self.token, results, time.time())
+        if results or self.journal.dirty:
             self._retrying(self.journal.clear)
 
     def _wait_for_work(self) -> bool:
@@ -310,11 +321,8 @@ class Worker:
         delay = 0.1
         while True:
             try:
-                result = fn(*args)
-                self._unsettled = False
-                return result
+                return fn(*args)
             except (sqlite3.OperationalError, StoreError, OSError) as exc:
-                self._unsettled = True
                 log.error(
                     "worker %s: store write failed (%s); retrying in %.1fs", self.slot, exc, delay
                 )
@@ -337,6 +345,7 @@ class Worker:
             self.stopping = True  # the supervisor is gone
 
     def _execute(self, job: JobRecord) -> Completion:
+        self._began = job.id  # from here on, a crash counts this job as begun
         limited = job.timeout is not None or job.memory_limit is not None
         if limited:
             self._report(f"S {os.getpid()} {job.id} {job.timeout or 0} {job.memory_limit or 0}\n")
@@ -347,8 +356,7 @@ class Worker:
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):
                 value = self._event_loop().run_until_complete(value)
-            blob = None if value is None else serialization.dumps(value, f"result of {job.name}")
-            done = Completion(job.id, SUCCESS, result=blob, schedule_id=job.schedule_id)
+            done = outcomes.success(job, value)
         except BaseException as exc:  # SystemExit from a job is a failure of that job
             done = outcomes.from_exception(job, exc, time.time())
             done.schedule_id = job.schedule_id

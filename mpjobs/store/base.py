@@ -7,6 +7,7 @@ second backend only has to implement these operations.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +20,14 @@ TIMEOUT = "TIMEOUT"
 CANCELLED = "CANCELLED"
 PERMANENTLY_FAILED = "PERMANENTLY_FAILED"
 TERMINAL = frozenset({SUCCESS, FAILED, TIMEOUT, CANCELLED, PERMANENTLY_FAILED})
+_ENDS = TERMINAL | {SCHEDULED}  # what a completion may set
+
+# What one outcome may hold. SQLite refuses a string or blob over 1e9 bytes
+# (SQLITE_MAX_LENGTH); a result is refused well below that (a job's result is not a
+# file store, and the journal and the worker hold copies of it), and an error text
+# keeps its head and tail: the first frames and the exception, where the reader looks.
+MAX_TEXT = 1 << 20  # characters of an error text
+MAX_BLOB = 512 << 20  # bytes of a pickled result or exception
 
 
 @dataclass(slots=True)
@@ -81,6 +90,79 @@ class Completion:
     error: str | None = None
     refund_attempt: bool = False
     schedule_id: str | None = None  # set when the job came from a schedule (failure counting)
+
+
+def storable_text(text: str, cap: int = MAX_TEXT) -> str:
+    """`text` as any store can hold and any reader can print.
+
+    Lone surrogates (a file name decoded with surrogateescape) cannot be encoded as
+    UTF-8, so SQLite's driver refuses them: they become backslash escapes. NULs, which
+    SQLite's text functions and shells treat as the end, become the four characters
+    `\\x00`. A text over `cap` characters keeps its head and tail around a note.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if len(text) > cap:
+        half = cap // 2
+        text = f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+    return text
+
+
+def storable(c: Completion) -> Completion:
+    """`c` made safe to write, or ValueError naming what no store can write.
+
+    Every completion passes through here on its way into the store, whoever made it (a
+    worker, a supervisor settling from a journal, the leader's sweep), so an outcome
+    made by an older version or read from a damaged journal is handled alike. Texts are
+    repaired (see `storable_text`); an exception blob over MAX_BLOB is dropped (the
+    traceback text remains); a result over MAX_BLOB, an unknown status or a field of the
+    wrong type is refused, and the store then records the job as FAILED, saying why.
+    """
+    if c.status not in _ENDS:
+        raise ValueError(f"no such job status {c.status!r}")
+    if c.error is None and c.result is None and c.exc is None:
+        return c  # the common case: a plain success
+    error, exc = c.error, c.exc
+    if error is not None:
+        error = storable_text(error if isinstance(error, str) else repr(error))
+    if c.result is not None:
+        if not isinstance(c.result, bytes):
+            raise ValueError(f"a result must be bytes, not {type(c.result).__name__}")
+        if len(c.result) > MAX_BLOB:
+            raise ValueError(f"a result of {len(c.result)} bytes is over {MAX_BLOB}")
+    if exc is not None and (not isinstance(exc, bytes) or len(exc) > MAX_BLOB):
+        exc = None
+        error = (error or "") + "\n[the pickled exception was too large to keep]"
+    if error is c.error and exc is c.exc:
+        return c
+    return dataclasses.replace(c, error=error, exc=exc)
+
+
+def quarantined(
+    c: Completion, why: BaseException, what: str = "outcome could not be stored"
+) -> Completion:
+    """The last resort for a job whose outcome cannot be written: FAILED, saying why.
+
+    It holds only short, clean text, so it can always be written; the original error's
+    first lines go with it, for the reader.
+    """
+    error = f"{what}: {type(why).__name__}: {_safe_str(why)}"
+    if isinstance(c.error, str) and c.error:
+        error += "\n\nthe job's own error began:\n" + c.error[:4000]
+    return Completion(c.job_id, FAILED, error=storable_text(error), schedule_id=c.schedule_id)
+
+
+def _safe_str(value: object, cap: int = 1000) -> str:
+    """str(value) for a message, even when its __str__ raises."""
+    try:
+        text = str(value)
+    except Exception:
+        text = f"<{type(value).__name__} that cannot be printed>"
+    return storable_text(text, cap)
 
 
 @dataclass(slots=True)

@@ -5,12 +5,15 @@ All SQL about jobs is here; the rules (retry or not, when) arrive as ready Compl
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from mpjobs.errors import StoreError
 from mpjobs.store import base
 from mpjobs.store.base import (
     CANCELLED,
@@ -22,6 +25,8 @@ from mpjobs.store.base import (
     NewJob,
 )
 from mpjobs.store.connection import Connector
+
+log = logging.getLogger("mpjobs.store")
 
 _JOB_COLS = ", ".join(f.name for f in JobRecord.__dataclass_fields__.values())
 _INSERT_JOB = (
@@ -104,6 +109,32 @@ def _grouped_inserts(jobs: Sequence[NewJob], now: float) -> list[tuple[str, list
     return out
 
 
+def _store_fault(exc: BaseException) -> bool:
+    """True when a write failed because of the state of the store, not what it was given.
+
+    A full disk, a locked, read-only or damaged file: the writer keeps its outcome and
+    tries again later, so the error propagates. Anything else (an unencodable text, a
+    blob over SQLite's limit, a value of the wrong type, a constraint, a bug) would fail
+    the same way on every retry, so the job it belongs to is quarantined instead.
+    """
+    if isinstance(exc, sqlite3.OperationalError):
+        return "too big" not in str(exc)
+    return isinstance(exc, (StoreError, OSError)) or type(exc) is sqlite3.DatabaseError
+
+
+@contextlib.contextmanager
+def _savepoint(conn: sqlite3.Connection) -> Iterator[None]:
+    """Undo only this block if it raises, keeping the rest of the transaction."""
+    conn.execute("SAVEPOINT outcome")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK TO outcome")
+        conn.execute("RELEASE outcome")
+        raise
+    conn.execute("RELEASE outcome")
+
+
 def _queue_filter(queues: Sequence[str] | None) -> tuple[str, list[Any]]:
     if not queues:
         return "", []
@@ -182,22 +213,58 @@ class JobQueries(Connector):
     def _complete_many(
         self, conn: sqlite3.Connection, owner: str, done: Sequence[Completion], now: float
     ) -> None:
-        """Apply completions; plain terminal ones in one executemany, the rest one by one."""
-        plain = [
-            (c.status, c.result, c.exc, c.error, now, c.job_id, owner)
-            for c in done
-            if c.schedule_id is None and c.status != SCHEDULED
+        """Apply completions; plain terminal ones in one executemany, the rest one by one.
+
+        A completion that cannot be written never fails the batch: the batch is retried
+        row by row and that one job is quarantined (see `_apply`).
+        """
+        plain = [c for c in done if c.schedule_id is None and c.status != SCHEDULED]
+        rest = [] if len(plain) == len(done) else [
+            c for c in done if c.schedule_id is not None or c.status == SCHEDULED
         ]
         if plain:
-            conn.executemany(
-                "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, finished_at = ?, "
-                "owner = NULL, pid = NULL WHERE id = ? AND status = 'RUNNING' AND owner = ?",
-                plain,
-            )
-        if len(plain) < len(done):
-            for c in done:
-                if c.schedule_id is not None or c.status == SCHEDULED:
-                    self._complete(conn, owner, c, now)
+            # No savepoint needed: a failed row was not applied (SQLite undoes a failed
+            # statement), and applying the rows again one by one changes none of those
+            # already applied, since each update requires the job to be RUNNING still.
+            try:
+                conn.executemany(
+                    "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, "
+                    "finished_at = ?, owner = NULL, pid = NULL "
+                    "WHERE id = ? AND status = 'RUNNING' AND owner = ?",
+                    [
+                        (c.status, c.result, c.exc, c.error, now, c.job_id, owner)
+                        for c in map(base.storable, plain)
+                    ],
+                )
+            except Exception as exc:
+                if _store_fault(exc):
+                    raise
+                rest = plain + rest  # find the bad one(s), row by row
+        for c in rest:
+            self._apply(conn, owner, c, now)
+
+    def _apply(
+        self, conn: sqlite3.Connection, owner: str, c: Completion, now: float
+    ) -> Completion:
+        """Apply one completion, or quarantine its job if it cannot be written; the one applied.
+
+        The completion is written in a savepoint; if its data cannot be stored, that is
+        undone and the job ends FAILED with an error saying why, instead. Retrying would
+        fail the same way, and raising would fail every other job of the transaction and,
+        in a settler, stop it from ever settling this owner: a crash loop.
+        """
+        try:
+            with _savepoint(conn):
+                safe = base.storable(c)
+                self._complete(conn, owner, safe, now)
+            return safe
+        except Exception as exc:
+            if _store_fault(exc):
+                raise
+            q = base.quarantined(c, exc)
+            log.error("job %s: %s", c.job_id, q.error.splitlines()[0] if q.error else exc)
+            self._complete(conn, owner, q, now)
+            return q
 
     def _complete(self, conn: sqlite3.Connection, owner: str, c: Completion, now: float) -> bool:
         """Apply a completion if `owner` still runs the job; keep a schedule's failure count."""
@@ -267,9 +334,13 @@ class JobQueries(Connector):
                     (owner,),
                 )
             ]
-            settled = [(job, decide(job)) for job in rows]
-            for _job, c in settled:
-                self._complete(conn, owner, c, now)
+            settled: list[tuple[JobRecord, Completion]] = []
+            for job in rows:
+                try:
+                    c = decide(job)
+                except Exception as exc:  # one job's bad record must not stop the rest
+                    c = base.quarantined(Completion(job.id, base.FAILED), exc, "cannot settle")
+                settled.append((job, self._apply(conn, owner, c, now)))
             conn.execute(
                 "UPDATE jobs SET owner = NULL, pid = NULL WHERE owner = ? AND status = ?",
                 (owner, CANCELLED),
