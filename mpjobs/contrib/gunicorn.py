@@ -14,22 +14,25 @@ and call the returned functions from yours.
   while it is single-threaded (gunicorn starts its control-socket thread later), so the
   pool supervisor is forked from the arbiter. It works with and without `preload_app`:
   without it the arbiter imports the mpjobs app itself (only the module that defines
-  the App, not the WSGI app). The pool is told to SIGTERM itself if the arbiter dies.
-- A pool that dies comes back by itself, as under uvicorn. gunicorn has no hook for an
-  unknown child's death (its `waitpid(-1)` reaps our supervisor and ignores it), so
-  `when_ready` wraps this arbiter's `manage_workers`, which its main loop calls on every
-  turn: SIGCHLD wakes the loop at once and it turns at least once a second, so a dead
-  pool is noticed within about a second and a new one is started (with a warning) in
-  the same turn. The check is a pidfd of the supervisor, so a supervisor already reaped
-  by gunicorn counts as dead and a reused pid is never mistaken for it. A pool that dies
-  within `STABLE_AFTER` s of its start makes the next restart wait (1 s doubling to
-  30 s), so a pool that cannot boot costs one fork every 30 s, never a loop. Nothing is
-  restarted once gunicorn stops: its loop no longer turns, and `on_exit` marks the pool
-  as stopping before anything else. With gunicorn's control socket on (the default),
-  the arbiter has a thread by then, so a restarted pool is started by fork+exec of
-  `mpjobs run`, which needs the mpjobs App to be a module-level name.
-- `post_fork` / `worker_exit` run in web workers, which hold nothing of mpjobs: the
-  store reopens its SQLite connection per pid, and the pool handle is dropped.
+  the App, not the WSGI app). The arbiter closes its store connection before it forks,
+  so no pool or web worker inherits SQLite state.
+- A pool that dies comes back by itself, as under uvicorn. gunicorn has no hook for the
+  death of a child that is not a web worker (its `waitpid(-1)` reaps our supervisor and
+  ignores it), so `when_ready` wraps this arbiter's `manage_workers`, which its main
+  loop calls on every turn, and checks the pool first. SIGCHLD wakes the loop at once
+  and it turns at least once a second, so a dead pool is seen at once, at the latest
+  within ~1 s, and replaced in that turn (a warning says how it died: `reap_workers` is
+  wrapped too, to read the exit status before gunicorn's waitpid(-1) discards it). The
+  check is a pidfd of the supervisor, so a supervisor gunicorn already reaped counts as
+  dead and a reused pid is never taken for it. The first restart is immediate; a pool
+  that dies within `STABLE_AFTER` s of its start makes the next one wait (1 s doubling
+  to 30 s), so a pool that cannot boot costs one fork every 30 s, never a busy loop.
+  Nothing is restarted once gunicorn stops: its loop no longer turns, and `on_exit`
+  marks the pool as stopping before anything else. With gunicorn's control socket on
+  (its default), the arbiter has a thread by then, so a restarted pool is started by
+  fork+exec of `mpjobs run`, which needs the mpjobs App to be a module-level name.
+- `post_fork` / `worker_exit` run in web workers, which hold nothing of mpjobs: they
+  open their own store connection, and the pool handle is dropped.
 - `on_reload` (gunicorn HUP): the pool belongs to the arbiter, which survives a HUP, so
   the pool is neither orphaned nor duplicated. With `mpjobs_reload = "workers"` (the
   default) the HUP is forwarded to the pool supervisor, which replaces its job workers
