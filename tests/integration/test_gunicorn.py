@@ -16,7 +16,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,7 @@ def test_gunicorn_with_preload_app(
 # -- a dead pool comes back by itself ---------------------------------------------------
 
 
-def the_supervisor(app: mpjobs.App, other_than: set[int] = frozenset(), timeout: float = 15) -> int:  # type: ignore[assignment]
+def the_supervisor(app: mpjobs.App, other_than: Collection[int] = (), timeout: float = 15) -> int:
     """The pid of the one live pool supervisor of the home not in `other_than`."""
 
     def found() -> list[int]:
