@@ -34,6 +34,22 @@ def mark(directory: str, name: str) -> int:
     return os.getpid()
 
 
+@app.task(max_attempts=2, retry_backoff=0.01)
+def hold_once(directory: str, name: str, seconds: float) -> int:
+    """Append our pid to directory/name; the first execution then sleeps `seconds`.
+
+    Returns how many times the job has run, so a retry after a kill returns 2.
+    """
+    path = os.path.join(directory, name)
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    with open(path) as f:
+        runs = len(f.read().splitlines())
+    if runs == 1:
+        time.sleep(seconds)
+    return runs
+
+
 @app.lifecycle(every=float(os.environ.get("WEB_TICK_EVERY", "0.05")), scope="leader")
 def ticker() -> Iterator[None]:
     path = os.environ.get("WEB_TICK_FILE")

@@ -1,4 +1,4 @@
-"""A dependency-free WSGI app for the gunicorn tests: every endpoint pushes through mpjobs."""
+"""A dependency-free WSGI app for the gunicorn tests: the endpoints push and wait through mpjobs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,26 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-from web_jobs import add, slow_add
+from web_jobs import add, app, slow_add
+
+import mpjobs
+
+
+def _result(job_id: str, timeout: float, mark: str | None) -> dict[str, Any]:
+    """The job's status and result once it ends, or {"timeout": true}."""
+    job = app.get_job(job_id)
+    assert job is not None, job_id
+    if mark:  # tell the test this request is now waiting
+        with open(f"{mark}.tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(f"{mark}.tmp", mark)
+    try:
+        job.wait(timeout=timeout)
+    except mpjobs.WaitTimeout:
+        return {"timeout": True, "web_pid": os.getpid()}
+    ok = job.status == mpjobs.JobStatus.SUCCESS
+    return {"status": job.status.value, "result": job.result() if ok else job.error,
+            "attempts": job.attempts, "web_pid": os.getpid()}  # fmt: skip
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -21,6 +40,8 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     elif path == "/push":  # push only
         job = slow_add.schedule(int(q.get("x", 1)), 1, float(q.get("s", 0.2))).now()
         body = {"id": job.id}
+    elif path == "/result":  # wait on a job pushed elsewhere, by id
+        body = _result(q["id"], float(q.get("timeout", 30)), q.get("mark"))
     elif path == "/noop":
         body = {}
     elif path == "/pid":
