@@ -8,6 +8,7 @@ process of ours running.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -79,6 +80,29 @@ def no_leftover_processes() -> Iterator[None]:
                 p.kill()
         names = [(p.pid, p.cmdline()) for p in left]
         raise AssertionError(f"processes left running: {names}") from exc
+
+
+@pytest.fixture
+def logfile(tmp_path: Path) -> Iterator[Path]:
+    """The pool's log lines (forked children inherit the handler), for the test to read."""
+    path = tmp_path / "mpjobs.log"
+    handler = logging.FileHandler(path)
+    fmt = "%(relativeCreated)d %(process)d %(name)s %(levelname)s %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    logger = logging.getLogger("mpjobs")
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+        handler.close()
+
+
+def log_lines(path: Path, text: str) -> list[str]:
+    return [line for line in path.read_text().splitlines() if text in line]
 
 
 @pytest.fixture

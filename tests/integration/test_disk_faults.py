@@ -12,19 +12,18 @@ clears, and no job half-written.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import chaos_tasks as ct
 import pytest
-from conftest import wait_for
+from conftest import log_lines, wait_for
 
 import mpjobs
 from mpjobs import JobStatus
@@ -33,29 +32,6 @@ pytestmark = [
     pytest.mark.timeout(90),
     pytest.mark.skipif(os.geteuid() != 0, reason="making faults for real needs root"),
 ]
-
-
-@pytest.fixture
-def logfile(tmp_path: Path) -> Iterator[Path]:
-    """The pool's log lines (forked children inherit the handler), for the test to read."""
-    path = tmp_path / "mpjobs.log"
-    handler = logging.FileHandler(path)
-    fmt = "%(relativeCreated)d %(process)d %(name)s %(levelname)s %(message)s"
-    handler.setFormatter(logging.Formatter(fmt))
-    logger = logging.getLogger("mpjobs")
-    old = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield path
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
-        handler.close()
-
-
-def _lines(path: Path, text: str) -> list[str]:
-    return [line for line in path.read_text().splitlines() if text in line]
 
 
 def _consistent(db: Path) -> None:
@@ -98,12 +74,12 @@ def _ride_out_fault(
             assert expect in str(exc_info.value)
             release.touch()  # the job ends, and its worker cannot record the result
             # back-off 0.1, 0.2, 0.4, 0.8 s: the fault lasts a while
-            wait_for(lambda: len(_lines(logfile, "store write failed")) >= 4, 15,
+            wait_for(lambda: len(log_lines(logfile, "store write failed")) >= 4, 15,
                      what="the worker to report the failed writes")  # fmt: skip
             idle = [p for p in pool.workers() if p != busy]
             for pid in idle:  # a worker dies meanwhile: its replacement cannot boot yet
                 os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: _lines(logfile, "failed to boot"), 15,
+            wait_for(lambda: log_lines(logfile, "failed to boot"), 15,
                      what="a replacement worker to fail to boot")  # fmt: skip
             assert pool.is_alive(), "the supervisor keeps running through the fault"
             assert job.status is JobStatus.RUNNING
@@ -120,7 +96,7 @@ def _ride_out_fault(
             j.wait(30)
         assert all(j.status is JobStatus.SUCCESS for j in jobs)
     _consistent(home / "mpjobs.db")
-    assert _lines(logfile, expect), "the log names the fault"
+    assert log_lines(logfile, expect), "the log names the fault"
 
 
 def _chattr(flag: str, *paths: Path) -> None:
