@@ -24,6 +24,8 @@ from mpjobs import JobStatus
 
 pytestmark = pytest.mark.timeout(90)
 
+WAL_LIMIT = 32 * 2**20  # the journal_size_limit of store/connection.py
+
 
 def test_a_job_that_exits_its_worker_is_not_a_boot_failure(
     app: mpjobs.App, logfile: Path
@@ -157,8 +159,6 @@ def test_a_stopped_pool_leaves_no_files_behind(app: mpjobs.App) -> None:
 
 def test_the_wal_is_truncated_after_checkpoints(app: mpjobs.App) -> None:
     """A burst of writes grows the WAL; the leader's checkpoints must shrink it again."""
-    from mpjobs.store.connection import WAL_SIZE_LIMIT
-
     wal = app.home.path / "mpjobs.db-wal"
     blob = "x" * 4000
     with started(app, workers=1):
@@ -170,7 +170,7 @@ def test_the_wal_is_truncated_after_checkpoints(app: mpjobs.App) -> None:
 
         def small() -> bool:
             tasks.noop.schedule().now()  # a write after a full checkpoint resets the WAL
-            return wal.stat().st_size <= WAL_SIZE_LIMIT
+            return wal.stat().st_size <= WAL_LIMIT
 
         wait_for(small, 40, home=app.home.path, what="the WAL to be truncated")
 
