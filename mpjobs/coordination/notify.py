@@ -375,9 +375,9 @@ class _Hub:
         """In a forked child: let go of the parent's listener without using its state.
 
         The thread does not exist here and the lock may have been held at the fork, so
-        the lock is replaced, the descriptors closed, and the futures of the forking
-        thread's own event loop (if it runs one) resolved, so its waiters re-check and
-        join the child's new listener.
+        the lock is replaced and the descriptors are closed; the child's first waiter
+        builds a new listener. (asyncio itself drops the running loop in a forked
+        child, so no future of the parent's loops can be awaited here.)
         """
         self.lock = threading.Lock()
         if self.runner is not None:
@@ -387,14 +387,6 @@ class _Hub:
             with contextlib.suppress(OSError):
                 os.close(self.ifd)
             self.ifd = -1
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        for channel in self.channels.values():
-            for fut in channel.futures.pop(loop, ()):
-                if not fut.done():
-                    fut.set_result(None)
 
 
 _HUB: _Hub | None = None

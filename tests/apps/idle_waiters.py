@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,18 @@ import tasks
 
 import mpjobs
 from mpjobs.coordination import notify
+
+
+def inotify_instances(pid: int) -> int:
+    """How many inotify instances process `pid` has open (each costs one of the
+    user's 128 by default)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify"
+        except OSError:  # closed meanwhile
+            pass
+    return count
 
 
 def settled(expected: int, started: list[object], n_threads: int) -> bool:
@@ -33,6 +46,8 @@ def settled(expected: int, started: list[object], n_threads: int) -> bool:
 
 
 def main() -> None:
+    if os.environ.get("IDLE_WAITERS_NO_INOTIFY"):
+        notify._LIBC = None  # as on a system without inotify, or with none left to open
     home, n_async, n_threads, n_loops = sys.argv[1], *map(int, sys.argv[2:5])
     ready, done = Path(sys.argv[5]), Path(sys.argv[6])
     timeout = float(sys.argv[7]) if len(sys.argv) > 7 else 120.0

@@ -1,0 +1,177 @@
+"""Waiting costs nothing (issue 9, item 8): every waiter of a process shares one listener.
+
+The waiters live in their own process (tests/apps/idle_waiters.py, fork_waiter.py), so
+its CPU time and its inotify descriptors are its waiters' alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+import tasks
+from conftest import APPS, started, wait_for
+from idle_waiters import inotify_instances
+
+import mpjobs
+from mpjobs.coordination import notify
+
+N_ASYNC = 10_000  # over two event loops
+N_THREADS = 200
+WINDOW = 2.0  # seconds of idle CPU measured
+MODES = ["inotify", "polling"]  # polling: as without inotify, or with none left to open
+
+
+@contextmanager
+def idle_waiters(
+    home: Path, tmp: Path, mode: str
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A process whose N_ASYNC + N_THREADS waiters all sleep on jobs nobody runs yet."""
+    env = dict(os.environ)
+    if mode == "polling":
+        env["IDLE_WAITERS_NO_INOTIFY"] = "1"
+    ready, done = tmp / "ready", tmp / "done"
+    argv = [sys.executable, str(APPS / "idle_waiters.py"), str(home), str(N_ASYNC),
+            str(N_THREADS), "2", str(ready), str(done)]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env)
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None, 120, what="waiters asleep")
+        assert proc.poll() is None, f"the waiters' process died: {proc.returncode}"
+        yield proc, done
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ten_thousand_idle_waiters_cost_under_one_percent_of_a_core(
+    home: Path, tmp_path: Path, mode: str
+) -> None:
+    with idle_waiters(home, tmp_path, mode) as (proc, _):
+        me = psutil.Process(proc.pid)
+        before = me.cpu_times()
+        time.sleep(WINDOW)  # the measurement window itself, not a synchronisation
+        after = me.cpu_times()
+        used = (after.user + after.system) - (before.user + before.system)
+        instances = inotify_instances(proc.pid)
+    assert used < 0.01 * WINDOW, f"{N_ASYNC + N_THREADS} idle waiters used {used:.3f} s CPU"
+    assert instances <= (1 if mode == "inotify" else 0), f"{instances} inotify instances"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_idle_waiter_wakes_when_its_job_ends(
+    app: mpjobs.App, home: Path, tmp_path: Path, mode: str
+) -> None:
+    with idle_waiters(home, tmp_path, mode) as (proc, done), started(app):
+        wait_for(done.exists, 120, what="every waiter to return")
+        report = json.loads(done.read_text())
+        assert proc.wait(10) == 0
+    assert report["n_errors"] == 0, report["errors"]
+    assert report["woke"] == N_ASYNC + N_THREADS
+    # Rings are coalesced: a waiter re-checks once per round, however many commits.
+    assert report["max_lag"] < 10.0, report
+
+
+def test_wait_timeouts_fire_on_time_among_other_waiters(app: mpjobs.App) -> None:
+    """Each waiter's own timeout fires on time while the shared listener serves others,
+    and once the last waiter is gone the listener's thread is too (app.start() forks)."""
+    threads_before = threading.active_count()
+    forever = tasks.noop.schedule().delay(3600)
+    kept = threading.Thread(target=forever.wait, args=(30,))  # keeps the listener busy
+    kept.start()
+    timeout = 0.3
+    jobs = app.push_many(tasks.noop.schedule().options(queue="nobody") for _ in range(220))
+    late: list[float] = []
+
+    def sync_wait(job: mpjobs.Job) -> None:
+        t0 = time.monotonic()
+        with pytest.raises(mpjobs.WaitTimeout):
+            job.wait(timeout)
+        late.append(time.monotonic() - t0 - timeout)
+
+    async def async_wait(job: mpjobs.Job) -> None:
+        t0 = time.monotonic()
+        with pytest.raises(mpjobs.WaitTimeout):
+            await job.wait_async(timeout)
+        late.append(time.monotonic() - t0 - timeout)
+
+    async def on_a_loop() -> None:
+        await asyncio.gather(*(async_wait(j) for j in jobs[20:]))
+
+    sync = [threading.Thread(target=sync_wait, args=(j,)) for j in jobs[:20]]
+    for t in sync:
+        t.start()
+    asyncio.run(on_a_loop())
+    for t in sync:
+        t.join(30)
+    assert len(late) == 220 and min(late) >= -0.001, late
+    assert max(late) < 2.0, f"a timeout fired {max(late):.2f} s late"
+    assert forever.cancel() is True  # the commit rings: the kept waiter returns at once
+    kept.join(10)
+    assert not kept.is_alive()
+    assert threading.active_count() == threads_before, threading.enumerate()
+
+
+def test_a_pool_started_after_waits_is_still_forked(app: mpjobs.App) -> None:
+    with started(app, workers=1) as first:
+        tasks.add.schedule(1, 2).now().wait(20)
+        assert first._proc is None
+    with started(app, workers=1) as second:
+        assert second._proc is None, "app.start() fell back to fork+exec after a wait"
+        assert asyncio.run(tasks.add.schedule(2, 2).now().wait_async(20)).result() == 4
+
+
+def test_waiters_keep_working_across_a_fork(app: mpjobs.App, home: Path, tmp_path: Path) -> None:
+    """A child forked while the parent's listener runs drops it (its inotify fd too),
+    wakes the task it inherited, and builds its own listener; the parent's still works."""
+    out = tmp_path / "fork"
+    proc = subprocess.Popen([sys.executable, str(APPS / "fork_waiter.py"), str(home), str(out)])
+    try:
+        forked = Path(f"{out}.forked")
+        wait_for(lambda: forked.exists() or proc.poll() is not None, 60, what="the fork")
+        with started(app, workers=1):
+            assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+        proc.wait(10)
+    child = json.loads(Path(f"{out}.child").read_text())
+    parent = json.loads(Path(f"{out}.parent").read_text())
+    assert child["inotify_after_fork"] == 0, "the child kept its parent's inotify fds"
+    assert child["ok"] and child["inotify"] <= 1
+    assert parent == {"child_status": 0, "thread_done": True, "a": "SUCCESS"}
+
+
+def test_foreign_thread_count_ignores_only_the_listener(app: mpjobs.App) -> None:
+    """What pool.py's fork check should read: the listener thread does not count."""
+    job = tasks.noop.schedule().delay(3600)
+    assert notify.foreign_thread_count() == 0 and notify.safe_to_fork()
+
+    async def main() -> tuple[int, int, bool]:
+        waiting = asyncio.create_task(job.wait_async(30))
+        while notify.parked() < 1:
+            await asyncio.sleep(0.001)
+        counts = threading.active_count(), notify.foreign_thread_count(), notify.safe_to_fork()
+        job.cancel()
+        await waiting
+        return counts
+
+    assert asyncio.run(main()) == (2, 0, True)
+    pending = tasks.noop.schedule().delay(3600)
+    other = threading.Thread(target=pending.wait, args=(30,))
+    other.start()
+    try:
+        assert notify.foreign_thread_count() == 1 and not notify.safe_to_fork()
+    finally:
+        pending.cancel()
+        other.join(10)
+    assert notify.foreign_thread_count() == 0
