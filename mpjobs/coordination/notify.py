@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import math
 import os
 import select
 import struct
@@ -139,17 +140,19 @@ class Watcher:
 # A Watcher costs one inotify instance, and the kernel allows 128 per user by default:
 # past that, every further waiter polled the store every 50 ms, so 10,000 idle waiters
 # in one process burnt a core. Job.wait()/wait_async() therefore share one listener per
-# process: one inotify fd (one watch per home), read by one daemon thread that runs only
-# while somebody waits. Each ring bumps the home's generation and wakes every waiter of
-# that home: threads through a Condition, each event loop through one callback that
-# resolves all of that loop's futures. A waiter records the generation *before* it
-# checks its job, then sleeps until the generation moves, so a ring that lands between
-# its check and its sleep is never lost.
+# process: one inotify fd, with one watch per home. Whoever reads a ring from it bumps
+# that home's generation and wakes every waiter of the home: threads through a
+# Condition, each event loop through one callback that resolves all of its futures.
+# A lone waiter reads the fd itself (a thread in poll(), a coroutine through its loop's
+# add_reader), so the common "push, wait" costs no thread; as soon as two waiters
+# overlap, a daemon thread reads it for all of them until the last one leaves. A waiter
+# records the generation *before* it checks its job, then sleeps until the generation
+# moves, so a ring that lands between its check and its sleep is never lost.
 
-_WATCH_MASK = _IN_MODIFY | 0x00000004 | 0x00000400 | 0x00000800  # + ATTRIB, DELETE_SELF, MOVE_SELF
+_WATCH_MASK = _IN_MODIFY | 0x4 | 0x400 | 0x800  # and IN_ATTRIB, IN_DELETE_SELF, IN_MOVE_SELF
 _IN_Q_OVERFLOW = 0x00004000
 _IN_IGNORED = 0x00008000
-_EVENT = struct.Struct("iIII")  # struct inotify_event without its name
+_EVENT = struct.Struct("iIII")  # struct inotify_event, without its name
 _JOIN_TIMEOUT = 1.0  # bound on waiting for the listener thread to leave (it takes µs)
 
 
@@ -161,12 +164,26 @@ def _inotify_fd() -> int:
 
 def _read_all(fd: int) -> bytes:
     chunks = []
-    try:
+    with contextlib.suppress(OSError):  # BlockingIOError: all read
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
-    except (BlockingIOError, OSError):
-        pass
     return b"".join(chunks)
+
+
+def _poll_ms(timeout: float | None) -> int | None:
+    """poll() takes whole milliseconds: round up, a wait may not end early."""
+    return None if timeout is None else max(0, math.ceil(timeout * 1000))
+
+
+def _pipe() -> tuple[int, int]:
+    return os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class _Channel:
@@ -178,20 +195,20 @@ class _Channel:
         self.doorbell = doorbell
         self.generation = 0
         self.changed = threading.Condition(lock)
-        self.wd = -1  # the inotify watch; -1 = the listener polls the doorbell's mtime
+        self.wd = -1  # the inotify watch; -1 = the listener thread polls the doorbell's mtime
         self.futures: dict[asyncio.AbstractEventLoop, set[asyncio.Future[None]]] = {}
-        self.pending: set[asyncio.AbstractEventLoop] = set()  # loops with a wake queued
+        self.pending: set[asyncio.AbstractEventLoop] = set()  # loops with a wake-up queued
         self.seen: tuple[int, int] | None = None  # polling: (inode, mtime) at the last look
         self.recent = True  # polling: the last look was within a clock tick of a write
 
 
 class _Runner(threading.Thread):
-    """The listener thread. It owns its wake-up pipe, so a stop is never read by another."""
+    """The listener thread. It owns its wake-up pipe, so its stop is read by nobody else."""
 
     def __init__(self, hub: _Hub) -> None:
-        super().__init__(name="mpjobs-doorbell", daemon=True)
+        super().__init__(name="mpjobs-listener", daemon=True)
         self.hub = hub
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_r, self.wake_w = _pipe()
         self.stopping = False
         self.closed = False
 
@@ -202,9 +219,7 @@ class _Runner(threading.Thread):
         """Close the pipe (the caller holds the hub's lock, or is a forked child)."""
         if not self.closed:
             self.closed = True
-            for fd in (self.wake_r, self.wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            _close(self.wake_r, self.wake_w)
 
 
 class _Hub:
@@ -214,39 +229,32 @@ class _Hub:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.ifd = _inotify_fd()
+        self.kick_r, self.kick_w = _pipe()  # ends a lone thread's poll when the runner starts
         self.channels: dict[Path, _Channel] = {}
         self.by_wd: dict[int, list[_Channel]] = {}
-        self.users = 0
+        self.users = 0  # waiters between listen() and close()
         self.parked = 0  # threads asleep in Listener.wait (futures are counted apart)
         self.runner: _Runner | None = None
+        self.lone: str | None = None  # "thread" / "loop": a lone waiter reads the fd itself
 
-    # -- joining and leaving (any thread) ----------------------------------------------
+    # -- joining and leaving (any thread; the caller holds no lock) ---------------------
 
-    def join(self, directory: Path) -> tuple[_Channel, bool]:
-        """Count a waiter in and return its home's channel; False = no listener thread."""
-        start = None
+    def join(self, directory: Path) -> _Channel:
+        """Count a waiter in and return its home's channel."""
         with self.lock:
             self.users += 1
             channel = self.channels.get(directory)
             if channel is None:
                 channel = self.channels[directory] = _Channel(directory / DOORBELL, self.lock)
                 self._watch(channel)
-            if self.runner is None:
-                start = self.runner = _Runner(self)
-        if start is not None:
-            try:
-                start.start()
-            except RuntimeError:  # no thread to be had: waiters fall back to a short poll
-                with self.lock:
-                    if self.runner is start:
-                        self.runner = None
-                    start.close_fds()
-                return channel, False
-        return channel, True
+            start = self.runner is None and (self.users > 1 or channel.wd < 0)
+        if start:
+            self.start_runner()
+        return channel
 
     def leave(self) -> None:
         """Count a waiter out; the last one stops the thread and waits until it is gone,
-        so a caller that forks next finds the threads it started."""
+        so that a caller that forks next finds only the threads it started."""
         with self.lock:
             self.users -= 1
             runner = self.runner
@@ -257,8 +265,27 @@ class _Hub:
             if not runner.closed:
                 with contextlib.suppress(OSError):
                     os.write(runner.wake_w, b"x")
-        if runner is not threading.current_thread() and runner.ident is not None:
-            runner.join(_JOIN_TIMEOUT)
+        runner.join(_JOIN_TIMEOUT)
+
+    def start_runner(self) -> bool:
+        """Make sure the listener thread runs; False if no thread could be started."""
+        with self.lock:
+            if self.runner is not None:
+                return True
+            runner = self.runner = _Runner(self)
+        try:
+            runner.start()
+        except RuntimeError:  # no thread to be had: waiters fall back to a short poll
+            with self.lock:
+                if self.runner is runner:
+                    self.runner = None
+                runner.close_fds()
+            return False
+        return True
+
+    def may_read_alone(self, channel: _Channel) -> bool:
+        """Whether the one waiter of this process may read the fd itself (lock held)."""
+        return self.runner is None and self.users == 1 and self.lone is None and channel.wd >= 0
 
     def _watch(self, channel: _Channel) -> bool:
         """(Re)attach the inotify watch of a channel; the caller holds the lock."""
@@ -274,7 +301,7 @@ class _Hub:
             self.by_wd.setdefault(wd, []).append(channel)
         return True
 
-    # -- the listener thread -----------------------------------------------------------
+    # -- reading rings (the listener thread, or a lone waiter) -------------------------
 
     def _serve(self, runner: _Runner) -> None:
         poller = select.poll()
@@ -288,16 +315,33 @@ class _Hub:
                     return
                 polled = [c for c in self.channels.values() if c.wd < 0]
             # No lock of ours is held while the thread sleeps.
-            ready = {fd for fd, _ in poller.poll(POLL_INTERVAL * 1000 if polled else None)}
-            rang: set[_Channel] = set()
+            ready = {fd for fd, _ in poller.poll(_poll_ms(POLL_INTERVAL) if polled else None)}
             if runner.wake_r in ready:
                 _read_all(runner.wake_r)
+            rang = self._poll(polled) if polled else set()
             if self.ifd in ready:
                 rang |= self._events(_read_all(self.ifd))
-            if polled:
-                rang |= self._poll(polled)
             if rang:
                 self._ring(rang)
+
+    def read_alone(self, timeout: float | None) -> None:
+        """A lone thread's sleep: poll the fd itself, pass on what it reads."""
+        poller = select.poll()
+        poller.register(self.ifd, select.POLLIN)
+        poller.register(self.kick_r, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(_poll_ms(timeout))}
+        with self.lock:
+            self.lone = None  # from here on, what it reads wakes it through the generation
+        if self.kick_r in ready:
+            _read_all(self.kick_r)
+        if self.ifd in ready:
+            self.read_rings()
+
+    def read_rings(self) -> None:
+        """Read what inotify holds and wake the waiters of every home that rang."""
+        rang = self._events(_read_all(self.ifd))
+        if rang:
+            self._ring(rang)
 
     def _events(self, data: bytes) -> set[_Channel]:
         rang: set[_Channel] = set()
@@ -315,7 +359,7 @@ class _Hub:
                     self.by_wd.pop(wd, None)
                     for channel in channels:
                         channel.wd = -1
-                elif mask & ~_IN_MODIFY:  # unlinked, moved or chmod: maybe a new file
+                elif mask & ~_IN_MODIFY:  # unlinked, moved or chmod: perhaps a new file
                     for channel in channels:
                         self._watch(channel)
         return rang
@@ -345,6 +389,9 @@ class _Hub:
     def _ring(self, rang: set[_Channel]) -> None:
         wake: list[tuple[_Channel, asyncio.AbstractEventLoop]] = []
         with self.lock:
+            if self.lone == "thread":  # it sleeps in poll(), not on the Condition
+                with contextlib.suppress(OSError):
+                    os.write(self.kick_w, b"x")
             for channel in rang:
                 channel.generation += 1
                 channel.changed.notify_all()
@@ -375,18 +422,16 @@ class _Hub:
         """In a forked child: let go of the parent's listener without using its state.
 
         The thread does not exist here and the lock may have been held at the fork, so
-        the lock is replaced and the descriptors are closed; the child's first waiter
-        builds a new listener. (asyncio itself drops the running loop in a forked
-        child, so no future of the parent's loops can be awaited here.)
+        the lock is replaced and the descriptors closed; the child's first waiter builds
+        a new listener. (asyncio itself drops the running loop in a forked child, so no
+        future of the parent's loops is awaited here.)
         """
         self.lock = threading.Lock()
         if self.runner is not None:
             self.runner.close_fds()
             self.runner = None
-        if self.ifd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.ifd)
-            self.ifd = -1
+        _close(self.ifd, self.kick_r, self.kick_w)
+        self.ifd = self.kick_r = self.kick_w = -1
 
 
 _HUB: _Hub | None = None
@@ -412,18 +457,22 @@ def _forget_hub_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_hub_in_child)
 
 
+def _capped(timeout: float | None) -> float:
+    return POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL)
+
+
 class Listener:
     """One waiter's share of the process's listener for one home (a context manager).
 
     Usage: `seen = listener.generation()`, then check your condition, then
-    `listener.wait(seen, timeout)`: it returns when the home was written after `seen`
-    was read (or at the timeout; or spuriously), never sleeping through such a write.
+    `listener.wait(seen, timeout)`: it returns once the home was written after `seen`
+    was read, or at the timeout, or spuriously, but never sleeps through such a write.
     """
 
     def __init__(self, directory: Path) -> None:
         self._directory = Path(directory)
         self._hub = _current_hub()
-        self._channel, self._served = self._hub.join(self._directory)
+        self._channel = self._hub.join(self._directory)
 
     def generation(self) -> int:
         return self._channel.generation
@@ -433,13 +482,8 @@ class Listener:
         if self._hub.pid == os.getpid():
             return False
         self._hub = _current_hub()
-        self._channel, self._served = self._hub.join(self._directory)
+        self._channel = self._hub.join(self._directory)
         return True
-
-    def _cap(self, timeout: float | None) -> float | None:
-        if self._served:
-            return timeout
-        return POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL)
 
     def wait(self, seen: int, timeout: float | None) -> None:
         """Sleep until the generation is no longer `seen`, or `timeout` passes."""
@@ -447,12 +491,25 @@ class Listener:
             return
         hub, channel = self._hub, self._channel
         with channel.changed:
-            if channel.generation == seen:
-                hub.parked += 1
-                try:
-                    channel.changed.wait(self._cap(timeout))
-                finally:
-                    hub.parked -= 1
+            if channel.generation != seen:
+                return
+            alone = hub.may_read_alone(channel)
+            if alone:
+                hub.lone = "thread"
+            hub.parked += 1
+        try:
+            if alone:
+                hub.read_alone(timeout)
+            else:
+                served = hub.runner is not None or hub.start_runner()
+                with channel.changed:
+                    if channel.generation == seen:
+                        channel.changed.wait(timeout if served else _capped(timeout))
+        finally:
+            with hub.lock:
+                hub.parked -= 1
+                if alone:
+                    hub.lone = None
 
     async def wait_async(self, seen: int, timeout: float | None) -> None:
         """`wait` on the running event loop, without a thread of its own."""
@@ -465,14 +522,24 @@ class Listener:
             if channel.generation != seen:
                 return
             channel.futures.setdefault(loop, set()).add(fut)
-        timeout = self._cap(timeout)
+            alone = hub.may_read_alone(channel)
+            if alone:
+                hub.lone = "loop"
+        if alone:
+            loop.add_reader(hub.ifd, hub.read_rings)
+        elif hub.runner is None and not hub.start_runner():
+            timeout = _capped(timeout)
         timer = None if timeout is None else loop.call_later(timeout, _settle, fut)
         try:
             await fut
         finally:
             if timer is not None:
                 timer.cancel()
+            if alone:
+                loop.remove_reader(hub.ifd)
             with hub.lock:
+                if alone:
+                    hub.lone = None
                 futures = channel.futures.get(loop)
                 if futures is not None:
                     futures.discard(fut)
@@ -480,8 +547,7 @@ class Listener:
                         del channel.futures[loop]
 
     def close(self) -> None:
-        hub, self._served = self._hub, False
-        hub.leave()
+        self._hub.leave()
 
     def __enter__(self) -> Listener:
         return self
@@ -506,14 +572,15 @@ def parked() -> int:
     if hub is None:
         return 0
     with hub.lock:
-        return hub.parked + sum(len(f) for c in hub.channels.values() for f in c.futures.values())
+        futures = sum(len(f) for c in hub.channels.values() for f in c.futures.values())
+        return hub.parked + futures
 
 
 def foreign_thread_count() -> int:
     """Threads other than the caller and mpjobs' listener thread.
 
-    The listener holds no lock of its own while it sleeps and a forked child drops it
-    (`_forget_hub_in_child`), so it does not make a fork unsafe; any other thread might.
+    The listener thread holds no lock of ours while it sleeps, and a forked child drops
+    it (`_forget_hub_in_child`), so it does not make a fork unsafe; any other thread may.
     """
     me = threading.current_thread()
     return sum(1 for t in threading.enumerate() if t is not me and not isinstance(t, _Runner))

@@ -26,6 +26,13 @@ from idle_waiters import inotify_instances
 from mpjobs.coordination import notify
 
 
+def both_asleep() -> bool:
+    """The shared listener counts its sleepers; without one (the old per-waiter
+    Watcher), each sleeping waiter holds an inotify instance."""
+    parked = getattr(notify, "parked", None)
+    return (parked() if parked else inotify_instances(os.getpid())) >= 2
+
+
 async def main(home: str, out: Path) -> None:
     app = tasks.make_app(home)
     a, b, c = app.push_many(tasks.noop.schedule() for _ in range(3))
@@ -33,7 +40,7 @@ async def main(home: str, out: Path) -> None:
     thread = threading.Thread(target=b.wait, args=(60,))
     thread.start()
     deadline = time.monotonic() + 30
-    while getattr(notify, "parked", lambda: 2)() < 2 and time.monotonic() < deadline:
+    while not both_asleep() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     pid = os.fork()
     if pid == 0:

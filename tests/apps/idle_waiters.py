@@ -11,6 +11,7 @@ all have returned writes DONE: a JSON report of how late each woke after its job
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -29,10 +30,8 @@ def inotify_instances(pid: int) -> int:
     user's 128 by default)."""
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
+        with contextlib.suppress(OSError):  # closed meanwhile
             count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify"
-        except OSError:  # closed meanwhile
-            pass
     return count
 
 

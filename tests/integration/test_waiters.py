@@ -152,20 +152,25 @@ def test_waiters_keep_working_across_a_fork(app: mpjobs.App, home: Path, tmp_pat
 
 
 def test_foreign_thread_count_ignores_only_the_listener(app: mpjobs.App) -> None:
-    """What pool.py's fork check should read: the listener thread does not count."""
+    """What pool.py's fork check should read: the listener thread (which runs only
+    while two or more waiters overlap) does not count."""
     job = tasks.noop.schedule().delay(3600)
     assert notify.foreign_thread_count() == 0 and notify.safe_to_fork()
 
-    async def main() -> tuple[int, int, bool]:
-        waiting = asyncio.create_task(job.wait_async(30))
+    async def main() -> tuple[int, int, int, bool]:
+        first = asyncio.create_task(job.wait_async(30))
         while notify.parked() < 1:
             await asyncio.sleep(0.001)
-        counts = threading.active_count(), notify.foreign_thread_count(), notify.safe_to_fork()
+        alone = threading.active_count()  # a lone waiter reads the fd itself: no thread
+        second = asyncio.create_task(job.wait_async(30))
+        while notify.parked() < 2:
+            await asyncio.sleep(0.001)
+        counts = alone, threading.active_count(), notify.foreign_thread_count()
         job.cancel()
-        await waiting
-        return counts
+        await asyncio.gather(first, second)
+        return (*counts, notify.safe_to_fork())
 
-    assert asyncio.run(main()) == (2, 0, True)
+    assert asyncio.run(main()) == (1, 2, 0, True)
     pending = tasks.noop.schedule().delay(3600)
     other = threading.Thread(target=pending.wait, args=(30,))
     other.start()
@@ -175,3 +180,62 @@ def test_foreign_thread_count_ignores_only_the_listener(app: mpjobs.App) -> None
         pending.cancel()
         other.join(10)
     assert notify.foreign_thread_count() == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_waiters_coming_and_going_never_sleep_through_a_ring(
+    app: mpjobs.App, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiters that start and end at random hand the reading of the fd between a lone
+    thread, a lone event loop and the listener thread; none may miss its job's end
+    (a missed ring shows as a wait that runs to its timeout). Polling: the listener
+    thread watches the doorbell's mtime, whose clock is coarse."""
+    rounds, slow = (100 if mode == "inotify" else 20), 3.0
+    errors: list[BaseException] = []
+    longest: list[float] = []
+
+    def one_sync() -> None:
+        t0 = time.monotonic()
+        tasks.add.schedule(1, 1).now().wait(slow)
+        longest.append(time.monotonic() - t0)
+
+    async def one_async() -> None:
+        t0 = time.monotonic()
+        await tasks.add.schedule(1, 1).now().wait_async(slow)
+        longest.append(time.monotonic() - t0)
+
+    def sync_worker(k: int) -> None:
+        try:
+            for i in range(rounds):
+                one_sync()
+                if (i + k) % 3 == 0:
+                    time.sleep(0.001 * k)  # vary the overlap: sometimes alone, sometimes not
+        except BaseException as exc:
+            errors.append(exc)
+
+    def async_worker() -> None:
+        async def main() -> None:
+            for i in range(rounds):
+                await (one_async() if i % 2 else asyncio.gather(one_async(), one_async()))
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    with started(app):
+        if mode == "polling":  # for this process only, not for the pool it forked
+            assert notify.parked() == 0
+            monkeypatch.setattr(notify, "_LIBC", None)
+            monkeypatch.setattr(notify, "_HUB", None)
+        for lone in (True, False):  # first one waiter at a time, then many at once
+            workers = [threading.Thread(target=sync_worker, args=(1,))]
+            if not lone:
+                workers += [threading.Thread(target=sync_worker, args=(k,)) for k in range(4)]
+                workers += [threading.Thread(target=async_worker) for _ in range(2)]
+            for t in workers:
+                t.start()
+            for t in workers:
+                t.join(120)
+    assert not errors, errors[:3]
+    assert max(longest) < slow
