@@ -229,7 +229,7 @@ class _Hub:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.ifd = _inotify_fd()
-        self.kick_r, self.kick_w = _pipe()  # ends a lone thread's poll when the runner starts
+        self.kick_r, self.kick_w = _pipe()  # ends a lone thread's poll when another rings
         self.channels: dict[Path, _Channel] = {}
         self.by_wd: dict[int, list[_Channel]] = {}
         self.users = 0  # waiters between listen() and close()
@@ -246,7 +246,8 @@ class _Hub:
             channel = self.channels.get(directory)
             if channel is None:
                 channel = self.channels[directory] = _Channel(directory / DOORBELL, self.lock)
-                self._watch(channel)
+                if not self._watch(channel) and self.runner is not None:
+                    self._nudge(self.runner)  # it may sleep without a timeout: poll this too
             start = self.runner is None and (self.users > 1 or channel.wd < 0)
         if start:
             self.start_runner()
@@ -262,10 +263,15 @@ class _Hub:
                 return
             self.runner = None
             runner.stopping = True
-            if not runner.closed:
-                with contextlib.suppress(OSError):
-                    os.write(runner.wake_w, b"x")
+            self._nudge(runner)
         runner.join(_JOIN_TIMEOUT)
+
+    @staticmethod
+    def _nudge(runner: _Runner) -> None:
+        """Wake the listener thread to look at its state again (the lock is held)."""
+        if not runner.closed:
+            with contextlib.suppress(OSError):
+                os.write(runner.wake_w, b"x")
 
     def start_runner(self) -> bool:
         """Make sure the listener thread runs; False if no thread could be started."""
@@ -526,8 +532,13 @@ class Listener:
             if alone:
                 hub.lone = "loop"
         if alone:
-            loop.add_reader(hub.ifd, hub.read_rings)
-        elif hub.runner is None and not hub.start_runner():
+            try:
+                loop.add_reader(hub.ifd, hub.read_rings)
+            except NotImplementedError:  # a loop without add_reader: the thread reads
+                alone = False
+                with hub.lock:
+                    hub.lone = None
+        if not alone and hub.runner is None and not hub.start_runner():
             timeout = _capped(timeout)
         timer = None if timeout is None else loop.call_later(timeout, _settle, fut)
         try:
