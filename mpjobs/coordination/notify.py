@@ -7,6 +7,9 @@ of one pwrite(). The doorbell rings only after COMMIT has returned, when the com
 visible to every new reader; SQLite's own write to the `-wal` file comes before that
 point, so watching it would wake readers too early and, at times, for nothing.
 
+Two ways to listen: a `Watcher` is one inotify instance for one waiting thread (idle
+workers, `Pool.wait_ready`); `listen()` shares the process's one listener between all
+its job waiters, in any thread or event loop (see "the process's shared listener").
 Where inotify is missing (not Linux) or exhausted (EMFILE), a short poll stands in.
 """
 
