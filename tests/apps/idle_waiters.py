@@ -72,8 +72,8 @@ def main() -> None:
             errors.append(repr(exc))
 
     async def loop_share(share: list[mpjobs.Job], announce: bool) -> None:
-        waiting = [asyncio.create_task(wait_on_loop(j)) for j in share]
-        await asyncio.sleep(0)  # each task runs to its first sleep
+        waiting = asyncio.gather(*(wait_on_loop(j) for j in share))
+        await asyncio.sleep(0)  # each waiter runs to its first sleep
         if announce:
             deadline = time.monotonic() + 60
             while not settled(len(jobs), started, n_threads):
@@ -81,7 +81,7 @@ def main() -> None:
                     raise SystemExit("waiters never settled")
                 await asyncio.sleep(0.01)
             tasks.write_marker(ready, "ready")
-        await asyncio.gather(*waiting)
+        await waiting
 
     async_jobs, thread_jobs = jobs[:n_async], jobs[n_async:]
     shares = [async_jobs[i::n_loops] for i in range(n_loops)]
