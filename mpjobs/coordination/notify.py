@@ -174,8 +174,9 @@ def _read_all(fd: int) -> bytes:
 
 
 def _poll_ms(timeout: float | None) -> int | None:
-    """poll() takes whole milliseconds: round up, a wait may not end early."""
-    return None if timeout is None else max(0, math.ceil(timeout * 1000))
+    """poll() takes whole milliseconds in a C int: round up (a wait may not end early)
+    and cap at about 24 days (the caller's loop sleeps again)."""
+    return None if timeout is None else min(max(0, math.ceil(timeout * 1000)), 2**31 - 1)
 
 
 def _pipe() -> tuple[int, int]:
@@ -470,6 +471,11 @@ def _capped(timeout: float | None) -> float:
     return POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL)
 
 
+def _longest(timeout: float | None) -> float | None:
+    """A lock's wait has a ceiling (`threading.TIMEOUT_MAX`); the caller's loop sleeps again."""
+    return None if timeout is None else min(timeout, threading.TIMEOUT_MAX)
+
+
 class Listener:
     """One waiter's share of the process's listener for one home (a context manager).
 
@@ -513,7 +519,7 @@ class Listener:
                 served = hub.runner is not None or hub.start_runner()
                 with channel.changed:
                     if channel.generation == seen:
-                        channel.changed.wait(timeout if served else _capped(timeout))
+                        channel.changed.wait(_longest(timeout if served else _capped(timeout)))
         finally:
             with hub.lock:
                 hub.parked -= 1

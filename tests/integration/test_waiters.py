@@ -122,6 +122,30 @@ def test_wait_timeouts_fire_on_time_among_other_waiters(app: mpjobs.App) -> None
     assert threading.active_count() == threads_before, threading.enumerate()
 
 
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_wait_of_years_is_no_error(app: mpjobs.App, overlap: bool) -> None:
+    """poll() and lock waits have ceilings (about 24 days; TIMEOUT_MAX); a longer
+    timeout is slept in pieces, alone (poll) or with a second waiter (Condition)."""
+    jobs = [tasks.noop.schedule().delay(3600) for _ in range(2 if overlap else 1)]
+    errors: list[BaseException] = []
+
+    def wait(job: mpjobs.Job) -> None:
+        try:
+            job.wait(10.0**10)
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiters = [threading.Thread(target=wait, args=(j,)) for j in jobs]
+    for t in waiters:
+        t.start()
+    wait_for(lambda: notify.parked() == len(jobs), 10, what="the waiters asleep")
+    for job in jobs:
+        job.cancel()
+    for t in waiters:
+        t.join(10)
+    assert not errors and not any(t.is_alive() for t in waiters)
+
+
 def test_a_pool_started_after_waits_is_still_forked(app: mpjobs.App) -> None:
     with started(app, workers=1) as first:
         tasks.add.schedule(1, 2).now().wait(20)
