@@ -157,6 +157,7 @@ _IN_Q_OVERFLOW = 0x00004000
 _IN_IGNORED = 0x00008000
 _EVENT = struct.Struct("iIII")  # struct inotify_event, without its name
 _JOIN_TIMEOUT = 1.0  # bound on waiting for the listener thread to leave (it takes µs)
+_KEEP_IDLE = 16  # homes nobody waits on whose watch is kept for the next wait
 
 
 def _inotify_fd() -> int:
@@ -193,10 +194,15 @@ def _close(*fds: int) -> None:
 class _Channel:
     """What this process knows about one home's doorbell."""
 
-    __slots__ = ("changed", "doorbell", "futures", "generation", "pending", "recent", "seen", "wd")
+    __slots__ = (
+        "changed", "directory", "doorbell", "futures", "generation", "pending", "recent",
+        "seen", "users", "wd",
+    )  # fmt: skip
 
-    def __init__(self, doorbell: Path, lock: threading.Lock) -> None:
-        self.doorbell = doorbell
+    def __init__(self, directory: Path, lock: threading.Lock) -> None:
+        self.directory = directory
+        self.doorbell = directory / DOORBELL
+        self.users = 0  # its waiters (kept a while with none: see _Hub.idle)
         self.generation = 0
         self.changed = threading.Condition(lock)
         self.wd = -1  # the inotify watch; -1 = the listener thread polls the doorbell's mtime
@@ -236,6 +242,7 @@ class _Hub:
         self.kick_r, self.kick_w = _pipe()  # ends a lone thread's poll when another rings
         self.channels: dict[Path, _Channel] = {}
         self.by_wd: dict[int, list[_Channel]] = {}
+        self.idle: dict[Path, None] = {}  # channels without waiters, oldest first
         self.users = 0  # waiters between listen() and close()
         self.parked = 0  # threads asleep in Listener.wait (futures are counted apart)
         self.runner: _Runner | None = None
@@ -247,21 +254,32 @@ class _Hub:
         """Count a waiter in and return its home's channel."""
         with self.lock:
             self.users += 1
+            self.idle.pop(directory, None)
             channel = self.channels.get(directory)
             if channel is None:
-                channel = self.channels[directory] = _Channel(directory / DOORBELL, self.lock)
+                channel = self.channels[directory] = _Channel(directory, self.lock)
                 if not self._watch(channel) and self.runner is not None:
                     self._nudge(self.runner)  # it may sleep without a timeout: poll this too
+            channel.users += 1
             start = self.runner is None and (self.users > 1 or channel.wd < 0)
         if start:
             self.start_runner()
         return channel
 
-    def leave(self) -> None:
-        """Count a waiter out; the last one stops the thread and waits until it is gone,
-        so that a caller that forks next finds only the threads it started."""
+    def leave(self, channel: _Channel) -> None:
+        """Count a waiter out. A home nobody waits on keeps its watch for the next wait,
+        up to _KEEP_IDLE homes (a process that waits on many homes in turn does not
+        collect watches). The last waiter of all stops the thread and waits until it is
+        gone, so that a caller that forks next finds only its own threads."""
         with self.lock:
             self.users -= 1
+            channel.users -= 1
+            if channel.users == 0 and self.channels.get(channel.directory) is channel:
+                self.idle[channel.directory] = None
+                if len(self.idle) > _KEEP_IDLE:
+                    oldest = next(iter(self.idle))
+                    del self.idle[oldest]
+                    self._drop(self.channels[oldest])
             runner = self.runner
             if self.users > 0 or runner is None:
                 return
@@ -297,6 +315,19 @@ class _Hub:
         """Whether the one waiter of this process may read the fd itself (lock held)."""
         return self.runner is None and self.users == 1 and self.lone is None and channel.wd >= 0
 
+    def _drop(self, channel: _Channel) -> None:
+        """Forget a home nobody waits on (the lock is held)."""
+        if self.channels.get(channel.directory) is channel:
+            del self.channels[channel.directory]
+        sharing = self.by_wd.get(channel.wd)
+        if sharing is None or channel not in sharing:
+            return
+        sharing.remove(channel)
+        if not sharing:  # another path to the same file keeps the watch
+            del self.by_wd[channel.wd]
+            if _LIBC is not None and self.ifd >= 0:
+                _LIBC.inotify_rm_watch(self.ifd, channel.wd)
+
     def _watch(self, channel: _Channel) -> bool:
         """(Re)attach the inotify watch of a channel; the caller holds the lock."""
         if self.ifd < 0 or _LIBC is None:
@@ -323,7 +354,7 @@ class _Hub:
                 if runner.stopping:
                     runner.close_fds()
                     return
-                polled = [c for c in self.channels.values() if c.wd < 0]
+                polled = [c for c in self.channels.values() if c.wd < 0 and c.users > 0]
             # No lock of ours is held while the thread sleeps.
             ready = {fd for fd, _ in poller.poll(_poll_ms(POLL_INTERVAL) if polled else None)}
             if runner.wake_r in ready:
@@ -391,6 +422,8 @@ class _Hub:
             except OSError:
                 look, recent = None, False
             with self.lock:
+                if self.channels.get(channel.directory) is not channel:
+                    continue  # its last waiter left meanwhile
                 if look != channel.seen or channel.recent or self._watch(channel):
                     rang.add(channel)
                 channel.seen, channel.recent = look, recent
@@ -567,7 +600,7 @@ class Listener:
                         del channel.futures[loop]
 
     def close(self) -> None:
-        self._hub.leave()
+        self._hub.leave(self._channel)
 
     def __enter__(self) -> Listener:
         return self

@@ -146,6 +146,29 @@ def test_a_wait_of_years_is_no_error(app: mpjobs.App, overlap: bool) -> None:
     assert not errors and not any(t.is_alive() for t in waiters)
 
 
+def inotify_watches() -> int:
+    """Watches held by this process's inotify instances, as the kernel lists them."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                count += Path(f"/proc/self/fdinfo/{fd}").read_text().count("inotify wd:")
+        except OSError:  # the fd of listdir itself, closed meanwhile
+            pass
+    return count
+
+
+def test_waiting_on_many_homes_in_turn_keeps_a_bounded_number_of_watches(
+    tmp_path: Path,
+) -> None:
+    for i in range(3 * notify._KEEP_IDLE):
+        app = tasks.make_app(tmp_path / f"home-{i}")
+        with pytest.raises(mpjobs.WaitTimeout):
+            tasks.noop.schedule().delay(3600).wait(0.001)
+        assert inotify_watches() <= notify._KEEP_IDLE
+    assert app.home.path == tmp_path / f"home-{i}"
+
+
 def test_a_pool_started_after_waits_is_still_forked(app: mpjobs.App) -> None:
     with started(app, workers=1) as first:
         tasks.add.schedule(1, 2).now().wait(20)
