@@ -258,9 +258,10 @@ class _Hub:
             channel = self.channels.get(directory)
             if channel is None:
                 channel = self.channels[directory] = _Channel(directory, self.lock)
-                if not self._watch(channel) and self.runner is not None:
-                    self._nudge(self.runner)  # it may sleep without a timeout: poll this too
+                self._watch(channel)
             channel.users += 1
+            if channel.wd < 0 and self.runner is not None:
+                self._nudge(self.runner)  # it may sleep without a timeout: poll this too
             start = self.runner is None and (self.users > 1 or channel.wd < 0)
         if start:
             self.start_runner()
