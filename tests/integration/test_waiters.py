@@ -273,7 +273,7 @@ def test_waiters_coming_and_going_never_sleep_through_a_ring(
     with started(app):
         if mode == "polling":  # for this process only, not for the pool it forked
             monkeypatch.setattr(notify, "_LIBC", None)
-            monkeypatch.setattr(notify, "_HUB", None)
+            monkeypatch.setattr(notify, "_HUB", None, raising=False)
         for lone in (True, False):  # first one waiter at a time, then many at once
             workers = [threading.Thread(target=sync_worker, args=(1,))]
             if not lone:
