@@ -57,6 +57,7 @@ class Config:
     kills: int = 20
     failovers: int = 20
     idle_for: float = 10.0
+    idle_waiters_n: int = 10_000
     backlog_n: int = 1_000_000
     backlog_drain_n: int = 60_000  # long enough (about 1.5 s) that load spikes average out
 
@@ -405,6 +406,28 @@ class Bench:
         self.out["worker_idle_uss_mb"] = round(max(m.uss for m in mems) / 2**20, 1)
         self.log(f"idle: {len(procs)} processes watched for {self.cfg.idle_for:.0f}s")
 
+    # -- 7b. CPU of idle waiters in one process ---------------------------------------
+
+    def idle_waiters(self) -> None:
+        """n asyncio tasks in one client process wait on jobs that no pool runs: what
+        does its waiting cost? (All waiters of a process share one listener.)"""
+        home = self.home("idle-waiters")
+        ready = self.tmp / "idle-waiters.ready"
+        n = self.cfg.idle_waiters_n
+        proc = subprocess.Popen([sys.executable, "-c", IDLE_WAITERS_CHILD, str(home), str(n),
+                                 str(ready)], cwd=ROOT)  # fmt: skip
+        try:
+            wait_until(ready.exists, 120, "the waiters asleep", 0.01)
+            me = psutil.Process(proc.pid)
+            cpu0, t0 = sum(me.cpu_times()[:2]), time.monotonic()
+            time.sleep(self.cfg.idle_for)
+            cpu1, t1 = sum(me.cpu_times()[:2]), time.monotonic()
+        finally:
+            proc.kill()
+            proc.wait(15)
+        self.out["idle_waiters_cpu_percent"] = round((cpu1 - cpu0) / (t1 - t0) * 100, 3)
+        self.log(f"idle waiters: {n} wait_async() in one process, {self.cfg.idle_for:.0f}s")
+
     # -- 8. drain with a 1M-job backlog ----------------------------------------------
 
     def backlog(self) -> None:
@@ -452,7 +475,26 @@ class Bench:
         self.log(f"drained {k} of the {n} backlog")
 
 
-SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "drain", "backlog"]
+SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
+             "drain", "backlog"]  # fmt: skip
+
+# The client of the idle_waiters scenario: every waiter has run to its first sleep once
+# the main coroutine runs again after sleep(0).
+IDLE_WAITERS_CHILD = """
+import asyncio, os, sys
+from pathlib import Path
+from benchmarks import tasks
+home, n, ready = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+jobs = tasks.rehome(tasks.app, home).push_many([tasks.noop.schedule() for _ in range(n)])
+async def main():
+    waiting = asyncio.gather(*(j.wait_async() for j in jobs))
+    await asyncio.sleep(0)
+    tmp = ready.with_name(ready.name + ".tmp")
+    tmp.write_text("ready")
+    os.replace(tmp, ready)
+    await waiting
+asyncio.run(main())
+"""
 
 # (key, target, higher is better); a target of None is reported without a verdict.
 TARGETS: list[tuple[str, str, float | None, bool]] = [
@@ -476,6 +518,7 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("worker_idle_rss_mb", "MiB", 30.0, False),
     ("worker_idle_uss_mb", "MiB", None, False),
     ("idle_pool_cpu_percent", "% core", 1.0, False),
+    ("idle_waiters_cpu_percent", "% core", 1.0, False),
     ("drain_jobs_per_s_empty_ref", "jobs/s", None, True),
     ("drain_jobs_per_s_1m_backlog", "jobs/s", None, True),
     ("backlog_vs_empty", "ratio", 0.8, True),

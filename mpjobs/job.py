@@ -1,8 +1,8 @@
 """The Job handle: a cheap, picklable reference to one row of the store.
 
 A handle holds only the home and the id, and reads everything fresh, so any process can
-hold one and they never disagree. Waiting sleeps on the home's change notifications
-instead of polling the store.
+hold one and they never disagree. Waiting sleeps on the home's change notifications,
+through one listener per process, instead of polling the store.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from mpjobs import serialization
-from mpjobs.coordination.notify import Watcher, deadline_left
+from mpjobs.coordination.notify import Listener, deadline_left, listen
 from mpjobs.errors import JobCancelledError, JobFailedError, JobNotCompletedError, WaitTimeout
 from mpjobs.store.base import JobRecord
 
@@ -123,33 +123,43 @@ class Job:
 
     # -- waiting ---------------------------------------------------------------------
 
-    def _sleeps(self, timeout: float | None) -> Iterator[float | None]:
-        """How long to sleep before each re-check, until done; WaitTimeout when time is up.
+    def _sleeps(
+        self, listener: Listener, timeout: float | None
+    ) -> Iterator[tuple[int, float | None]]:
+        """Until done, yield (the doorbell's generation, seconds left) to sleep on.
 
         The one waiting loop behind `wait` and `wait_async`, which differ only in how
-        they sleep.
+        they sleep. The generation is read before the status, so a commit that lands
+        after the check has moved it and the sleep returns at once: no lost wake-up.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_done():
+        while True:
+            seen = listener.generation()
+            if self.is_done():
+                return
             left = deadline_left(deadline)
             if left == 0:
                 raise WaitTimeout(f"job {self.id} not done after {timeout} s")
-            yield left
+            yield seen, left
 
     def wait(self, timeout: float | None = None) -> Job:
-        """Block until the job is in a terminal state; raise WaitTimeout after `timeout` s."""
+        """Block until the job is in a terminal state; raise WaitTimeout after `timeout` s.
+
+        All waiters of a process share one listener (`notify.listen`), so an idle waiter
+        costs a sleeping thread or future, not an inotify instance or a poll.
+        """
         if not self.is_done():
-            with Watcher(self._store.home.path) as watcher:
-                for left in self._sleeps(timeout):
-                    watcher.wait(left)
+            with listen(self._store.home.path) as listener:
+                for seen, left in self._sleeps(listener, timeout):
+                    listener.wait(seen, left)
         return self
 
     async def wait_async(self, timeout: float | None = None) -> Job:
         """`wait` for asyncio code: sleeps on the event loop, never blocks it."""
         if not self.is_done():
-            with Watcher(self._store.home.path) as watcher:
-                for left in self._sleeps(timeout):
-                    await watcher.wait_async(left)
+            with listen(self._store.home.path) as listener:
+                for seen, left in self._sleeps(listener, timeout):
+                    await listener.wait_async(seen, left)
         return self
 
     # -- outcome ---------------------------------------------------------------------
