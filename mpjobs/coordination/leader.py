@@ -285,7 +285,8 @@ class Leadership:
                 frozen = stale_leader(self.home, self.timeout)
                 if frozen is not None:
                     kill_frozen(self.home, frozen, self.timeout)
-        finally:
+        finally:  # also when the caller's own handler raised, perhaps while armed
+            self._disarm()
             signal.signal(signal.SIGALRM, old)
         # Beat before anything else, so no candidate judges us by our predecessor's beat.
         self.heartbeat.beat()
