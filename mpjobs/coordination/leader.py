@@ -221,7 +221,11 @@ class Heartbeat:
 
     def _run(self, healthy: Callable[[], str | None]) -> None:
         while not self._stop.wait(self.interval):
-            why = healthy()
+            try:
+                why = healthy()
+            except Exception:  # a bug of ours: stay silent rather than vouch blindly
+                log.exception("leader: its health check failed")
+                why = "its health check failed"
             if why is None:
                 try:
                     self.beat()

@@ -170,7 +170,7 @@ def test_a_stopped_leader_of_the_only_pool_is_replaced_by_its_supervisor(
         os.kill(old, signal.SIGSTOP)
         stopped, t0 = old, time.monotonic()
         # no other candidate: only the supervisor (the 1 s housekeeping) can act
-        new_pid, t_tick = replaced(ticks, fires, old, t0, within=BOUND + 1.0 + MARGIN)
+        new_pid, _ = replaced(ticks, fires, old, t0, within=BOUND + 1.0 + MARGIN)
         assert gone(old)
         assert leading(app) == new_pid == pools[0].coordinator()
     finally:
