@@ -64,7 +64,7 @@ class Coordinator:
             self._boot(parent_pid)
             try:
                 self._campaigning = True
-                self.leadership.campaign(on_wake=self._drain_wake)
+                self.leadership.campaign()
                 self._campaigning = False
             except _Stop:
                 pass

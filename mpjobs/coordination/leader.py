@@ -247,10 +247,6 @@ class Heartbeat:
             self._fd = None
 
 
-class _Wake(Exception):
-    """Raised by the SIGALRM handler to break out of the blocking flock() for a look."""
-
-
 class Leadership:
     def __init__(self, home: Home, token: str, timeout: float | None = None) -> None:
         self.home = home
@@ -258,40 +254,27 @@ class Leadership:
         self.lock = FileLock(home.leader_lock)
         self.timeout = leader_timeout() if timeout is None else timeout
         self.heartbeat = Heartbeat(home, token, min(BEAT_EVERY, self.timeout / 5))
-        self._armed = False
 
-    def campaign(self, on_wake: Callable[[], None] | None = None) -> None:
+    def campaign(self) -> None:
         """Block until this process leads; meanwhile make a silent leader give way.
 
-        The wait is a blocking flock(), so the kernel hands over the lock the instant
-        its holder dies; a one-shot SIGALRM breaks it every `CHECK_EVERY` s (at most a
-        quarter of the bound) to look at the leader's beat and kill a frozen leader.
-        Must run in the main thread (signal handlers run there); the caller may
-        interrupt it with a signal handler of its own that raises. `on_wake` runs at
-        every look (the coordinator drains its signal pipe there).
+        The wait is a plain blocking flock(), so the kernel hands over the lock the
+        instant its holder dies or is killed. Beside it a watcher thread looks at the
+        leader's beat every `CHECK_EVERY` s (a quarter of the bound, when that is
+        shorter) and kills a frozen leader; a thread, not a signal that breaks the
+        flock(), so no exception can land between taking the lock and knowing it.
+        Interrupt the wait with a signal handler that raises.
         """
-        every = min(CHECK_EVERY, self.timeout / 4)
-        old = signal.signal(signal.SIGALRM, self._on_alarm)
+        done = threading.Event()
+        watcher = threading.Thread(
+            target=self._watch, args=(done,), name="mpjobs-leader-watch", daemon=True
+        )
+        watcher.start()
         try:
-            while True:
-                try:
-                    self._arm(every)
-                    try:
-                        self.lock.acquire(blocking=True)
-                    finally:
-                        self._disarm()
-                except _Wake:
-                    pass
-                if self.lock.held:
-                    break
-                if on_wake is not None:
-                    on_wake()
-                frozen = stale_leader(self.home, self.timeout)
-                if frozen is not None:
-                    kill_frozen(self.home, frozen, self.timeout)
-        finally:  # also when the caller's own handler raised, perhaps while armed
-            self._disarm()
-            signal.signal(signal.SIGALRM, old)
+            self.lock.acquire(blocking=True)
+        finally:
+            done.set()
+            watcher.join(5.0)
         # Beat before anything else, so no candidate judges us by our predecessor's beat.
         self.heartbeat.beat()
         info = {"token": self.token, "pid": os.getpid(), "since": time.time(),
@@ -301,20 +284,15 @@ class Leadership:
             json.dump(info, f)
         os.replace(tmp, self.home.leader_info)
 
-    # The handler raises only while armed, and disarms itself first, so it raises at
-    # most once per arming and only inside the `try ... except _Wake` above.
-    def _arm(self, seconds: float) -> None:
-        self._armed = True
-        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
-
-    def _disarm(self) -> None:
-        self._armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def _on_alarm(self, signum: int, frame: Any) -> None:
-        if self._armed:
-            self._armed = False
-            raise _Wake
+    def _watch(self, done: threading.Event) -> None:
+        every = min(CHECK_EVERY, self.timeout / 4)
+        while not done.wait(every):
+            try:
+                frozen = stale_leader(self.home, self.timeout)
+                if frozen is not None and frozen.pid != os.getpid():
+                    kill_frozen(self.home, frozen, self.timeout)
+            except Exception:  # keep watching: a bad look must not end the campaign's eyes
+                log.exception("candidate: cannot check the leader's heartbeat")
 
     def resign(self) -> None:
         if self.lock.held:
