@@ -38,7 +38,7 @@ log = logging.getLogger("mpjobs.leader")
 
 DEFAULT_TIMEOUT = 10.0
 TIMEOUT_ENV = "MPJOBS_LEADER_TIMEOUT"
-BEAT_EVERY = 0.2  # at most; a short bound beats more often (five beats per bound)
+BEAT_EVERY = 0.5  # at most; a short bound beats more often (five beats per bound)
 CHECK_EVERY = 1.0  # how often a candidate looks at the beat, at most (four looks per bound)
 
 
