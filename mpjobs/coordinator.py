@@ -189,9 +189,15 @@ class Coordinator:
 
     def _shutdown(self) -> None:
         self._turn_due = float("inf")  # the loop is over; cleanups are watched by overdue()
+        ended = True
         if getattr(self, "lifecycle", None) is not None:
-            self.lifecycle.stop()  # type: ignore[union-attr]
-        if getattr(self, "leadership", None) is not None:
+            ended = self.lifecycle.stop()  # type: ignore[union-attr]
+        if not ended:
+            # Resigning now would let the next leader set up while our cleanup still
+            # runs; the kernel frees the lock when this process exits, just below.
+            log.error("leader: a lifecycle task's cleanup is still running; leadership "
+                      "ends with this process")  # fmt: skip
+        elif getattr(self, "leadership", None) is not None:
             self.leadership.resign()
         try:
             if getattr(self, "store", None) is not None:

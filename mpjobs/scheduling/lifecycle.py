@@ -124,12 +124,15 @@ class LifecycleRunner:
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop every task and wait for its cleanup; False if one is still running."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        ended = not any(t.is_alive() for t in self._threads)
         self._threads.clear()
+        return ended
 
     def _supervise(self, i: int, task: LifecycleTask) -> None:
         """Run the task; if it raises, log, clean up, back off and start it again."""
