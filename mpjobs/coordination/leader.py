@@ -276,7 +276,10 @@ class Leadership:
             done.set()
             watcher.join(5.0)
         # Beat before anything else, so no candidate judges us by our predecessor's beat.
-        self.heartbeat.beat()
+        try:
+            self.heartbeat.beat()
+        except OSError as exc:  # a full disk: lead anyway; the beat thread retries
+            log.error("leader: cannot write its heartbeat: %s", exc)
         info = {"token": self.token, "pid": os.getpid(), "since": time.time(),
                 "started": self.heartbeat.started}  # fmt: skip
         tmp = self.home.leader_info.with_name(f"leader.json.{os.getpid()}.tmp")
