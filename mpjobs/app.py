@@ -141,12 +141,24 @@ class App:
 
         return wrap(fn) if fn is not None else wrap
 
-    def lifecycle(self, every: float | str | timedelta, scope: str = "leader") -> Any:
-        """Declare a generator as a lifecycle task: setup, one tick per yield, cleanup."""
+    def lifecycle(
+        self,
+        every: float | str | timedelta,
+        scope: str = "leader",
+        timeout: float | str | timedelta | None = None,
+    ) -> Any:
+        """Declare a generator as a lifecycle task: setup, one tick per yield, cleanup.
+
+        `timeout` (scope="leader" only) is the longest its setup, a tick or its cleanup
+        may run before the leader counts as frozen and gives way; by default the leader
+        bound (`MPJOBS_LEADER_TIMEOUT`, 10 s). See docs/lifecycle.md.
+        """
         from mpjobs.scheduling.lifecycle import LifecycleTask
 
+        bound = None if timeout is None else parse_duration(timeout, what="lifecycle timeout")
+
         def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
-            self.lifecycles.append(LifecycleTask(fn, parse_duration(every), scope))
+            self.lifecycles.append(LifecycleTask(fn, parse_duration(every), scope, bound))
             return fn
 
         return wrap

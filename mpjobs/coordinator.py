@@ -3,7 +3,10 @@
 Leadership belongs to a forked child rather than to the supervisor, so killing the
 leader never takes a pool down, and a job's limits never kill the leader: the
 coordinator runs no jobs. As leader it turns due schedule fires into jobs, sweeps for
-jobs of dead owners and runs the leader-scoped lifecycle tasks.
+jobs of dead owners and runs the leader-scoped lifecycle tasks, and shows it is alive
+with a heartbeat (coordination/leader.py); a leader that cannot (a lifecycle tick hung
+in user code, which no one can stop from outside the thread) exits so that another
+process leads.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ SWEEP_INTERVAL = 0.2
 FORGET_EVERY = 25  # sweeps between clean-ups of the process table
 CHECKPOINT_EVERY = 25  # sweeps (about 5 s): each checkpoint fsyncs, so not too often
 PURGE_EVERY = 300  # sweeps (about a minute) between purges of expired finished jobs
+LATE_TURN = 1.0  # a loop turn this much later than planned is a loop that stopped turning
+# A turn may wait on the store (another process's transaction) for as long as the store
+# allows; one that takes longer than this is stuck, not waiting.
+STORE_PATIENCE = 300.0
+EXIT_FROZEN = 3  # exit code of a leader that gave way because a lifecycle tick hung
 
 
 class _Stop(Exception):
@@ -49,6 +57,7 @@ class Coordinator:
         self.parent_token = parent_token
         self.stopping = False
         self._campaigning = False
+        self._turn_due = float("inf")  # when the leader's loop must next turn, monotonic
 
     def run(self, parent_pid: int) -> NoReturn:
         code = 0
@@ -90,21 +99,61 @@ class Coordinator:
         self.leadership = Leadership(self.app.home, self.token)
         self.lifecycle: LifecycleRunner | None = None
 
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 512)
+
+    def _silence(self) -> str | None:
+        """Why the heartbeat must stay silent now, or None: see Heartbeat."""
+        if self.lifecycle is not None:
+            for task, ran, bound in self.lifecycle.overdue():
+                return f"lifecycle task {task.name} has run for {ran:.1f}s, past its {bound:g}s"
+        late = time.monotonic() - self._turn_due
+        if late > LATE_TURN:
+            return f"the leader's loop is {late:.1f}s late"
+        return None
+
+    def _give_way_if_hung(self) -> None:
+        """Exit if a lifecycle tick hangs: its thread cannot be stopped, so only the
+        process's death frees leadership. The kernel frees the lock once every thread is
+        gone, so the next leader cannot overlap this one."""
+        hung = self.lifecycle.overdue() if self.lifecycle is not None else []
+        if not hung:
+            return
+        task, ran, bound = hung[0]
+        log.error(
+            "leader: lifecycle task %s has run for %.1fs, past its timeout of %gs; it counts "
+            "as frozen, so process %d gives up leadership and exits (its supervisor "
+            "replaces it)", task.name, ran, bound, os.getpid(),
+        )  # fmt: skip
+        os._exit(EXIT_FROZEN)
+
     def _lead(self) -> None:
-        # Lifecycle setup first: it needs no store write, and a write may wait behind a
-        # checkpoint or another process's transaction, which would delay failover.
-        self.lifecycle = LifecycleRunner([t for t in self.app.lifecycles if t.scope == "leader"])
+        # The heartbeat, then lifecycle setup: neither needs the store, and a write may
+        # wait behind a checkpoint or another process's transaction, which would delay
+        # failover.
+        self._turn_due = time.monotonic() + STORE_PATIENCE
+        self.leadership.heartbeat.start(self._silence)
+        self.lifecycle = LifecycleRunner(
+            [t for t in self.app.lifecycles if t.scope == "leader"],
+            default_timeout=self.leadership.timeout,
+        )
         self.lifecycle.start()
         log.info("process %d is now the leader of %s", os.getpid(), self.app.home.path)
-        self.store.register_process(
-            ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token, time.time(),
-                          json.dumps({"leader": True}))
-        )  # fmt: skip
+        try:  # only informative (mpjobs status); a busy store must not end a leader
+            self.store.register_process(
+                ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token,
+                              time.time(), json.dumps({"leader": True}))
+            )  # fmt: skip
+        except (sqlite3.OperationalError, StoreError) as exc:
+            log.error("leader: cannot note its leadership in the store yet: %s", exc)
         sweeps = 0
         next_sweep = 0.0
         self._first_seen_dead: dict[str, float] = {}
         failing = 0.0  # back-off while the store refuses writes (disk full, read-only home)
         while not self.stopping:
+            self._give_way_if_hung()
+            self._turn_due = time.monotonic() + STORE_PATIENCE
             now = time.time()
             try:
                 due = self.store.next_fire_time()
@@ -132,18 +181,25 @@ class Coordinator:
             timeout = max(0.0, next_sweep - time.monotonic())
             if nxt is not None:
                 timeout = min(timeout, max(0.0, nxt - time.time()))
+            self._turn_due = time.monotonic() + timeout
             try:
                 ready, _, _ = select.select([self._wake_r], [], [], timeout)
             except InterruptedError:
                 continue
             if ready:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 512)
+                self._drain_wake()
 
     def _shutdown(self) -> None:
+        self._turn_due = float("inf")  # the loop is over; cleanups are watched by overdue()
+        ended = True
         if getattr(self, "lifecycle", None) is not None:
-            self.lifecycle.stop()  # type: ignore[union-attr]
-        if getattr(self, "leadership", None) is not None:
+            ended = self.lifecycle.stop()  # type: ignore[union-attr]
+        if not ended:
+            # Resigning now would let the next leader set up while our cleanup still
+            # runs; the kernel frees the lock when this process exits, just below.
+            log.error("leader: a lifecycle task's cleanup is still running; leadership "
+                      "ends with this process")  # fmt: skip
+        elif getattr(self, "leadership", None) is not None:
             self.leadership.resign()
         try:
             if getattr(self, "store", None) is not None:

@@ -5,6 +5,10 @@ scope "leader", every worker for scope "worker"), so a slow tick delays neither 
 lifecycle tasks nor schedule firing. Ticks are due at start + k·every, measured from a
 fixed start, so they do not drift by the time each tick takes; a tick that overruns
 skips the slots it missed rather than firing them in a burst.
+
+The runner also knows how long each task's user code (setup, a tick, cleanup) has been
+running, so a leader can tell a tick that hangs from one that is merely slow and give
+way (see docs/leadership.md): a thread stuck in user code cannot be stopped any other way.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class LifecycleTask:
     fn: Callable[[], Any]
     every: float
     scope: str
+    timeout: float | None = None  # leader scope: longest a tick may run; None = the bound
 
     def __post_init__(self) -> None:
         if self.scope not in ("leader", "worker"):
@@ -40,6 +45,13 @@ class LifecycleTask:
             )
         if self.every <= 0:
             raise ValueError(f"lifecycle task {self.name}: every must be positive")
+        if self.timeout is not None:
+            if self.scope != "leader":
+                raise ValueError(
+                    f"lifecycle task {self.name}: timeout applies to scope='leader' only"
+                )
+            if self.timeout <= 0:
+                raise ValueError(f"lifecycle task {self.name}: timeout must be positive")
 
     @property
     def name(self) -> str:
@@ -82,35 +94,52 @@ class _Stepper:
 class LifecycleRunner:
     """Runs a set of lifecycle tasks until `stop()`, which runs their cleanup."""
 
-    def __init__(self, tasks: list[LifecycleTask]) -> None:
+    def __init__(self, tasks: list[LifecycleTask], default_timeout: float | None = None) -> None:
         self.tasks = tasks
+        self.default_timeout = default_timeout
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # task index -> time.monotonic() when its user code now running was entered
+        self._busy: dict[int, float] = {}
+
+    def overdue(self) -> list[tuple[LifecycleTask, float, float]]:
+        """(task, seconds its setup/tick/cleanup has run, its bound) for each one past it."""
+        now = time.monotonic()
+        out = []
+        for i, since in dict(self._busy).items():  # a copy: the threads change it
+            task = self.tasks[i]
+            bound = task.timeout if task.timeout is not None else self.default_timeout
+            if bound is not None and now - since > bound:
+                out.append((task, now - since, bound))
+        return out
 
     def start(self) -> None:
-        for task in self.tasks:
+        for i, task in enumerate(self.tasks):
             t = threading.Thread(
                 target=self._supervise,
-                args=(task,),
+                args=(i, task),
                 name=f"mpjobs-lifecycle:{task.name}",
                 daemon=True,
             )
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop every task and wait for its cleanup; False if one is still running."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        ended = not any(t.is_alive() for t in self._threads)
         self._threads.clear()
+        return ended
 
-    def _supervise(self, task: LifecycleTask) -> None:
+    def _supervise(self, i: int, task: LifecycleTask) -> None:
         """Run the task; if it raises, log, clean up, back off and start it again."""
         backoff = RESTART_BACKOFF[0]
         while not self._stop.is_set():
             try:
-                self._live(task)
+                self._live(i, task)
                 return
             except Exception:
                 log.exception("lifecycle task %s failed; restarting in %.0fs", task.name, backoff)
@@ -118,10 +147,18 @@ class LifecycleRunner:
                 return
             backoff = min(backoff * 2, RESTART_BACKOFF[1])
 
-    def _live(self, task: LifecycleTask) -> None:
+    def _user(self, i: int, call: Callable[[], Any]) -> Any:
+        """Run user code of task `i`, noting since when, for `overdue()`."""
+        self._busy[i] = time.monotonic()
+        try:
+            return call()
+        finally:
+            self._busy.pop(i, None)
+
+    def _live(self, i: int, task: LifecycleTask) -> None:
         stepper = _Stepper(task)
         try:
-            if not stepper.step():
+            if not self._user(i, stepper.step):
                 return
             start = time.monotonic()
             k = 1
@@ -133,8 +170,8 @@ class LifecycleRunner:
                     due = start + k * task.every
                 if self._stop.wait(due - now):
                     return
-                if not stepper.step():
+                if not self._user(i, stepper.step):
                     return
                 k += 1
         finally:
-            stepper.close()
+            self._user(i, stepper.close)
