@@ -40,9 +40,11 @@ FORGET_EVERY = 25  # sweeps between clean-ups of the process table
 CHECKPOINT_EVERY = 25  # sweeps (about 5 s): each checkpoint fsyncs, so not too often
 PURGE_EVERY = 300  # sweeps (about a minute) between purges of expired finished jobs
 LATE_TURN = 1.0  # a loop turn this much later than planned is a loop that stopped turning
-# A turn may wait on the store (another process's transaction) for as long as the store
-# allows; one that takes longer than this is stuck, not waiting.
-STORE_PATIENCE = 300.0
+# Each store call of the leader waits this long at most for the locks (another process's
+# transaction), so its loop keeps turning; a turn that takes far longer than that is
+# stuck, not waiting.
+STORE_BUDGET = 1.0
+STORE_PATIENCE = 60.0
 EXIT_FROZEN = 3  # exit code of a leader that gave way because a lifecycle tick hung
 
 
@@ -156,26 +158,30 @@ class Coordinator:
             self._turn_due = time.monotonic() + STORE_PATIENCE
             now = time.time()
             try:
-                due = self.store.next_fire_time()
-                if due is not None and due <= now:  # a write only when something is due
-                    self.store.fire_due(now, fire_rule)
-                if time.monotonic() >= next_sweep:
-                    recover_dead_owners(self.store, self._first_seen_dead)
-                    sweeps += 1
-                    if sweeps % CHECKPOINT_EVERY == 0:
-                        self.store.checkpoint()
-                    if sweeps % FORGET_EVERY == 0:
-                        forget_dead_processes(self.store)
-                    if sweeps % PURGE_EVERY == 1 and self.app.result_ttl is not None:
-                        self.store.purge(time.time() - self.app.result_ttl)
-                    next_sweep = time.monotonic() + SWEEP_INTERVAL
-                nxt = self.store.next_fire_time()
-                if failing:
-                    log.warning("leader: store writable again; sweeping and firing schedules")
-                    failing = 0.0
-            except (sqlite3.OperationalError, StoreError) as exc:
+                with self.store.lock_budget(STORE_BUDGET):
+                    due = self.store.next_fire_time()
+                    if due is not None and due <= now:  # a write only when something is due
+                        self.store.fire_due(now, fire_rule)
+                    if time.monotonic() >= next_sweep:
+                        recover_dead_owners(self.store, self._first_seen_dead)
+                        sweeps += 1
+                        if sweeps % CHECKPOINT_EVERY == 0:
+                            self.store.checkpoint()
+                        if sweeps % FORGET_EVERY == 0:
+                            forget_dead_processes(self.store)
+                        if sweeps % PURGE_EVERY == 1 and self.app.result_ttl is not None:
+                            self.store.purge(time.time() - self.app.result_ttl)
+                        next_sweep = time.monotonic() + SWEEP_INTERVAL
+                    nxt = self.store.next_fire_time()
+                    if failing:
+                        log.warning("leader: store writable again; sweeping and firing schedules")
+                        failing = 0.0
+            except Exception as exc:  # a bug or a poison row must not crash-loop the leader
                 failing = min(5.0, failing * 2 or SWEEP_INTERVAL)
-                log.error("leader: store unavailable (%s); retrying in %.1fs", exc, failing)
+                if isinstance(exc, (sqlite3.OperationalError, StoreError)):
+                    log.error("leader: store unavailable (%s); retrying in %.1fs", exc, failing)
+                else:
+                    log.exception("leader: unexpected error; retrying in %.1fs", failing)
                 next_sweep = time.monotonic() + failing
                 nxt = None
             timeout = max(0.0, next_sweep - time.monotonic())

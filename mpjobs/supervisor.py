@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from mpjobs.coordination.leader import leader_timeout, stale_leader
 from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.journal import read_journal, remove_journal, write_kill_note
@@ -116,6 +117,7 @@ class Supervisor:
                 "supervisor started in a process with %d threads; forking it is unsafe "
                 "if those threads hold locks", threading.active_count()
             )  # fmt: skip
+        self.leader_timeout = leader_timeout()  # a bad MPJOBS_LEADER_TIMEOUT fails here
         self.store = self.app.store
         self.ledger = Ledger(self.store)
         self.liveness = LivenessLock(self.app.home.proc_lock(self.token))
@@ -487,6 +489,30 @@ class Supervisor:
             self._register()
         self.ledger.retry()
         self._kill_requested()
+        self._kill_silent_leader()
         if self.parent_pid is not None and not self.stopping and os.getppid() != self.parent_pid:
             log.warning("the process that started this pool (%d) is gone", self.parent_pid)
             self.stop()
+
+    def _kill_silent_leader(self) -> None:
+        """SIGKILL our coordinator if it leads and has shown no sign of life for the bound.
+
+        A stopped or stuck leader keeps leader.lock, so nothing fires (docs/leadership.md).
+        As its parent we kill it without a pid-reuse race; the kernel frees the lock only
+        once it is gone, and the coordinator forked in its place campaigns again.
+        """
+        if self.stopping:
+            return
+        for child in self.children.values():
+            if child.kind == "coordinator" and child.kill is None and not child.retiring:
+                try:  # files and /proc only, no store I/O: it cannot wait on anyone
+                    stale = stale_leader(self.app.home, self.leader_timeout)
+                except OSError as exc:
+                    log.error("cannot check the leader's heartbeat: %s", exc)
+                    return
+                if stale is not None and stale.pid == child.pid:
+                    log.error("coordinator %d leads but has shown no sign of life for %.1fs "
+                              "(bound %gs); killing it", child.pid, stale.age,
+                              self.leader_timeout)  # fmt: skip
+                    child.kill = (None, "", "silent leader")
+                    self._signal(child.pid, signal.SIGKILL)

@@ -133,7 +133,7 @@ def test_disk_full(home: Path, tmp_path: Path, logfile: Path) -> None:
     filler = home / "filler"
 
     def fill() -> None:
-        with open(filler, "wb") as f, contextlib.suppress(OSError):
+        with contextlib.suppress(OSError), open(filler, "wb") as f:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()

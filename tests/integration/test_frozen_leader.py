@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import inspect
 import os
 import signal
 import time
@@ -147,13 +146,6 @@ def cont(pid: int, group: bool) -> None:
             os.kill(pid, signal.SIGCONT)
 
 
-SUPERVISOR_WATCHES_ITS_LEADER = "stale_leader" in inspect.getsource(mpjobs.supervisor)
-
-
-@pytest.mark.xfail(
-    not SUPERVISOR_WATCHES_ITS_LEADER, strict=True,
-    reason="needs the supervisor to kill its own silent coordinator (leader.stale_leader)",
-)  # fmt: skip
 @pytest.mark.timeout(120)
 def test_a_stopped_leader_of_the_only_pool_is_replaced_by_its_supervisor(
     tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
@@ -210,21 +202,6 @@ def test_a_lifecycle_tick_that_hangs_makes_the_leader_give_way(
     check_one_leader_at_a_time([e for e in evs if e[1] != "hang"])
 
 
-def write_lock_waiters(path: Path) -> set[int]:
-    """Pids blocked in flock() on `path`, from the "->" lines of /proc/locks."""
-    st = os.stat(path)
-    ident = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-    out: set[int] = set()
-    with open("/proc/locks") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 6 and parts[1] == "->":
-                major, minor, ino = parts[6].split(":")
-                if (int(major, 16), int(minor, 16), int(ino)) == ident:
-                    out.add(int(parts[5]))
-    return out
-
-
 @pytest.mark.timeout(120)
 def test_a_leader_waiting_on_a_locked_store_is_not_killed(
     tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
@@ -241,8 +218,7 @@ def test_a_leader_waiting_on_a_locked_store_is_not_killed(
         leader = leading(app)
         fcntl.flock(fd, fcntl.LOCK_EX)  # every writer of the home now waits on us
         try:
-            wait_for(lambda: leader in write_lock_waiters(app.home.write_lock), 10,
-                     what="the leader to wait on the store")  # fmt: skip
+            # the leader tries a write every 0.1 s (a fire is due) and waits, bounded
             t_held = time.monotonic()
 
             def held_long_enough() -> bool:  # twice the bound and more, the leader alive
