@@ -1,7 +1,8 @@
 """`mpjobs`: run a supervisor, and look at or act on a home from the shell.
 
-Errors a user can fix (a bad MODULE:APP, a bad config, an unsafe home) exit non-zero
-with one line naming the problem, not a traceback.
+Errors a user can fix (a bad MODULE:APP or option, a bad config, a home that is unsafe,
+missing or cannot be created) exit 2 with one line naming the problem, not a traceback.
+Only `run` creates a home; the other commands act on one that exists.
 """
 
 from __future__ import annotations

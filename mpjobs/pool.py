@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -175,34 +176,39 @@ class Pool:
         It registers at the top of `Supervisor.run`, before it forks anyone, so until then
         the report pipe's only writer is the supervisor: it says why it failed there, and
         its end of file means it is gone. Workers are not waited for.
+
+        The store is polled with a growing interval (1 ms, 2 ms, ... 50 ms) rather than
+        watched: registering takes a few ms, and closing an inotify watcher can itself
+        take 10-20 ms (the kernel waits for an RCU grace period), which would triple the
+        cost of `app.start()`.
         """
         deadline = time.monotonic() + START_TIMEOUT
         reason = b""
-        extra = [report_fd]
-        with Watcher(self.app.home.path) as watcher:
-            while True:
-                if any(p.token == self.token for p in self.app.store.list_processes()):
-                    return
-                if not self.is_alive():
-                    with contextlib.suppress(BlockingIOError):
-                        os.set_blocking(report_fd, False)
-                        reason += os.read(report_fd, 65536)
-                    why = reason.decode(errors="backslashreplace").strip() or self._exit_text()
-                    raise MpjobsError(f"pool supervisor {self.pid} exited before it was up: {why}")
-                left = deadline_left(deadline)
-                if left == 0:
-                    self.stop(timeout=5.0)
-                    raise MpjobsError(
-                        f"pool supervisor {self.pid} was not up after {START_TIMEOUT:g} s, "
-                        "so it was stopped"
-                    )
-                # Registration rings the doorbell; death closes or writes the pipe.
-                ready = watcher.wait(min(left or 0.0, 0.5), extra=tuple(extra))
-                if report_fd in ready:
-                    chunk = os.read(report_fd, 65536)
-                    reason += chunk
-                    if not chunk:
-                        extra = []  # end of file: it exited, and the next turn reaps it
+        watch = [report_fd]
+        pause = 0.001
+        while True:
+            if any(p.token == self.token for p in self.app.store.list_processes()):
+                return
+            if not self.is_alive():
+                with contextlib.suppress(BlockingIOError):
+                    os.set_blocking(report_fd, False)
+                    reason += os.read(report_fd, 65536)
+                why = reason.decode(errors="backslashreplace").strip() or self._exit_text()
+                raise MpjobsError(f"pool supervisor {self.pid} exited before it was up: {why}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.stop(timeout=5.0)
+                raise MpjobsError(
+                    f"pool supervisor {self.pid} was not up after {START_TIMEOUT:g} s, "
+                    "so it was stopped"
+                )
+            ready, _, _ = select.select(watch, [], [], min(left, pause))
+            pause = min(pause * 2, 0.05)
+            if ready:
+                chunk = os.read(report_fd, 65536)
+                reason += chunk
+                if not chunk:
+                    watch = []  # end of file: it exited, and the next turn reaps it
 
     def _exit_text(self) -> str:
         code = self._proc.returncode if self._proc is not None else self._status
@@ -297,8 +303,6 @@ class Pool:
                 if left <= 0:
                     return False
                 if fd >= 0:
-                    import select
-
                     select.select([fd], [], [], left)
                 else:
                     time.sleep(min(left, 0.01))

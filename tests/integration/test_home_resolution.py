@@ -53,25 +53,31 @@ def _ticks_in(home: Path) -> int:
     return sum(j.status is JobStatus.SUCCESS for j in sched.jobs())
 
 
-def test_schedules_declared_at_import_fire_in_the_home_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("named_by", ["--home", "config"])
+def test_schedules_declared_at_import_fire_in_the_home_named(tmp_path: Path, named_by: str) -> None:
     cwd, home = tmp_path / "cwd", tmp_path / "named"
     cwd.mkdir()
-    argv = [sys.executable, "-m", "mpjobs", "run", "import_schedules:app", "--home", str(home),
-            "--workers", "1", "--graceful-timeout", "5"]  # fmt: skip
-    proc = subprocess.Popen(
-        argv, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    argv = [sys.executable, "-m", "mpjobs", "run", "--workers", "1", "--graceful-timeout", "5"]
+    if named_by == "--home":
+        argv += ["import_schedules:app", "--home", str(home)]
+    else:  # the config file's home, relative to the file
+        config = tmp_path / "mpjobs.toml"
+        config.write_text('[mpjobs]\napp = "import_schedules:app"\nhome = "named"\n')
+        argv += ["--config", str(config)]
+    log = tmp_path / "run.log"  # a file, not a pipe nobody reads while it runs
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, env=_env(), stdout=out, stderr=out)
     try:
         wait_for(lambda: _ticks_in(home) >= 2 or proc.poll() is not None, 30,
                  what="two fires of the import-time schedule in the named home")  # fmt: skip
-        assert proc.poll() is None, proc.communicate(timeout=10)
+        assert proc.poll() is None, log.read_text()
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+        proc.wait(20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, log.read_text()
     assert _ticks_in(home) >= 2
     assert not (cwd / ".mpjobs").exists(), "the module's schedule went to ./.mpjobs"
     assert os.listdir(cwd) == []
@@ -89,24 +95,26 @@ def test_app_declared_with_another_home_is_refused_and_with_the_same_home_runs(
 
     # The same directory spelt differently (relative, absolute) is the same home.
     home = tmp_path / "h"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mpjobs", "run", "declared_home:app", "--workers", "1",
-         "--home", str(home)],
-        cwd=tmp_path, env=_env(DECLARED_HOME="h"), stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mpjobs", "run", "declared_home:app", "--workers", "1",
+             "--home", str(home)],
+            cwd=tmp_path, env=_env(DECLARED_HOME="h"), stdout=out, stderr=out,
+        )  # fmt: skip
     try:
         wait_for(lambda: proc.poll() is not None or (home / "mpjobs.db").exists(), 20,
                  what="the store")  # fmt: skip
-        assert proc.poll() is None, proc.communicate(timeout=10)
+        assert proc.poll() is None, log.read_text()
         job = mpjobs.App(home=home).schedule("declared_home:hello").now()
         assert job.wait(20).result() == "hello"
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+        proc.wait(20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, log.read_text()
 
 
 READ_ONLY = [
