@@ -88,7 +88,9 @@ def without_permission(*args: str) -> subprocess.CompletedProcess[str]:
             [sys.executable, "-m", "mpjobs", *args], capture_output=True, text=True,
             timeout=20, preexec_fn=preexec, cwd="/",
         )  # fmt: skip
-    except subprocess.SubprocessError as exc:
+    except subprocess.TimeoutExpired:
+        raise
+    except subprocess.SubprocessError as exc:  # the preexec_fn failed: no CAP_SETPCAP
         pytest.skip(f"cannot drop root's file-permission capabilities here: {exc}")
 
 
