@@ -174,17 +174,18 @@ def test_output_into_a_closed_pipe_exits_quietly(app: mpjobs.App, home: Path) ->
     assert r.returncode == 141  # 128 + SIGPIPE, as a tool killed by SIGPIPE would
 
 
-def test_jobs_list_into_head_exits_quietly(app: mpjobs.App, home: Path) -> None:
+def test_jobs_list_into_head_exits_quietly(app: mpjobs.App, home: Path, tmp_path: Path) -> None:
     """More lines than a pipe holds, so the writer is still writing when `head` leaves."""
     app.push_many(tasks.add.schedule(i, i) for i in range(3000))
+    err = tmp_path / "err"
     r = subprocess.run(
-        f"'{sys.executable}' -m mpjobs jobs list --limit 3000 --home '{home}' 2>err | head -1;"
-        " cat err",
-        shell=True, capture_output=True, text=True, timeout=60,
+        f"'{sys.executable}' -m mpjobs jobs list --limit 3000 --home '{home}' 2>'{err}'"
+        " | head -1",
+        shell=True, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     lines = r.stdout.splitlines()
     assert len(lines) == 1 and "tasks.add" in lines[0], r.stdout
-    assert r.stderr == "" and r.returncode == 0
+    assert err.read_text() == "" and r.stderr == "" and r.returncode == 0
 
 
 # -- retry of a job whose unique key is live again ----------------------------------------
