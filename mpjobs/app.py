@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mpjobs import serialization
-from mpjobs.home import Home
+from mpjobs.errors import HomeError
+from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
 from mpjobs.limits import Limit, resolve_limits
 from mpjobs.scheduling.durations import parse_duration
@@ -84,6 +85,7 @@ class App:
         `result_ttl`: how long finished jobs and their results are kept before the
         leader purges them; None keeps them forever."""
         self._home_arg = home
+        self._declared_home = home  # never re-pointed: what `rehome` checks against
         self._home: Home | None = None
         self.imports = list(imports)
         self.result_ttl = None if result_ttl is None else parse_duration(result_ttl)
@@ -105,6 +107,22 @@ class App:
     @property
     def store(self) -> SqliteStore:
         return open_store(self.home)
+
+    def _rehome(self, home: str | os.PathLike[str]) -> None:
+        """Point the app at `home` (`mpjobs run --home`), unless it was declared elsewhere.
+
+        An `App(home=X)` run with `--home Y` would have half its state in each: what the
+        module declared at import went to X. That is refused instead of guessed.
+        """
+        wanted = home_path(home)
+        if self._declared_home is not None:
+            declared = home_path(self._declared_home)
+            if declared.resolve() != wanted.resolve():
+                raise HomeError(
+                    f"the app is declared with home {declared} (App(home=...)) but {wanted} "
+                    "was named; name one home only"
+                )
+        self._home_arg, self._home = str(wanted), None
 
     # -- declaring -------------------------------------------------------------------
 

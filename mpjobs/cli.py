@@ -1,7 +1,8 @@
 """`mpjobs`: run a supervisor, and look at or act on a home from the shell.
 
-Errors a user can fix (a bad MODULE:APP, a bad config, an unsafe home) exit non-zero
-with one line naming the problem, not a traceback.
+Errors a user can fix (a bad MODULE:APP or option, a bad config, a home that is unsafe,
+missing or cannot be created) exit 2 with one line naming the problem, not a traceback.
+Only `run` creates a home; the other commands act on one that exists.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import json
 import logging
 import os
 import runpy
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mpjobs.app import App
 from mpjobs.errors import MpjobsError
+from mpjobs.home import Home, home_path
+from mpjobs.job import JobStatus
 
 log = logging.getLogger("mpjobs.cli")
 
@@ -56,32 +60,56 @@ def load_app(target: str) -> App:
     return obj
 
 
-def _home_app(args: argparse.Namespace) -> App:
-    return App(home=args.home)
+def _existing_app(args: argparse.Namespace) -> App:
+    """An App on the home named, which must exist: these commands never create one."""
+    home = Home.existing(args.home)
+    app = App(home=home.path)
+    app._home = home
+    return app
 
 
 # -- run -------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    report_fd: int | None = args.report_fd
+    if report_fd is not None:
+        os.set_inheritable(report_fd, False)  # for app.start() only, not for jobs' execs
+    try:
+        _run(args)
+    except BaseException as exc:
+        if report_fd is not None:
+            from mpjobs.pool import report_failure
+
+            report_failure(report_fd, exc)
+        raise
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
     from mpjobs.supervisor import Supervisor
 
-    opts: dict[str, Any] = {}
     workers, queues, target = args.workers, args.queues, args.target
-    app: App | None = None
+    if not args.config and target is None:
+        raise UsageError("mpjobs run needs MODULE:APP or --config FILE")
+    named = _named_home(args)
+    if named is not None:
+        # Before anything is imported: an App() without a home that a module creates and
+        # uses at import (schedules declared there) must land in the home named, too,
+        # and so must those of the workers, which inherit the environment.
+        os.environ["MPJOBS_HOME"] = str(named)
     if args.config:
         from mpjobs.config_apply import apply_config
 
         app, cfg = apply_config(args.config, target=target, home=args.home)
         workers = workers or cfg.workers
         queues = queues or (",".join(cfg.queues) if cfg.queues else None)
-    elif target is None:
-        raise UsageError("mpjobs run needs MODULE:APP or --config FILE")
-    if app is None:
+    else:
         assert target is not None
         app = load_app(target)
-        if args.home:
-            app = _rehome(app, args.home)
+    if args.home is not None:
+        app._rehome(args.home)
+    opts: dict[str, Any] = json.loads(args.supervisor_options) if args.supervisor_options else {}
     if args.parent_pid:
         opts["parent_pid"] = args.parent_pid
     for key in ("graceful_timeout", "max_jobs_per_worker", "max_memory_per_worker"):
@@ -91,12 +119,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     Supervisor(
         app, workers=workers, queues=queues.split(",") if queues else None, token=args.token, **opts
     ).run()
-    return 0
 
 
-def _rehome(app: App, home: str) -> App:
-    app._home_arg, app._home = home, None
-    return app
+def _named_home(args: argparse.Namespace) -> Path | None:
+    """The home `mpjobs run` was told to use (--home, else the config's), if any."""
+    if args.home is not None:
+        return home_path(args.home)
+    if args.config:
+        from mpjobs.config_apply import _config_home, check_file
+
+        config_home = _config_home(check_file(args.config))
+        return None if config_home is None else home_path(config_home)
+    return None
 
 
 # -- status ----------------------------------------------------------------------------
@@ -182,7 +216,7 @@ def render_status(data: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    app = _home_app(args)
+    app = _existing_app(args)
     while True:
         data = status_data(app)
         out = json.dumps(data, indent=2, default=str) if args.json else render_status(data)
@@ -205,7 +239,7 @@ def _job_line(job: Any) -> str:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    app = _home_app(args)
+    app = _existing_app(args)
     if args.action == "list":
         for job in app.jobs(status=args.status, queue=args.queue, limit=args.limit):
             print(_job_line(job))
@@ -229,15 +263,28 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         verdict = "cancelled" if ok else f"not cancelled (status {job.status.value})"
         print(f"job {job.id}: {verdict}")
         return 0 if ok else 1
-    ok = app.store.retry(int(job.id), time.time())
+    ok = _retry(app, job)
     print(
         f"job {job.id}: {'queued again' if ok else 'not retried (status ' + job.status.value + ')'}"
     )
     return 0 if ok else 1
 
 
+def _retry(app: App, job: Any) -> bool:
+    import sqlite3
+
+    try:
+        return app.store.retry(int(job.id), time.time())
+    except sqlite3.IntegrityError:
+        key = job._record().unique_key
+        raise UsageError(
+            f"job {job.id} not retried: another job with its unique key {key!r} is waiting "
+            "or running"
+        ) from None
+
+
 def cmd_schedules(args: argparse.Namespace) -> int:
-    app = _home_app(args)
+    app = _existing_app(args)
     if args.action == "list":
         for s in app.schedules():
             nrt = s.next_run_time
@@ -262,11 +309,41 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 # -- parsing ---------------------------------------------------------------------------
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error a user can fix."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"mpjobs: error: {message} (see: {self.prog} --help)\n")
+
+
+def log_level(raw: str, source: str = "--log-level") -> int:
+    """A logging level from its name (any case) or number; UsageError naming `source`."""
+    name = raw.strip().upper()
+    if name.isdigit():
+        return int(name)
+    level = logging.getLevelName(name)  # a name's number; for an unknown name, a string
+    if not isinstance(level, int):
+        choices = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        raise UsageError(f"unknown log level {raw!r} in {source}; expected one of {choices}")
+    return level
+
+
+def job_status(raw: str) -> str:
+    """A job status from its name in any case, as `--status` takes it."""
+    try:
+        return JobStatus(raw.upper()).value
+    except ValueError:
+        choices = ", ".join(s.value for s in JobStatus)
+        raise argparse.ArgumentTypeError(
+            f"unknown status {raw!r}; expected one of {choices}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mpjobs", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("MPJOBS_LOG_LEVEL", "INFO"))
+    parser = Parser(prog="mpjobs", description=__doc__)
+    parser.add_argument("--log-level", default=None, help="default INFO, or $MPJOBS_LOG_LEVEL")
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS)
 
     run = sub.add_parser("run", parents=[common], help="run a supervisor and its workers")
@@ -280,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-memory-per-worker")
     run.add_argument("--token", help=argparse.SUPPRESS)
     run.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    # app.start() through exec: its options as JSON, and a pipe to report a failed start.
+    run.add_argument("--supervisor-options", help=argparse.SUPPRESS)
+    run.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", parents=[common], help="supervisors, workers, leader, queues")
@@ -292,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("action", choices=["list", "show", "cancel", "retry"])
     jobs.add_argument("id", nargs="?")
     jobs.add_argument("--home")
-    jobs.add_argument("--status")
+    jobs.add_argument("--status", type=job_status)
     jobs.add_argument("--queue")
     jobs.add_argument("--limit", type=int, default=50)
     jobs.add_argument("--terminate", action="store_true", help="also stop a running job")
@@ -310,15 +390,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
-    )
     try:
-        return int(args.func(args))
+        if args.log_level is not None:
+            level = log_level(args.log_level)
+        else:
+            level = log_level(os.environ.get("MPJOBS_LOG_LEVEL") or "INFO", "MPJOBS_LOG_LEVEL")
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+        )
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except (MpjobsError, ValueError) as exc:
         print(f"mpjobs: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Whoever read our output stopped (`mpjobs jobs list | head -1`): stop quietly,
+        # as a tool killed by SIGPIPE would, and keep the exit-time flush from failing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         return 130
 

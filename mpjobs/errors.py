@@ -7,7 +7,12 @@ class MpjobsError(Exception):
     """Base class of every error mpjobs raises on purpose."""
 
 
-class UnsafeHomeError(MpjobsError):
+class HomeError(MpjobsError):
+    """The home cannot be created or read, does not exist (for commands that only look),
+    or is named twice, differently (`App(home=X)` run with `--home Y`)."""
+
+
+class UnsafeHomeError(HomeError):
     """The home, or a file in it, can be written by other users.
 
     Jobs are stored as pickles and pickles run code when loaded, so a store that another
@@ -17,6 +22,14 @@ class UnsafeHomeError(MpjobsError):
 
 class StoreError(MpjobsError):
     """The store file is corrupt, foreign, from a newer mpjobs, or cannot be used."""
+
+
+class NotFoundError(MpjobsError, LookupError):
+    """A schedule (or other row) named by a handle is no longer in the store.
+
+    Also a LookupError, which is what these handles raised before it existed, so
+    existing `except LookupError` code keeps working.
+    """
 
 
 class SerializationError(MpjobsError):

@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from mpjobs.errors import NotFoundError
 from mpjobs.job import Job
 from mpjobs.scheduling.durations import parse_duration
 from mpjobs.scheduling.triggers import (
@@ -171,8 +172,16 @@ class Schedule:
     def _record(self) -> ScheduleRecord:
         rec = self.app.store.get_schedule(self.id)
         if rec is None:
-            raise LookupError(f"schedule {self.id!r} does not exist (removed?)")
+            raise self._gone()
         return rec
+
+    def _gone(self) -> NotFoundError:
+        return NotFoundError(f"schedule {self.id!r} does not exist (removed?)")
+
+    def _update(self, **fields: object) -> None:
+        """Change the row, or raise NotFoundError if it was removed (even just now)."""
+        if not self.app.store.update_schedule(self.id, updated_at=time.time(), **fields):
+            raise self._gone()
 
     @property
     def next_run_time(self) -> datetime | None:
@@ -197,15 +206,14 @@ class Schedule:
         return self._record().failures
 
     def pause(self) -> None:
-        self.app.store.update_schedule(self.id, state="paused", updated_at=time.time())
+        """Stop firing until `resume()`; NotFoundError if the schedule was removed."""
+        self._update(state="paused")
 
     def resume(self) -> None:
         """Resume from now on: fires missed while paused are not made up."""
         rec = self._record()
         nxt = trigger_from_spec(json.loads(rec.trigger)).next_after(time.time())
-        self.app.store.update_schedule(
-            self.id, state="active", next_run_time=nxt, failures=0, updated_at=time.time()
-        )
+        self._update(state="active", next_run_time=nxt, failures=0)
 
     def reschedule(
         self,
@@ -223,13 +231,13 @@ class Schedule:
         else:
             assert every is not None
             trigger = interval_trigger(every, start)
-        self._record()
-        self.app.store.update_schedule(
-            self.id, trigger=json.dumps(trigger.to_spec()),
-            next_run_time=trigger.next_after(time.time() - 1e-3), updated_at=time.time(),
-        )  # fmt: skip
+        self._update(
+            trigger=json.dumps(trigger.to_spec()),
+            next_run_time=trigger.next_after(time.time() - 1e-3),
+        )
 
     def remove(self) -> None:
+        """Delete the schedule; removing one that is already gone does nothing."""
         self.app.store.remove_schedule(self.id)
 
     def jobs(self, limit: int = 100) -> list[Job]:

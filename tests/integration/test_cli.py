@@ -118,7 +118,8 @@ def test_status_text(busy_pool, home: Path) -> None:  # type: ignore[no-untyped-
     assert "default: 0 waiting, 1 running" in out
 
 
-def test_status_of_empty_home(home: Path) -> None:
+def test_status_of_empty_home(app: mpjobs.App, home: Path) -> None:
+    app.store  # noqa: B018 - a home that exists (a missing one is an error: test_home_resolution)
     r = mpjobs_cli("status", "--home", str(home), "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
