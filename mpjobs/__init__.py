@@ -7,10 +7,12 @@ an SQLite job store and lock files.
 from mpjobs.app import App, JobBuilder, Task
 from mpjobs.errors import (
     ConfigError,
+    HomeError,
     JobCancelledError,
     JobFailedError,
     JobNotCompletedError,
     MpjobsError,
+    NotFoundError,
     SerializationError,
     StoreError,
     UnsafeHomeError,
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "ConfigError",
+    "HomeError",
     "Job",
     "JobBuilder",
     "JobCancelledError",
@@ -34,6 +37,7 @@ __all__ = [
     "JobStatus",
     "Limit",
     "MpjobsError",
+    "NotFoundError",
     "Pool",
     "Schedule",
     "SerializationError",

@@ -126,9 +126,9 @@ def _named_home(args: argparse.Namespace) -> Path | None:
     if args.home is not None:
         return home_path(args.home)
     if args.config:
-        from mpjobs.config_apply import _config_home, check_file
+        from mpjobs.config_apply import check_file, config_home_of
 
-        config_home = _config_home(check_file(args.config))
+        config_home = config_home_of(check_file(args.config))
         return None if config_home is None else home_path(config_home)
     return None
 
@@ -263,24 +263,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         verdict = "cancelled" if ok else f"not cancelled (status {job.status.value})"
         print(f"job {job.id}: {verdict}")
         return 0 if ok else 1
-    ok = _retry(app, job)
+    ok = app.store.retry(int(job.id), time.time())
     print(
         f"job {job.id}: {'queued again' if ok else 'not retried (status ' + job.status.value + ')'}"
     )
     return 0 if ok else 1
-
-
-def _retry(app: App, job: Any) -> bool:
-    import sqlite3
-
-    try:
-        return app.store.retry(int(job.id), time.time())
-    except sqlite3.IntegrityError:
-        key = job._record().unique_key
-        raise UsageError(
-            f"job {job.id} not retried: another job with its unique key {key!r} is waiting "
-            "or running"
-        ) from None
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:

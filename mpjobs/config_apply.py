@@ -59,7 +59,7 @@ def apply_config(
     if config_dir not in sys.path:
         sys.path.append(config_dir)  # handlers next to the config file can be imported
     _import_modules(cfg)
-    chosen_home = home if home is not None else _config_home(cfg)
+    chosen_home = home if home is not None else config_home_of(cfg)
     app = _make_app(cfg, target, chosen_home)
     apply_jobs(app, cfg)
     return app, cfg
@@ -143,7 +143,7 @@ def _push_once(builder: JobBuilder, spec: JobSpec, delay: float | str | None) ->
     return job
 
 
-def _config_home(cfg: Config) -> str | None:
+def config_home_of(cfg: Config) -> str | None:
     if cfg.home is None:
         return None
     home = Path(os.path.expanduser(cfg.home))

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from mpjobs import serialization
 from mpjobs.coordination.notify import Listener, deadline_left, listen
-from mpjobs.errors import JobCancelledError, JobFailedError, JobNotCompletedError, WaitTimeout
+from mpjobs.errors import (
+    JobCancelledError,
+    JobFailedError,
+    JobNotCompletedError,
+    NotFoundError,
+    WaitTimeout,
+)
 from mpjobs.store.base import JobRecord
 
 if TYPE_CHECKING:
@@ -76,14 +82,14 @@ class Job:
     def _record(self) -> JobRecord:
         rec = self._store.get(int(self.id))
         if rec is None:
-            raise LookupError(f"job {self.id} no longer exists in {self._store.path}")
+            raise NotFoundError(f"job {self.id} no longer exists in {self._store.path}")
         return rec
 
     @property
     def status(self) -> JobStatus:
         status = self._store.status_of(int(self.id))
         if status is None:
-            raise LookupError(f"job {self.id} no longer exists in {self._store.path}")
+            raise NotFoundError(f"job {self.id} no longer exists in {self._store.path}")
         return JobStatus(status)
 
     @property

@@ -19,12 +19,11 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mpjobs.coordination.notify import Watcher, deadline_left
+from mpjobs.coordination.notify import Watcher, deadline_left, foreign_thread_count, safe_to_fork
 from mpjobs.coordination.processes import die_with_parent, new_token, token_alive
 from mpjobs.errors import MpjobsError, WaitTimeout
 
@@ -39,10 +38,10 @@ START_TIMEOUT = 30.0  # how long app.start() waits for the supervisor to registe
 def fork_is_safe() -> bool:
     """Whether `app.start()` may fork this process: only when no other thread runs.
 
-    The one place that decides it (a thread of mpjobs' own that holds no lock across
-    fork may later be discounted here).
+    The one place that decides it. The shared listener thread of `Job.wait()` holds no
+    lock across a fork and is dropped in the child, so it does not count.
     """
-    return threading.active_count() == 1
+    return safe_to_fork()
 
 
 def report_failure(fd: int, exc: BaseException) -> None:
@@ -139,7 +138,7 @@ class Pool:
         target = find_app_target(app)
         if target is None:
             raise MpjobsError(
-                f"cannot start a pool from a process running {threading.active_count()} threads: "
+                f"cannot start a pool from a process running {foreign_thread_count() + 1} threads: "
                 "forking it is unsafe, and the app is not a module-level name to re-import. "
                 "Call app.start() before starting threads, or define the app at module level."
             )

@@ -15,7 +15,6 @@ import logging
 import os
 import select
 import signal
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import psutil
 
 from mpjobs.coordination.leader import leader_timeout, stale_leader
 from mpjobs.coordination.locks import LivenessLock, is_alive
+from mpjobs.coordination.notify import foreign_thread_count, safe_to_fork
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.journal import read_journal, remove_journal, write_kill_note
 from mpjobs.ledger import Ledger
@@ -112,10 +112,10 @@ class Supervisor:
 
     def run(self) -> None:
         """Supervise until stopped by SIGTERM/SIGINT (or `stop()` from a handler)."""
-        if threading.active_count() > 1:
+        if not safe_to_fork():
             log.warning(
                 "supervisor started in a process with %d threads; forking it is unsafe "
-                "if those threads hold locks", threading.active_count()
+                "if those threads hold locks", foreign_thread_count() + 1
             )  # fmt: skip
         self.leader_timeout = leader_timeout()  # a bad MPJOBS_LEADER_TIMEOUT fails here
         self.store = self.app.store

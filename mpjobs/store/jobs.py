@@ -391,15 +391,27 @@ class JobQueries(Connector):
             return True, owner if running else None
 
     def retry(self, job_id: int, now: float) -> bool:
-        """Put a finished job back in the queue with a fresh set of attempts."""
+        """Put a finished job back in the queue with a fresh set of attempts.
+
+        Refused with a StoreError (an MpjobsError) when another live job has taken the
+        job's unique key since: two live jobs with one key is what the key forbids.
+        """
         with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE jobs SET status = 'SCHEDULED', exec_at = ?, attempts = 0, owner = NULL, "
-                "pid = NULL, result = NULL, exc = NULL, error = NULL, started_at = NULL, "
-                "finished_at = NULL WHERE id = ? AND status IN "
-                "('FAILED', 'TIMEOUT', 'CANCELLED', 'PERMANENTLY_FAILED', 'SUCCESS')",
-                (now, job_id),
-            )
+            try:
+                cur = conn.execute(
+                    "UPDATE jobs SET status = 'SCHEDULED', exec_at = ?, attempts = 0, "
+                    "owner = NULL, pid = NULL, result = NULL, exc = NULL, error = NULL, "
+                    "started_at = NULL, finished_at = NULL WHERE id = ? AND status IN "
+                    "('FAILED', 'TIMEOUT', 'CANCELLED', 'PERMANENTLY_FAILED', 'SUCCESS')",
+                    (now, job_id),
+                )
+            except sqlite3.IntegrityError as exc:
+                key = conn.execute("SELECT unique_key FROM jobs WHERE id = ?", (job_id,))
+                row = key.fetchone()
+                raise StoreError(
+                    f"cannot retry job {job_id}: another job with its unique key "
+                    f"{row[0] if row else None!r} is waiting or running"
+                ) from exc
             return cur.rowcount == 1
 
     def running_owners(self) -> list[str]:
