@@ -164,6 +164,8 @@ class Worker:
                 self.lifecycle.stop()
             if getattr(self, "store", None) is not None:
                 self.store.unregister_process(self.token)
+        except (sqlite3.OperationalError, StoreError) as exc:  # its supervisor does it then
+            log.error("worker %s: cannot unregister (%s)", self.slot, exc)
         except Exception:
             log.exception("worker %s: error during shutdown", self.slot)
         if getattr(self, "journal", None) is not None:

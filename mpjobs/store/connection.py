@@ -45,6 +45,7 @@ from mpjobs.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 log = logging.getLogger("mpjobs.store")
 
 LOCK_TIMEOUT = 30.0  # the default bound of one write's wait for the locks ($MPJOBS_LOCK_TIMEOUT)
+ABORT_GRACE = 0.5  # seconds a stopping process still waits for the locks (set_wait_abort)
 BUSY_MS = 100  # SQLite waits this long in C per try; we retry in Python up to the deadline
 WAL_WRITE_LOCK = 120  # byte of `-shm` that SQLite's WAL write lock covers (WALINDEX_LOCK_OFFSET)
 WAL_SIZE_LIMIT = 32 * 2**20  # the WAL is truncated to this after a checkpoint resets it
@@ -57,13 +58,19 @@ def set_wait_abort(predicate: Callable[[], bool] | None) -> None:
     """Make every lock wait of this process end early once `predicate()` is true.
 
     A worker told to stop must not sit out a 30 s wait behind a stopped process: it
-    leaves its journal for whoever settles it and exits.
+    leaves its journal for whoever settles it and exits. A wait of under ABORT_GRACE is
+    never cut short, so a stopping process still commits its last results through the
+    ordinary contention of its siblings.
     """
     _ABORT[:] = [] if predicate is None else [predicate]
 
 
 def _aborted() -> bool:
     return bool(_ABORT) and _ABORT[0]()
+
+
+def _abort_after(start: float) -> Callable[[], bool]:
+    return lambda: time.monotonic() - start >= ABORT_GRACE and _aborted()
 
 
 @functools.cache
@@ -243,6 +250,7 @@ class Connector:
     def _begin(self, conn: sqlite3.Connection, budget: float, deadline: float) -> None:
         """BEGIN IMMEDIATE, retried while another program holds SQLite's write lock."""
         short = budget < BUSY_MS / 1000
+        abort = _abort_after(time.monotonic())
         if short:
             conn.execute(f"PRAGMA busy_timeout = {max(1, int(budget * 1000))}")
         try:
@@ -253,7 +261,7 @@ class Connector:
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) and "busy" not in str(exc):
                         raise
-                    if time.monotonic() >= deadline or _aborted():
+                    if time.monotonic() >= deadline or abort():
                         shm = self.path.with_name(self.path.name + "-shm")
                         holders = lock_holders(shm, "POSIX", WAL_WRITE_LOCK)
                         raise self._too_long(
@@ -277,7 +285,7 @@ class Connector:
         assert conn is not None
         readonly = False
         budget, deadline = self._deadline()
-        if not flock_within(wfd, deadline, _aborted):
+        if not flock_within(wfd, deadline, _abort_after(time.monotonic())):
             raise self._too_long(
                 f"the write lock {self.home.write_lock}", budget,
                 lock_holders(self.home.write_lock, "FLOCK"),
