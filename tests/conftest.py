@@ -130,6 +130,20 @@ def started(
         p.stop(timeout=20)
 
 
+def start_pools(app: mpjobs.App, n: int) -> list[mpjobs.Pool]:
+    """`n` one-worker pools on one home, each with its coordinator up."""
+    pools = [app.start(workers=1, graceful_timeout=5.0) for _ in range(n)]
+    for p in pools:
+        p.wait_ready(timeout=20, workers=1)
+        wait_for(p.coordinator, 20, home=app.home.path, what="a coordinator")
+    return pools
+
+
+def stop_pools(pools: list[mpjobs.Pool]) -> None:
+    for p in pools:
+        p.stop(timeout=20)
+
+
 @pytest.fixture
 def chaos_app(home: Path) -> mpjobs.App:
     """The misbehaving tasks of tests/apps/chaos_tasks.py, on the test's home."""

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import tasks
+
 import mpjobs
 
 app = mpjobs.App()
@@ -30,12 +32,7 @@ def hold(marks: str, release: str, timeout: float = 60.0) -> str:
         os.write(fd, f"{os.getpid()}\n".encode())
     finally:
         os.close(fd)
-    deadline = time.monotonic() + timeout
-    while not Path(release).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("never released")
-        time.sleep(0.005)
-    return "released"
+    return tasks.wait_released(release, timeout)
 
 
 def executions(marks: Path) -> int:

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import coord_tasks
 from coord_tasks import record
 
 import mpjobs
@@ -23,17 +24,7 @@ def ticker_app(
     """A leader ticker recording setup/tick/cleanup; with `hang_marker`, a second leader
     task whose first tick in the whole home (the one that creates the marker) blocks
     forever in user code, and whose later ticks, in any leader, do nothing."""
-    app = mpjobs.App(home)
-
-    @app.lifecycle(every=every, scope="leader")
-    def ticker() -> Iterator[None]:
-        record(out, "setup")
-        try:
-            while True:
-                yield
-                record(out, "tick")
-        finally:
-            record(out, "cleanup")
+    app = coord_tasks.ticker_app(home, out, every)
 
     if hang_marker is not None:
         marker = str(hang_marker)

@@ -71,6 +71,11 @@ def touch(path: str, text: str = "") -> int:
 def block(marker: str, release: str, timeout: float = 60.0) -> str:
     """Signal start by creating `marker`, then wait until `release` exists."""
     write_marker(marker, str(os.getpid()))
+    return wait_released(release, timeout)
+
+
+def wait_released(release: str | Path, timeout: float = 60.0) -> str:
+    """Wait until `release` exists (a file the test creates): a job that holds until told."""
     deadline = time.monotonic() + timeout
     while not Path(release).exists():
         if time.monotonic() > deadline:

@@ -21,7 +21,7 @@ import coord_tasks
 import frozen_tasks
 import psutil
 import pytest
-from conftest import wait_for
+from conftest import start_pools, stop_pools, wait_for
 
 import mpjobs
 import mpjobs.supervisor
@@ -38,19 +38,6 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def start_pools(app: mpjobs.App, n: int) -> list[mpjobs.Pool]:
-    pools = [app.start(workers=1, graceful_timeout=5.0) for _ in range(n)]
-    for p in pools:
-        p.wait_ready(timeout=20, workers=1)
-        wait_for(p.coordinator, 20, home=app.home.path, what="a coordinator")
-    return pools
-
-
-def stop_pools(pools: list[mpjobs.Pool]) -> None:
-    for p in pools:
-        p.stop(timeout=20)
 
 
 def after(evs: Events, event: str, t: float, not_pid: int | None = None) -> Events:

@@ -53,6 +53,18 @@ def _ticks_in(home: Path) -> int:
     return sum(j.status is JobStatus.SUCCESS for j in sched.jobs())
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a running `mpjobs run` and wait for it; kill it if it is stuck."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
 @pytest.mark.parametrize("named_by", ["--home", "config"])
 def test_schedules_declared_at_import_fire_in_the_home_named(tmp_path: Path, named_by: str) -> None:
     cwd, home = tmp_path / "cwd", tmp_path / "named"
@@ -71,12 +83,8 @@ def test_schedules_declared_at_import_fire_in_the_home_named(tmp_path: Path, nam
         wait_for(lambda: _ticks_in(home) >= 2 or proc.poll() is not None, 30,
                  what="two fires of the import-time schedule in the named home")  # fmt: skip
         assert proc.poll() is None, log.read_text()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        _stop(proc)
     assert proc.returncode == 0, log.read_text()
     assert _ticks_in(home) >= 2
     assert not (cwd / ".mpjobs").exists(), "the module's schedule went to ./.mpjobs"
@@ -108,12 +116,8 @@ def test_app_declared_with_another_home_is_refused_and_with_the_same_home_runs(
         assert proc.poll() is None, log.read_text()
         job = mpjobs.App(home=home).schedule("declared_home:hello").now()
         assert job.wait(20).result() == "hello"
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        _stop(proc)
     assert proc.returncode == 0, log.read_text()
 
 

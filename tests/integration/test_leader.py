@@ -18,25 +18,11 @@ from pathlib import Path
 
 import coord_tasks
 import pytest
-from conftest import wait_for
+from conftest import start_pools, stop_pools, wait_for
 
-import mpjobs
 from mpjobs.coordination.leader import current_leader
 
 EVERY = 0.05
-
-
-def start_pools(app: mpjobs.App, n: int) -> list[mpjobs.Pool]:
-    pools = [app.start(workers=1, graceful_timeout=5.0) for _ in range(n)]
-    for p in pools:
-        p.wait_ready(timeout=20, workers=1)
-        wait_for(p.coordinator, 20, home=app.home.path, what="a coordinator")
-    return pools
-
-
-def stop_pools(pools: list[mpjobs.Pool]) -> None:
-    for p in pools:
-        p.stop(timeout=20)
 
 
 def runs(evs: list[tuple[int, str, float, list[str]]]) -> list[tuple[int, list[str]]]:
