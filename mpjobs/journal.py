@@ -19,6 +19,7 @@ import pickle
 import struct
 from pathlib import Path
 
+from mpjobs.files import write_json_atomic
 from mpjobs.store.base import SUCCESS, Completion
 
 _HEADER = struct.Struct("<IBq")  # payload length, kind, job id
@@ -145,10 +146,7 @@ def write_kill_note(path: Path, target: tuple[int, str, str] | None, deliberate:
     it. The note, next to the journal and never touched by the worker, makes whoever
     settles first decide as the supervisor would: TIMEOUT, not "worker lost".
     """
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump({"target": target, "deliberate": deliberate}, f)
-    os.replace(tmp, path)
+    write_json_atomic(path, {"target": target, "deliberate": deliberate})
 
 
 def read_kill_note(path: Path) -> tuple[tuple[int, str, str] | None, bool]:

@@ -41,6 +41,7 @@ from mpjobs.contrib import start_pool
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import Watcher
 from mpjobs.coordination.processes import token_alive
+from mpjobs.files import write_json_atomic
 from mpjobs.pool import Pool
 
 __all__ = ["LifespanMiddleware", "PoolKeeper", "lifespan_for"]
@@ -176,11 +177,8 @@ class PoolKeeper:
                 watcher.wait(min(left, 0.1))
 
     def _write_info(self, pool: Pool) -> None:
-        path = self.app.home.path / POOL_INFO
-        tmp = path.with_name(f"{POOL_INFO}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump({"pid": pool.pid, "token": pool.token, "owner_pid": os.getpid()}, f)
-        os.replace(tmp, path)
+        info = {"pid": pool.pid, "token": pool.token, "owner_pid": os.getpid()}
+        write_json_atomic(self.app.home.path / POOL_INFO, info)
 
     def _read_info(self) -> dict[str, Any] | None:
         try:

@@ -31,6 +31,7 @@ import psutil
 
 from mpjobs.coordination.locks import FileLock, is_alive
 from mpjobs.errors import ConfigError
+from mpjobs.files import write_json_atomic
 from mpjobs.home import Home
 from mpjobs.scheduling.durations import parse_duration
 
@@ -282,10 +283,7 @@ class Leadership:
             log.error("leader: cannot write its heartbeat: %s", exc)
         info = {"token": self.token, "pid": os.getpid(), "since": time.time(),
                 "started": self.heartbeat.started}  # fmt: skip
-        tmp = self.home.leader_info.with_name(f"leader.json.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(info, f)
-        os.replace(tmp, self.home.leader_info)
+        write_json_atomic(self.home.leader_info, info)
 
     def _watch(self, done: threading.Event) -> None:
         every = min(CHECK_EVERY, self.timeout / 4)

@@ -74,13 +74,8 @@ class Watcher:
         return self._fd
 
     def drain(self) -> None:
-        if self._fd < 0:
-            return
-        try:
-            while os.read(self._fd, 65536):
-                pass
-        except BlockingIOError:
-            pass
+        if self._fd >= 0:
+            drain_pipe(self._fd)
 
     def wait(self, timeout: float | None, extra: tuple[int, ...] = ()) -> list[int]:
         """Block until a change, one of `extra` fds is readable, or `timeout` passes.
@@ -164,6 +159,19 @@ def _inotify_fd() -> int:
     if _LIBC is None:
         return -1
     return int(_LIBC.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
+
+
+def drain_pipe(fd: int) -> None:
+    """Read and drop everything waiting on a non-blocking fd (a wake pipe, an inotify fd).
+
+    A wake-up is only a hint to look again, so its bytes mean nothing; reading them all
+    keeps the next select() from returning at once for a wake-up already handled. The fd
+    must be non-blocking (every wake pipe is made by `os.pipe2(O_NONBLOCK)`), or the last
+    read would block instead of raising BlockingIOError.
+    """
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 65536):
+            pass
 
 
 def _read_all(fd: int) -> bytes:
