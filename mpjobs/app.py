@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
@@ -18,6 +17,17 @@ from mpjobs.errors import HomeError
 from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
 from mpjobs.limits import Limit, resolve_limits
+from mpjobs.options import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    DEFAULT_RETRY_BACKOFF,
+    DEFAULTS,
+    JOB_OPTIONS,
+    SCHEDULE_OPTIONS,
+    Shape,
+    check_options,
+)
 from mpjobs.scheduling.durations import parse_duration
 from mpjobs.store.base import NewJob
 from mpjobs.store.sqlite import SqliteStore, open_store
@@ -29,46 +39,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-JOB_OPTIONS = {
-    "queue", "priority", "max_attempts", "retry_backoff", "timeout", "memory_limit",
-    "limits", "unique_key", "name",
-}  # fmt: skip
-SCHEDULE_OPTIONS = {
-    "coalesce",
-    "misfire_grace_time",
-    "max_instances",
-    "max_failures",
-    "jitter",
-    "id",
-}
-DEFAULTS: dict[str, Any] = {
-    "queue": "default",
-    "priority": 0,
-    "max_attempts": 1,
-    "retry_backoff": 1.0,
-    "timeout": None,
-    "memory_limit": None,
-    "limits": None,
-    "unique_key": None,
-}
-
-
-def check_options(options: dict[str, Any], allowed: set[str]) -> None:
-    """Reject unknown or ill-typed options at the call site, naming them."""
-    unknown = set(options) - allowed
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; expected some of {sorted(allowed)}")
-    if "queue" in options and (not isinstance(options["queue"], str) or not options["queue"]):
-        raise ValueError(f"queue must be a non-empty string, got {options['queue']!r}")
-    if "priority" in options and not isinstance(options["priority"], int):
-        raise TypeError(f"priority must be an int, got {options['priority']!r}")
-    ma = options.get("max_attempts", 1)
-    if not isinstance(ma, int) or ma < 1:
-        raise ValueError(f"max_attempts must be an int >= 1, got {ma!r}")
-    limits = options.get("limits")
-    if limits is not None and not all(isinstance(x, Limit) for x in limits):
-        raise TypeError("limits must be a list of mpjobs.Limit")
 
 
 class App:
@@ -136,10 +106,10 @@ class App:
         /,
         *,
         name: str | None = None,
-        queue: str = "default",
-        priority: int = 0,
-        max_attempts: int = 1,
-        retry_backoff: float = 1.0,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = DEFAULT_PRIORITY,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
         timeout: float | str | timedelta | None = None,
         memory_limit: int | str | None = None,
         limits: list[Limit] | None = None,
@@ -292,30 +262,6 @@ class Task(Generic[P, R]):
         return JobBuilder(
             self.app, path, pickled, self.name, args, kwargs, self.options, self._shape
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """A job's options resolved once per task or `.options()` call, not once per push."""
-
-    name: str
-    queue: str
-    priority: int
-    max_attempts: int
-    retry_backoff: float
-    timeout: float | None
-    memory_limit: int | None
-    unique_key: str | None
-
-    @classmethod
-    def of(cls, options: dict[str, Any], name: str) -> Shape:
-        o = options
-        timeout, memory = resolve_limits(o.get("timeout"), o.get("memory_limit"), o.get("limits"))
-        return cls(
-            o.get("name") or name, o.get("queue", "default"), o.get("priority", 0),
-            o.get("max_attempts", 1), float(o.get("retry_backoff", 1.0)), timeout, memory,
-            o.get("unique_key"),
-        )  # fmt: skip
 
 
 class JobBuilder:

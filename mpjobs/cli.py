@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import os
-import runpy
 import signal
 import sys
 import time
@@ -24,40 +23,9 @@ from mpjobs.app import App
 from mpjobs.errors import MpjobsError
 from mpjobs.home import Home, home_path
 from mpjobs.job import JobStatus
+from mpjobs.loading import UsageError, load_app
 
 log = logging.getLogger("mpjobs.cli")
-
-
-class UsageError(MpjobsError):
-    pass
-
-
-def load_app(target: str) -> App:
-    """Import 'pkg.module:app' or 'path/to/file.py:app' and check it is an mpjobs.App."""
-    module_part, sep, attr = target.rpartition(":")
-    if not sep or not module_part or not attr:
-        raise UsageError(f"expected MODULE:APP (for example myproject.jobs:app), got {target!r}")
-    if module_part.endswith(".py") or os.sep in module_part:
-        path = Path(module_part)
-        if not path.is_file():
-            raise UsageError(f"cannot load {target!r}: no file {path}")
-        sys.path.insert(0, str(path.parent.absolute()))
-        namespace = runpy.run_path(str(path), run_name="__mpjobs_main__")
-        obj = namespace.get(attr)
-    else:
-        sys.path.insert(0, os.getcwd())
-        try:
-            import importlib
-
-            module = importlib.import_module(module_part)
-        except ImportError as exc:
-            raise UsageError(f"cannot import {module_part!r} (from {target!r}): {exc}") from exc
-        obj = getattr(module, attr, None)
-    if obj is None:
-        raise UsageError(f"cannot load {target!r}: {module_part!r} has no attribute {attr!r}")
-    if not isinstance(obj, App):
-        raise UsageError(f"{target!r} is a {type(obj).__name__}, not an mpjobs.App")
-    return obj
 
 
 def _existing_app(args: argparse.Namespace) -> App:
@@ -99,7 +67,7 @@ def _run(args: argparse.Namespace) -> None:
         # and so must those of the workers, which inherit the environment.
         os.environ["MPJOBS_HOME"] = str(named)
     if args.config:
-        from mpjobs.config_apply import apply_config
+        from mpjobs.config.apply import apply_config
 
         app, cfg = apply_config(args.config, target=target, home=args.home)
         workers = workers or cfg.workers
@@ -126,7 +94,7 @@ def _named_home(args: argparse.Namespace) -> Path | None:
     if args.home is not None:
         return home_path(args.home)
     if args.config:
-        from mpjobs.config_apply import check_file, config_home_of
+        from mpjobs.config.apply import check_file, config_home_of
 
         config_home = config_home_of(check_file(args.config))
         return None if config_home is None else home_path(config_home)

@@ -68,17 +68,25 @@ def split_path(path: str) -> tuple[str, str]:
 
 
 def resolve_path(path: str) -> Any:
-    """Import the object named by `path`, with an error that names the path when it fails."""
+    """Import the object named by 'pkg.mod:attr.sub' (or 'pkg.mod.attr'); the one importer.
+
+    Workers resolve job paths with it, config files their handler classes, and `mpjobs
+    run` its MODULE:APP, so all three accept the same paths and fail with the same words:
+    an ImportError naming the module and the path when the module cannot be imported,
+    or the attribute it lacks. A malformed path is a ValueError (see `split_path`).
+    """
     module_name, attr = split_path(path)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ImportError(f"cannot import {path!r}: {exc}") from exc
+        raise ImportError(f"cannot import {module_name!r} (from {path!r}): {exc}") from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            raise ImportError(f"cannot import {path!r}: {module_name!r} has no {attr!r}") from exc
+            raise ImportError(
+                f"cannot import {path!r}: {module_name!r} has no attribute {attr!r}"
+            ) from exc
     return obj
 
 

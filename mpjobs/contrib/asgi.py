@@ -34,15 +34,17 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mpjobs.app import App
 from mpjobs.contrib import start_pool
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import Watcher
 from mpjobs.coordination.processes import token_alive
 from mpjobs.files import write_json_atomic
 from mpjobs.pool import Pool
+
+if TYPE_CHECKING:  # App.lifespan imports this module: no import back at run time
+    from mpjobs.app import App
 
 __all__ = ["LifespanMiddleware", "PoolKeeper", "lifespan_for"]
 
@@ -57,6 +59,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 POOL_INFO = "pool.json"
 SUPERVISE_EVERY = 0.5
 RESTART_BACKOFF = (1.0, 30.0)
+
 
 class PoolKeeper:
     """Competes for the home's pool lock; while it holds it, it runs the pool."""

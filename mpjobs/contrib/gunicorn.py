@@ -64,6 +64,7 @@ from typing import Any
 
 from mpjobs.app import App
 from mpjobs.contrib import start_pool
+from mpjobs.loading import load_app
 from mpjobs.pool import Pool
 
 __all__ = ["on_exit", "on_reload", "post_fork", "when_ready", "worker_exit"]
@@ -90,7 +91,7 @@ def _config_namespace(server: Any) -> dict[str, Any]:
     """The gunicorn config module's globals (gunicorn keeps only the settings it knows)."""
     location = str(getattr(server.cfg, "config", None) or "")
     if location.startswith("python:"):
-        return vars(importlib.import_module(location[len("python:"):]))
+        return vars(importlib.import_module(location[len("python:") :]))
     module = sys.modules.get("__config__")
     return vars(module) if module is not None else {}
 
@@ -113,8 +114,6 @@ def _load(app: App | str | None) -> App:
             "mpjobs.contrib.gunicorn: no mpjobs app to run. Set mpjobs_app = 'pkg.module:app' "
             "in the gunicorn config file, or the MPJOBS_APP environment variable."
         )
-    from mpjobs.cli import load_app
-
     return load_app(app)
 
 

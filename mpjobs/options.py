@@ -1,0 +1,99 @@
+"""The options a job or schedule takes, their defaults and their checks: one source.
+
+`@app.task(...)`, `.options(...)`, a config file's job entry and a schedule's
+declaration all fall back to these defaults, so a job means the same whichever way it
+was declared. The checks run where the option is given (the decorator, `.options()`),
+so a typo fails at the call site, naming the option, and not in a worker later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mpjobs.limits import Limit, resolve_limits
+
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_PRIORITY",
+    "DEFAULT_QUEUE",
+    "DEFAULT_RETRY_BACKOFF",
+    "JOB_OPTIONS",
+    "SCHEDULE_DEFAULTS",
+    "SCHEDULE_OPTIONS",
+    "Shape",
+    "check_options",
+]
+
+DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = 0
+DEFAULT_MAX_ATTEMPTS = 1
+DEFAULT_RETRY_BACKOFF = 1.0
+
+JOB_OPTIONS = {
+    "queue", "priority", "max_attempts", "retry_backoff", "timeout", "memory_limit",
+    "limits", "unique_key", "name",
+}  # fmt: skip
+SCHEDULE_OPTIONS = {"coalesce", "misfire_grace_time", "max_instances", "max_failures", "jitter",
+                    "id"}  # fmt: skip
+
+DEFAULTS: dict[str, Any] = {
+    "queue": DEFAULT_QUEUE,
+    "priority": DEFAULT_PRIORITY,
+    "max_attempts": DEFAULT_MAX_ATTEMPTS,
+    "retry_backoff": DEFAULT_RETRY_BACKOFF,
+    "timeout": None,
+    "memory_limit": None,
+    "limits": None,
+    "unique_key": None,
+}
+SCHEDULE_DEFAULTS: dict[str, Any] = {
+    "coalesce": True,
+    "misfire_grace_time": None,
+    "max_instances": 1,
+    "max_failures": None,
+    "jitter": None,
+}
+
+
+def check_options(options: dict[str, Any], allowed: set[str]) -> None:
+    """Reject unknown or ill-typed options at the call site, naming them."""
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; expected some of {sorted(allowed)}")
+    if "queue" in options and (not isinstance(options["queue"], str) or not options["queue"]):
+        raise ValueError(f"queue must be a non-empty string, got {options['queue']!r}")
+    if "priority" in options and not isinstance(options["priority"], int):
+        raise TypeError(f"priority must be an int, got {options['priority']!r}")
+    ma = options.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+    if not isinstance(ma, int) or ma < 1:
+        raise ValueError(f"max_attempts must be an int >= 1, got {ma!r}")
+    limits = options.get("limits")
+    if limits is not None and not all(isinstance(x, Limit) for x in limits):
+        raise TypeError("limits must be a list of mpjobs.Limit")
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A job's options resolved once per task or `.options()` call, not once per push."""
+
+    name: str
+    queue: str
+    priority: int
+    max_attempts: int
+    retry_backoff: float
+    timeout: float | None
+    memory_limit: int | None
+    unique_key: str | None
+
+    @classmethod
+    def of(cls, options: dict[str, Any], name: str) -> Shape:
+        o = options
+        timeout, memory = resolve_limits(o.get("timeout"), o.get("memory_limit"), o.get("limits"))
+        return cls(
+            o.get("name") or name, o.get("queue", DEFAULT_QUEUE),
+            o.get("priority", DEFAULT_PRIORITY), o.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
+            float(o.get("retry_backoff", DEFAULT_RETRY_BACKOFF)), timeout, memory,
+            o.get("unique_key"),
+        )  # fmt: skip
