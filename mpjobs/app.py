@@ -317,11 +317,8 @@ class JobBuilder:
         if shape is None:
             shape = self._shape = Shape.of(self._options, self.name)
         when = exec_at if exec_at is not None else self._exec_at
-        payload = None
-        if self.args or self.kwargs:
-            payload = serialization.dumps((self.args, self.kwargs), f"arguments of {self.name}")
         return NewJob(
-            shape.name, self.func, self.func_pickle, payload, shape.queue, shape.priority,
+            shape.name, self.func, self.func_pickle, self.payload(), shape.queue, shape.priority,
             now if when is None else when, shape.max_attempts, shape.retry_backoff,
             shape.timeout, shape.memory_limit, shape.unique_key, schedule_id,
             (shape, self.func, self.func_pickle, schedule_id),

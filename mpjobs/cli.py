@@ -14,10 +14,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from mpjobs.app import App
 from mpjobs.errors import MpjobsError
@@ -26,6 +26,8 @@ from mpjobs.job import JobStatus
 from mpjobs.loading import UsageError, load_app
 
 log = logging.getLogger("mpjobs.cli")
+
+T = TypeVar("T")
 
 
 def _existing_app(args: argparse.Namespace) -> App:
@@ -206,18 +208,25 @@ def _job_line(job: Any) -> str:
     )
 
 
+def _named(
+    app: App, args: argparse.Namespace, noun: str, find: Callable[[str], T | None], label: str
+) -> T:
+    """The job or schedule `args.id` names, or a UsageError saying what is missing."""
+    if args.id is None:
+        raise UsageError(f"mpjobs {args.command} {args.action} needs a {noun} id")
+    found = find(args.id)
+    if found is None:
+        raise UsageError(f"no {noun} {label} in {app.home.path}")
+    return found
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     app = _existing_app(args)
     if args.action == "list":
         for job in app.jobs(status=args.status, queue=args.queue, limit=args.limit):
             print(_job_line(job))
         return 0
-    if args.id is None:
-        raise UsageError(f"mpjobs jobs {args.action} needs a job id")
-    found = app.get_job(args.id)
-    if found is None:
-        raise UsageError(f"no job {args.id} in {app.home.path}")
-    job = found
+    job = _named(app, args, "job", app.get_job, str(args.id))
     if args.action == "show":
         rec = job._record()
         print(_job_line(job))
@@ -247,11 +256,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
                 f"{s.id:<40} {s.state:<8} {s.trigger:<30} next {nrt.astimezone() if nrt else '-'}"
             )
         return 0
-    if args.id is None:
-        raise UsageError(f"mpjobs schedules {args.action} needs a schedule id")
-    sched = app.get_schedule(args.id)
-    if sched is None:
-        raise UsageError(f"no schedule {args.id!r} in {app.home.path}")
+    sched = _named(app, args, "schedule", app.get_schedule, repr(args.id))
     getattr(sched, args.action)()
     print(
         f"schedule {args.id}: {args.action}d"

@@ -20,7 +20,6 @@ __all__ = [
     "DEFAULT_QUEUE",
     "DEFAULT_RETRY_BACKOFF",
     "JOB_OPTIONS",
-    "SCHEDULE_DEFAULTS",
     "SCHEDULE_OPTIONS",
     "Shape",
     "check_options",
@@ -35,8 +34,9 @@ JOB_OPTIONS = {
     "queue", "priority", "max_attempts", "retry_backoff", "timeout", "memory_limit",
     "limits", "unique_key", "name",
 }  # fmt: skip
-SCHEDULE_OPTIONS = {"coalesce", "misfire_grace_time", "max_instances", "max_failures", "jitter",
-                    "id"}  # fmt: skip
+SCHEDULE_OPTIONS = {
+    "coalesce", "misfire_grace_time", "max_instances", "max_failures", "jitter", "id",
+}  # fmt: skip
 
 DEFAULTS: dict[str, Any] = {
     "queue": DEFAULT_QUEUE,
@@ -47,13 +47,6 @@ DEFAULTS: dict[str, Any] = {
     "memory_limit": None,
     "limits": None,
     "unique_key": None,
-}
-SCHEDULE_DEFAULTS: dict[str, Any] = {
-    "coalesce": True,
-    "misfire_grace_time": None,
-    "max_instances": 1,
-    "max_failures": None,
-    "jitter": None,
 }
 
 
