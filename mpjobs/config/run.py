@@ -2,7 +2,7 @@
 
 A worker imports this module at run time (through `mpjobs.config:run_class_handler`,
 the path stored in such jobs), so it imports nothing of the config file machinery:
-no parsing, no checks, no App.
+no file parsing, no checks, nothing of `apply.py`.
 """
 
 from __future__ import annotations
