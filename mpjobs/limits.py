@@ -87,19 +87,25 @@ def kill_tree(pid: int) -> None:
 
 @dataclass
 class Watch:
-    """One running limited job, as the supervisor sees it."""
+    """One running limited job, as the supervisor sees it.
+
+    A worker running N jobs at once is one process, so a memory limit is checked
+    against the RSS of the worker's whole tree: the limit of any job in flight there
+    bounds them all, and breaking it kills the worker (its other jobs are put back).
+    """
 
     job_id: int
     started: float
     timeout: float | None
     memory_limit: int | None
     proc: psutil.Process
+    grace: float = 0.0  # an async job's cancelled task gets this long before the kill
     peak: int = 0
     next_sample: float = field(default=0.0)
 
     @property
     def deadline(self) -> float | None:
-        return None if self.timeout is None else self.started + self.timeout
+        return None if self.timeout is None else self.started + self.timeout + self.grace
 
     def next_check(self) -> float:
         times = [t for t in (self.deadline, self.next_sample if self.memory_limit else None) if t]
@@ -108,6 +114,9 @@ class Watch:
     def check(self, now: float) -> str | None:
         """None while within limits, else the reason the job must die."""
         if self.deadline is not None and now >= self.deadline:
+            if self.grace:
+                return (f"time limit of {self.timeout:g} s exceeded, and the job did not end "
+                        f"within {self.grace:g} s of its cancellation")  # fmt: skip
             return f"time limit of {self.timeout:g} s exceeded"
         if self.memory_limit is not None and now >= self.next_sample:
             self.next_sample = now + MEMORY_SAMPLE_INTERVAL
