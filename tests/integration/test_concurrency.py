@@ -1,0 +1,117 @@
+"""Workers with concurrency N (the asyncio executor) against real processes.
+
+N async jobs overlap on one worker's loop; sync jobs there run in its thread pool; an
+async job over its time limit is cancelled and the worker lives on, unless it blocks
+the loop, when the supervisor kills the worker after the grace and its other jobs are
+run again; a terminate-cancel of one of N jobs in flight still stops it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import async_tasks as at
+import pytest
+from conftest import started, wait_for
+
+import mpjobs
+from mpjobs import JobStatus
+from mpjobs.executors import GRACE
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def app(home: Path) -> mpjobs.App:
+    return at.make_app(home)
+
+
+def _starts(marker: Path, tag: str | None = None) -> list[dict[str, Any]]:
+    return [m for m in at.marks(marker) if tag is None or m.get("tag") == tag]
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_n_jobs_overlap_on_one_worker(kind: str, app: mpjobs.App, tmp_path: Path) -> None:
+    """Every job waits at a barrier of all of them: none can end before all have begun."""
+    n = 20 if kind == "async" else 6
+    barrier, marker = tmp_path / "barrier", tmp_path / "marks"
+    barrier.mkdir()
+    task = at.meet if kind == "async" else at.meet_sync
+    jobs = app.push_many([task.schedule(str(barrier), i, n, str(marker)) for i in range(n)])
+    with started(app, workers=1, concurrency=n):
+        pids = {j.wait(30).result() for j in jobs}
+    assert len(pids) == 1, "all ran in the one worker"
+    events = at.marks(marker)
+    last_start = max(float(e["t"]) for e in events if e["what"] == "start")  # type: ignore[arg-type]
+    first_end = min(float(e["t"]) for e in events if e["what"] == "end")  # type: ignore[arg-type]
+    assert last_start <= first_end
+
+
+def test_async_job_over_its_limit_is_cancelled_and_the_worker_lives_on(
+    app: mpjobs.App, tmp_path: Path
+) -> None:
+    marker, release = tmp_path / "marks", tmp_path / "release"
+    with started(app, workers=1, concurrency=4) as pool:
+        (worker,) = pool.workers()
+        neighbour = at.wait_file.schedule(str(marker), str(release), "n").now()
+        wait_for(lambda: _starts(marker, "n"), 10, what="the neighbour to start")
+        job = at.hang.schedule(str(marker), "h").options(timeout=0.5, max_attempts=1).now()
+        job.wait(10)
+        assert job.status is JobStatus.TIMEOUT
+        assert "time limit of 0.5 s exceeded (its task was cancelled)" in (job.error or "")
+        release.touch()
+        assert neighbour.wait(10).result() == worker, "the neighbour ran on, same worker"
+        assert pool.workers() == [worker], "no worker was killed"
+
+
+def test_async_job_blocking_the_loop_gets_its_worker_killed_and_others_retried(
+    app: mpjobs.App, tmp_path: Path
+) -> None:
+    marker, release = tmp_path / "marks", tmp_path / "release"
+    with started(app, workers=1, concurrency=4) as pool:
+        (worker,) = pool.workers()
+        neighbours = [
+            at.wait_file.schedule(str(marker), str(release), f"n{i}").options(max_attempts=3).now()
+            for i in range(2)
+        ]
+        wait_for(lambda: len(_starts(marker)) == 2, 10, what="the neighbours to start")
+        job = at.block.schedule(str(marker)).options(timeout=0.5, max_attempts=1).now()
+        job.wait(15)
+        assert job.status is JobStatus.TIMEOUT
+        assert f"did not end within {GRACE:g} s of its cancellation" in (job.error or "")
+        rec = app.store.get(int(job.id))
+        assert rec is not None and rec.started_at and rec.finished_at
+        assert rec.finished_at - rec.started_at <= 0.5 + GRACE + 1.0
+        # its batch-mates in flight were put back and run again in the new worker
+        for i in range(2):
+            wait_for(lambda i=i: len(_starts(marker, f"n{i}")) == 2, 15, what="a re-run")  # type: ignore[misc]
+        release.touch()
+        pids = {n.wait(10).result() for n in neighbours}
+        assert pids and worker not in pids
+        assert all(n.status is JobStatus.SUCCESS for n in neighbours)
+
+
+def test_terminate_cancel_of_one_of_n_jobs_in_flight(app: mpjobs.App, tmp_path: Path) -> None:
+    marker, release = tmp_path / "marks", tmp_path / "release"
+    with started(app, workers=1, concurrency=4) as pool:
+        (worker,) = pool.workers()
+        jobs = [at.wait_file.schedule(str(marker), str(release), f"j{i}").now() for i in range(3)]
+        wait_for(lambda: len(_starts(marker)) == 3, 10, what="three jobs in flight")
+        assert jobs[1].cancel(terminate=True)
+        wait_for(lambda: worker not in pool.workers() and len(pool.workers()) == 1, 15,
+                 what="the worker killed and replaced")  # fmt: skip
+        assert jobs[1].status is JobStatus.CANCELLED
+        for i in (0, 2):  # put back without using an attempt, and run again
+            wait_for(lambda i=i: len(_starts(marker, f"j{i}")) == 2, 15, what="a re-run")  # type: ignore[misc]
+        release.touch()
+        for i in (0, 2):
+            assert jobs[i].wait(10).status is JobStatus.SUCCESS
+            assert jobs[i].attempts == 1
+        assert len(_starts(marker, "j1")) == 1
+        assert jobs[1].status is JobStatus.CANCELLED
+
+
+def test_concurrency_must_be_a_positive_int(app: mpjobs.App) -> None:
+    with pytest.raises(ValueError, match="concurrency must be an int >= 1"):
+        app.start(workers=1, concurrency=0)
