@@ -116,3 +116,13 @@ async def block(marker: str) -> str:
     mark(marker)
     time.sleep(3600)
     return "woke up"
+
+
+@app.task
+async def flaky(marker: str) -> int:
+    """Fail the first attempt, succeed the next: a retry the same worker may claim again."""
+    first = not marks(marker)
+    mark(marker)
+    if first:
+        raise RuntimeError("first attempt fails")
+    return os.getpid()

@@ -115,3 +115,41 @@ def test_terminate_cancel_of_one_of_n_jobs_in_flight(app: mpjobs.App, tmp_path: 
 def test_concurrency_must_be_a_positive_int(app: mpjobs.App) -> None:
     with pytest.raises(ValueError, match="concurrency must be an int >= 1"):
         app.start(workers=1, concurrency=0)
+
+
+def test_a_retry_claimed_again_beside_a_job_in_flight_keeps_the_journal_right(
+    app: mpjobs.App, home: Path, tmp_path: Path
+) -> None:
+    """The journal is rewritten, never truncated, while a job is in flight.
+
+    A job that failed and comes back to the same worker finds its own outcome in the
+    journal; the journal is then replaced by one holding only the starts in flight. A
+    kill after that must settle the job in flight as lost (retried), not forget it, and
+    must leave the retried job's success alone.
+    """
+    import os
+    import signal
+
+    from mpjobs.journal import read_journal
+
+    marker, release, flaky = tmp_path / "marks", tmp_path / "release", tmp_path / "flaky"
+    with started(app, workers=1, concurrency=4) as pool:
+        (worker,) = pool.workers()
+        neighbour = (
+            at.wait_file.schedule(str(marker), str(release), "n").options(max_attempts=3).now()
+        )
+        wait_for(lambda: _starts(marker, "n"), 10, what="the neighbour to start")
+        job = at.flaky.schedule(str(flaky)).options(max_attempts=2, retry_backoff=0.0).now()
+        assert job.wait(10).result() == worker
+        assert job.attempts == 2
+        (proc,) = [p for p in app.store.list_processes() if p.pid == worker]
+        path = app.home.journal(proc.token)
+        started_ids, done = read_journal(path)
+        assert started_ids - done.keys() == {int(neighbour.id)}
+        assert b"first attempt fails" not in path.read_bytes(), "the journal was rewritten"
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: len(_starts(marker, "n")) == 2, 15, what="the neighbour run again")
+        release.touch()
+        assert neighbour.wait(10).status is JobStatus.SUCCESS
+        assert neighbour.attempts == 2, "the lost attempt was charged"
+        assert job.status is JobStatus.SUCCESS and job.attempts == 2
