@@ -3,7 +3,9 @@
 Each worker owns its jobs under a token whose liveness lock it holds for life, so any
 process can tell a dead owner from a live one without trusting pids or clocks. A job's
 result commits in the same transaction that starts the next job, so a kill at any
-moment leaves at most the one running job to recover.
+moment leaves at most the one running job to recover. A worker started with
+concurrency N runs the loop of inflight.py instead: up to N jobs at once on an event
+loop, the same rules per job. How a job's function is called is executors.py's part.
 """
 
 from __future__ import annotations

@@ -153,3 +153,26 @@ def test_a_retry_claimed_again_beside_a_job_in_flight_keeps_the_journal_right(
         assert neighbour.wait(10).status is JobStatus.SUCCESS
         assert neighbour.attempts == 2, "the lost attempt was charged"
         assert job.status is JobStatus.SUCCESS and job.attempts == 2
+
+
+def test_mpjobs_run_concurrency_option(app: mpjobs.App, home: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    n = 6
+    barrier, marker = tmp_path / "barrier", tmp_path / "marks"
+    barrier.mkdir()
+    jobs = app.push_many([at.meet.schedule(str(barrier), i, n, str(marker)) for i in range(n)])
+    cmd = [sys.executable, "-m", "mpjobs", "run", "async_tasks:app", "--workers", "1",
+           "--concurrency", str(n), "--home", str(home)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert len({j.wait(30).result() for j in jobs}) == 1, "all met in the one worker"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, err
