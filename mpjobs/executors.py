@@ -51,10 +51,11 @@ class Stats:
         self.jobs_done += 1
 
 
-def _load(job: JobRecord) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+def _load(job: JobRecord) -> tuple[Callable[..., Any], Any, Any]:
+    """The job's function, positional and keyword arguments."""
     fn = serialization.load_callable(job.func, job.func_pickle)
     args, kwargs = serialization.loads(job.payload) if job.payload else ((), {})
-    return fn, tuple(args), dict(kwargs)
+    return fn, args, kwargs
 
 
 def _failed(job: JobRecord, exc: BaseException) -> Completion:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import psutil
@@ -111,8 +112,12 @@ class Watch:
         times = [t for t in (self.deadline, self.next_sample if self.memory_limit else None) if t]
         return min(times) if times else float("inf")
 
-    def check(self, now: float) -> str | None:
-        """None while within limits, else the reason the job must die."""
+    def check(self, now: float, rss: Callable[[], int] | None = None) -> str | None:
+        """None while within limits, else the reason the job must die.
+
+        `rss` gives the tree's RSS; the watches of one worker share one sample per pass
+        (`shared_rss`), so N memory-limited jobs in flight cost one sampler, not N.
+        """
         if self.deadline is not None and now >= self.deadline:
             if self.grace:
                 return (f"time limit of {self.timeout:g} s exceeded, and the job did not end "
@@ -120,14 +125,34 @@ class Watch:
             return f"time limit of {self.timeout:g} s exceeded"
         if self.memory_limit is not None and now >= self.next_sample:
             self.next_sample = now + MEMORY_SAMPLE_INTERVAL
-            rss = tree_rss(self.proc)
-            self.peak = max(self.peak, rss)
-            if rss > self.memory_limit:
+            now_rss = rss() if rss is not None else tree_rss(self.proc)
+            self.peak = max(self.peak, now_rss)
+            if now_rss > self.memory_limit:
                 return (
                     f"memory limit of {_mb(self.memory_limit)} exceeded: the job's process tree "
                     f"reached {_mb(self.peak)} RSS"
                 )
         return None
+
+
+def shared_rss(proc: psutil.Process) -> Callable[[], int]:
+    """The tree's RSS, sampled on first use and then remembered: one per supervisor pass."""
+    memo: list[int] = []
+
+    def sample() -> int:
+        if not memo:
+            memo.append(tree_rss(proc))
+        return memo[0]
+
+    return sample
+
+
+def align(watch: Watch, others: Iterable[Watch]) -> None:
+    """Sample a new memory watch with the worker's others, so they share each sample."""
+    for other in others:
+        if other.memory_limit is not None and watch.memory_limit is not None:
+            watch.next_sample = other.next_sample
+            return
 
 
 def _mb(n: int) -> str:

@@ -29,7 +29,7 @@ from mpjobs.coordination.notify import foreign_thread_count, safe_to_fork
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.journal import read_journal, remove_journal, write_kill_note
 from mpjobs.ledger import Ledger
-from mpjobs.limits import Watch, kill_tree
+from mpjobs.limits import Watch, align, kill_tree, shared_rss
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.store.base import FAILED, TIMEOUT, ProcessRecord
 from mpjobs.worker import BOOT_ERROR, Worker
@@ -450,19 +450,21 @@ class Supervisor:
             elif parts[0] == "S":
                 timeout, memory = float(parts[3]), int(parts[4])
                 grace = float(parts[5]) if len(parts) > 5 else 0.0
-                child.watches[int(parts[2])] = Watch(int(parts[2]), time.monotonic(),
-                                                     timeout or None, memory or None,
-                                                     child.proc, grace)  # fmt: skip
+                watch = Watch(int(parts[2]), time.monotonic(), timeout or None,
+                              memory or None, child.proc, grace)  # fmt: skip
+                align(watch, child.watches.values())
+                child.watches[watch.job_id] = watch
             elif parts[0] == "E":
                 child.watches.pop(int(parts[2]), None)
 
     def _check_limits(self) -> None:
         now = time.monotonic()
         for pid, child in list(self.children.items()):
-            if child.kill is not None:
+            if child.kill is not None or not child.watches or child.proc is None:
                 continue
+            rss = shared_rss(child.proc)
             for watch in child.watches.values():
-                reason = watch.check(now)
+                reason = watch.check(now, rss)
                 if reason is not None:
                     status = TIMEOUT if reason.startswith("time") else FAILED
                     log.warning(

@@ -126,3 +126,18 @@ async def flaky(marker: str) -> int:
     if first:
         raise RuntimeError("first attempt fails")
     return os.getpid()
+
+
+CHUNK = 20 * 1024**2
+CAP = 2 * 1024**3
+
+
+@app.task
+async def hog(total: int, marker: str) -> int:
+    """Allocate up to `total` bytes (capped) in 20 MB steps, yielding to the loop between."""
+    mark(marker)
+    held = []
+    for _ in range(min(total, CAP) // CHUNK):
+        held.append(b"\1" * CHUNK)
+        await asyncio.sleep(0.002)
+    return len(held)

@@ -176,3 +176,23 @@ def test_mpjobs_run_concurrency_option(app: mpjobs.App, home: Path, tmp_path: Pa
             proc.kill()
             proc.wait(5)
     assert proc.returncode == 0, err
+
+
+def test_memory_limit_of_one_job_bounds_the_whole_worker(app: mpjobs.App, tmp_path: Path) -> None:
+    marker, release = tmp_path / "marks", tmp_path / "release"
+    with started(app, workers=1, concurrency=4) as pool:
+        (worker,) = pool.workers()
+        neighbour = at.wait_file.schedule(str(marker), str(release), "n").now()
+        wait_for(lambda: _starts(marker, "n"), 10, what="the neighbour to start")
+        job = (
+            at.hog.schedule(1024**3, str(tmp_path / "hog"))
+            .options(memory_limit="200MB", max_attempts=1)
+            .now()
+        )
+        job.wait(30)
+        assert job.status is JobStatus.FAILED
+        assert "memory limit of 200.0 MiB exceeded" in (job.error or "")
+        wait_for(lambda: len(_starts(marker, "n")) == 2, 15, what="the neighbour run again")
+        release.touch()
+        assert neighbour.wait(10).result() != worker
+        assert neighbour.attempts == 1, "put back without using an attempt"
