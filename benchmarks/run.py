@@ -40,6 +40,8 @@ from mpjobs.coordination.leader import current_leader
 
 ROOT = Path(__file__).resolve().parent.parent
 LATEST = Path(__file__).resolve().parent / "latest.json"
+ASYNC_CONCURRENCY = 100
+ASYNC_SLEEP = 0.1
 POLL = 0.01  # the drain observers poll a count every 10 ms, the same for both systems
 
 
@@ -60,12 +62,14 @@ class Config:
     idle_waiters_n: int = 10_000
     backlog_n: int = 1_000_000
     backlog_drain_n: int = 60_000  # long enough (about 1.5 s) that load spikes average out
+    async_n: int = 10_000  # jobs of 0.1 s on 2 workers of concurrency ASYNC_CONCURRENCY
+    async_serial_n: int = 200  # the same jobs on 2 workers of concurrency 1
 
 
 QUICK = Config(
     drain_n=5_000, huey_n=2_000, huey_nosync_n=2_000, push_n=5_000, push_many_n=50_000,
     latency_samples=50, schedule_for=2.0, kills=5, failovers=5, idle_for=3.0,
-    backlog_n=200_000, backlog_drain_n=5_000,
+    backlog_n=200_000, backlog_drain_n=5_000, async_serial_n=100,
 )  # fmt: skip
 
 
@@ -140,8 +144,8 @@ def store_rate(conn: sqlite3.Connection) -> float:
 
 
 @contextlib.contextmanager
-def pool_of(app: mpjobs.App, workers: int) -> Iterator[mpjobs.Pool]:
-    pool = app.start(workers=workers)
+def pool_of(app: mpjobs.App, workers: int, **opts: Any) -> Iterator[mpjobs.Pool]:
+    pool = app.start(workers=workers, **opts)
     try:
         pool.wait_ready(timeout=30, workers=workers)
         yield pool
@@ -474,9 +478,33 @@ class Bench:
         shutil.rmtree(home, ignore_errors=True)
         self.log(f"drained {k} of the {n} backlog")
 
+    # -- 9. async jobs on workers of concurrency 100, against concurrency 1 ----------
+
+    def async_drain(self) -> None:
+        """Jobs that each await asyncio.sleep(0.1): the sleeping is the floor, the rest is
+        the executor's overhead (claims, journal, commits, the loop)."""
+        for key, n, concurrency in (
+            ("async_drain", self.cfg.async_n, ASYNC_CONCURRENCY),
+            ("async_serial", self.cfg.async_serial_n, 1),
+        ):
+            home = self.home(key)
+            app = tasks.rehome(tasks.app, home)
+            app.push_many([tasks.nap.schedule(ASYNC_SLEEP) for _ in range(n)])
+            conn = reader(home / "mpjobs.db")
+            with pool_of(app, 2, concurrency=concurrency):
+                r = measure_drain(mpjobs_remaining(conn), n, timeout=600)
+            conn.close()
+            floor = n * ASYNC_SLEEP / (2 * concurrency)  # seconds of sleeping per slot
+            self.out[f"{key}_s"] = round(r["seconds"], 2)
+            self.out[f"{key}_overhead_s"] = round(r["seconds"] - floor, 2)
+            self.log(f"{n} jobs of {ASYNC_SLEEP} s, 2 workers x {concurrency}: "
+                     f"{r['seconds']:.2f} s ({floor:.1f} s of it sleeping per slot)")  # fmt: skip
+        per_job = self.out["async_serial_s"] / self.cfg.async_serial_n
+        self.out["async_serial_projected_s"] = round(per_job * self.cfg.async_n, 1)
+
 
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
-             "drain", "backlog"]  # fmt: skip
+             "drain", "backlog", "async_drain"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).
@@ -522,6 +550,11 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("drain_jobs_per_s_empty_ref", "jobs/s", None, True),
     ("drain_jobs_per_s_1m_backlog", "jobs/s", None, True),
     ("backlog_vs_empty", "ratio", 0.8, True),
+    ("async_drain_s", "s", 10.0, False),
+    ("async_drain_overhead_s", "s", None, False),
+    ("async_serial_s", "s", None, False),
+    ("async_serial_overhead_s", "s", None, False),
+    ("async_serial_projected_s", "s", None, False),
 ]
 
 

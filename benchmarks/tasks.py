@@ -6,6 +6,7 @@ started, so every task keeps one stable import path.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -26,6 +27,12 @@ def rehome(target: mpjobs.App, home: str | Path) -> mpjobs.App:
 @app.task
 def noop() -> None:
     return None
+
+
+@app.task
+async def nap(seconds: float) -> None:
+    """The async_drain scenario's job: one await of asyncio.sleep."""
+    await asyncio.sleep(seconds)
 
 
 @app.task

@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> None:
     opts: dict[str, Any] = json.loads(args.supervisor_options) if args.supervisor_options else {}
     if args.parent_pid:
         opts["parent_pid"] = args.parent_pid
-    for key in ("graceful_timeout", "max_jobs_per_worker", "max_memory_per_worker"):
+    for key in ("graceful_timeout", "max_jobs_per_worker", "max_memory_per_worker", "concurrency"):
         value = getattr(args, key)
         if value is not None:
             opts[key] = value
@@ -315,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--graceful-timeout", type=float)
     run.add_argument("--max-jobs-per-worker", type=int)
     run.add_argument("--max-memory-per-worker")
+    run.add_argument("--concurrency", type=int, help="async jobs at once per worker")
     run.add_argument("--token", help=argparse.SUPPRESS)
     run.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     # app.start() through exec: its options as JSON, and a pipe to report a failed start.

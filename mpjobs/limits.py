@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import psutil
@@ -87,38 +88,71 @@ def kill_tree(pid: int) -> None:
 
 @dataclass
 class Watch:
-    """One running limited job, as the supervisor sees it."""
+    """One running limited job, as the supervisor sees it.
+
+    A worker running N jobs at once is one process, so a memory limit is checked
+    against the RSS of the worker's whole tree: the limit of any job in flight there
+    bounds them all, and breaking it kills the worker (its other jobs are put back).
+    """
 
     job_id: int
     started: float
     timeout: float | None
     memory_limit: int | None
     proc: psutil.Process
+    grace: float = 0.0  # an async job's cancelled task gets this long before the kill
     peak: int = 0
     next_sample: float = field(default=0.0)
 
     @property
     def deadline(self) -> float | None:
-        return None if self.timeout is None else self.started + self.timeout
+        return None if self.timeout is None else self.started + self.timeout + self.grace
 
     def next_check(self) -> float:
         times = [t for t in (self.deadline, self.next_sample if self.memory_limit else None) if t]
         return min(times) if times else float("inf")
 
-    def check(self, now: float) -> str | None:
-        """None while within limits, else the reason the job must die."""
+    def check(self, now: float, rss: Callable[[], int] | None = None) -> str | None:
+        """None while within limits, else the reason the job must die.
+
+        `rss` gives the tree's RSS; the watches of one worker share one sample per pass
+        (`shared_rss`), so N memory-limited jobs in flight cost one sampler, not N.
+        """
         if self.deadline is not None and now >= self.deadline:
+            if self.grace:
+                return (f"time limit of {self.timeout:g} s exceeded, and the job did not end "
+                        f"within {self.grace:g} s of its cancellation")  # fmt: skip
             return f"time limit of {self.timeout:g} s exceeded"
         if self.memory_limit is not None and now >= self.next_sample:
             self.next_sample = now + MEMORY_SAMPLE_INTERVAL
-            rss = tree_rss(self.proc)
-            self.peak = max(self.peak, rss)
-            if rss > self.memory_limit:
+            now_rss = rss() if rss is not None else tree_rss(self.proc)
+            self.peak = max(self.peak, now_rss)
+            if now_rss > self.memory_limit:
                 return (
                     f"memory limit of {_mb(self.memory_limit)} exceeded: the job's process tree "
                     f"reached {_mb(self.peak)} RSS"
                 )
         return None
+
+
+def shared_rss(proc: psutil.Process) -> Callable[[], int]:
+    """The tree's RSS, sampled on first use and then remembered: one per supervisor pass."""
+    memo: list[int] = []
+
+    def sample() -> int:
+        if not memo:
+            memo.append(tree_rss(proc))
+        return memo[0]
+
+    return sample
+
+
+def align(watch: Watch, others: Iterable[Watch]) -> None:
+    """Sample a new memory watch with the worker's others, so they share each sample."""
+    for other in others:
+        if other.memory_limit is not None and watch.memory_limit is not None:
+            watch.next_sample = other.next_sample
+            return
 
 
 def _mb(n: int) -> str:

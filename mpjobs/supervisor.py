@@ -29,7 +29,7 @@ from mpjobs.coordination.notify import foreign_thread_count, safe_to_fork
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.journal import read_journal, remove_journal, write_kill_note
 from mpjobs.ledger import Ledger
-from mpjobs.limits import Watch, kill_tree
+from mpjobs.limits import Watch, align, kill_tree, shared_rss
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.store.base import FAILED, TIMEOUT, ProcessRecord
 from mpjobs.worker import BOOT_ERROR, Worker
@@ -62,7 +62,7 @@ class Child:
     retiring: bool = False
     booted: bool = False  # a worker says so over the report pipe once it can serve
     kill: tuple[int | None, str, str] | None = None  # (job to settle, status, reason)
-    watch: Watch | None = None
+    watches: dict[int, Watch] = field(default_factory=dict)  # limited jobs running, by id
     proc: psutil.Process | None = field(default=None, repr=False)
 
 
@@ -76,6 +76,7 @@ class Supervisor:
         graceful_timeout: float = 30.0,
         max_jobs_per_worker: int | None = None,
         max_memory_per_worker: int | str | None = None,
+        concurrency: int = 1,
         install_signal_handlers: bool = True,
         token: str | None = None,
         parent_pid: int | None = None,
@@ -85,8 +86,11 @@ class Supervisor:
         n = (os.cpu_count() or 1) if workers is None else workers
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         self.app = app
         self.n = n
+        self.concurrency = concurrency  # jobs at once per worker (docs/workers.md)
         self.queues = list(queues) if queues else None
         self.graceful_timeout = graceful_timeout
         self.max_jobs = max_jobs_per_worker
@@ -210,7 +214,7 @@ class Supervisor:
     def _sleep(self, until: float) -> None:
         now = time.monotonic()
         wake = [until]
-        wake += [c.watch.next_check() for c in self.children.values() if c.watch]
+        wake += [w.next_check() for c in self.children.values() for w in c.watches.values()]
         if self.stopping:
             # no respawns while stopping: their (past) times would make this a busy loop
             wake.append(self.stop_deadline)
@@ -290,7 +294,7 @@ class Supervisor:
                 Worker(
                     self.app, token=token, parent_token=self.token, slot=slot, queues=self.queues,
                     report_fd=self._report_w, max_jobs=self.max_jobs, max_memory=self.max_memory,
-                    share=self.n,
+                    share=self.n, concurrency=self.concurrency,
                 ).run(parent)  # fmt: skip
             finally:
                 os._exit(BOOT_ERROR)
@@ -415,8 +419,10 @@ class Supervisor:
     # -- limits and kill requests ----------------------------------------------------
 
     def _read_reports(self) -> None:
-        """Workers report the start ("S pid job timeout memory") and end ("E pid job") of
-        limited jobs; by pid, because during a reload two workers share a slot."""
+        """Workers report the start ("S pid job timeout memory [grace]") and end ("E pid
+        job") of limited jobs; by pid, because during a reload two workers share a slot.
+        A worker with concurrency N may have up to N limited jobs watched at once; an
+        async job's grace is the time its cancelled task has before its worker is killed."""
         try:
             while True:
                 data = os.read(self._report_r, 65536)
@@ -443,24 +449,30 @@ class Supervisor:
                 continue
             elif parts[0] == "S":
                 timeout, memory = float(parts[3]), int(parts[4])
-                child.watch = Watch(int(parts[2]), time.monotonic(), timeout or None,
-                                    memory or None, child.proc)  # fmt: skip
-            elif parts[0] == "E" and child.watch and child.watch.job_id == int(parts[2]):
-                child.watch = None
+                grace = float(parts[5]) if len(parts) > 5 else 0.0
+                watch = Watch(int(parts[2]), time.monotonic(), timeout or None,
+                              memory or None, child.proc, grace)  # fmt: skip
+                align(watch, child.watches.values())
+                child.watches[watch.job_id] = watch
+            elif parts[0] == "E":
+                child.watches.pop(int(parts[2]), None)
 
     def _check_limits(self) -> None:
         now = time.monotonic()
         for pid, child in list(self.children.items()):
-            watch = child.watch
-            if watch is None or child.kill is not None:
+            if child.kill is not None or not child.watches or child.proc is None:
                 continue
-            reason = watch.check(now)
-            if reason is not None:
-                status = TIMEOUT if reason.startswith("time") else FAILED
-                log.warning(
-                    "job %d on worker %d: %s; killing the worker", watch.job_id, pid, reason
-                )
-                self._kill(child, (watch.job_id, status, reason))
+            rss = shared_rss(child.proc)
+            for watch in child.watches.values():
+                reason = watch.check(now, rss)
+                if reason is not None:
+                    status = TIMEOUT if reason.startswith("time") else FAILED
+                    log.warning(
+                        "job %d on worker %d: %s; killing the worker", watch.job_id, pid, reason
+                    )
+                    # The worker's other jobs in flight are put back (a deliberate kill).
+                    self._kill(child, (watch.job_id, status, reason))
+                    break
 
     def _kill_requested(self) -> None:
         """Kill workers whose running job was cancelled with terminate=True."""

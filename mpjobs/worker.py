@@ -3,14 +3,14 @@
 Each worker owns its jobs under a token whose liveness lock it holds for life, so any
 process can tell a dead owner from a live one without trusting pids or clocks. A job's
 result commits in the same transaction that starts the next job, so a kill at any
-moment leaves at most the one running job to recover.
+moment leaves at most the one running job to recover. A worker started with
+concurrency N runs the loop of inflight.py instead: up to N jobs at once on an event
+loop, the same rules per job. How a job's function is called is executors.py's part.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import psutil
 
-from mpjobs import outcomes, serialization
+from mpjobs import serialization
 from mpjobs.batch import BatchRest
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import Watcher
 from mpjobs.coordination.processes import boot_child
 from mpjobs.errors import StoreError
+from mpjobs.executors import AsyncExecutor, SerialExecutor, Stats
+from mpjobs.inflight import InFlight
 from mpjobs.journal import Journal
 from mpjobs.store.base import (
     CANCELLED,
@@ -75,8 +77,10 @@ class Worker:
         max_jobs: int | None = None,
         max_memory: int | None = None,
         share: int = 1,
+        concurrency: int = 1,
     ) -> None:
         self.app = app
+        self.concurrency = concurrency  # 1: one job at a time (below); N: inflight.py
         self.share = share  # workers of this supervisor: a batch is at most a fair share
         self.token = token
         self.parent_token = parent_token
@@ -86,11 +90,9 @@ class Worker:
         self.max_jobs = max_jobs
         self.max_memory = max_memory
         self.stopping = False
-        self.jobs_done = 0
-        self.avg = 0.001
+        self.stats = Stats()  # recent run times (batch sizes, flushes) and jobs done
+        self.began: int | None = None  # the last job begun: a crash counts it as begun
         self._queued = False
-        self.durations: dict[str, float] = {}  # per task name: recent run time, for flushes
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- process lifecycle -----------------------------------------------------------
 
@@ -135,6 +137,7 @@ class Worker:
         self.proc = psutil.Process()
         self.journal = Journal(self.app.home.journal(self.token))
         self.rest = BatchRest(self._publish)
+        self.serial = SerialExecutor(self._report, self.stats)
         self._report(f"R {os.getpid()}\n")  # booted: from now on a death is a lost worker
 
     def _on_term(self, signum: int, frame: Any) -> None:
@@ -173,7 +176,7 @@ class Worker:
             # stays for whoever settles this worker, however the loop ended: its
             # supervisor reaps us at once and commits the results from it.
             open_start = self.journal.open_start
-            if open_start is not None and open_start != getattr(self, "_began", None):
+            if open_start is not None and open_start != self.began:
                 with contextlib.suppress(OSError):  # then it counts as begun: still safe
                     self.journal.not_begun(open_start)
             self.journal.close(remove=not self.journal.dirty)
@@ -187,12 +190,17 @@ class Worker:
 
         Results are journaled as they happen and committed with the next claim, or
         sooner when a batch runs longer than FLUSH_INTERVAL, so waiters see them soon.
+        A worker with concurrency N runs the loop of inflight.py instead.
         """
+        if self.concurrency > 1:
+            executor = AsyncExecutor(self.concurrency, self._report, self.stats)
+            InFlight(self, executor).serve()
+            return
         while not (self.stopping or self._recycle_due()):
             if not self.rest.has_results() and not self._wait_for_work():
                 continue
-            self.idle.release()  # let a sibling listen while we work
-            limit = max(1, min(BATCH_MAX, int(BATCH_WINDOW / max(self.avg, 1e-6))))
+            self._release_turn()
+            limit = max(1, min(BATCH_MAX, int(BATCH_WINDOW / max(self.stats.avg, 1e-6))))
             batch = self._retrying(
                 self.store.claim, self.token, os.getpid(), self.queues, limit, time.time(),
                 self.rest.results(), self.share,
@@ -216,7 +224,7 @@ class Worker:
         job: JobRecord | None = batch[0]
         self._retrying(self.journal.started, batch[0].id)
         while job is not None:
-            if self.rest.has_results() and self.durations.get(job.name, 1.0) > FAST_JOB:
+            if self.rest.has_results() and self.stats.durations.get(job.name, 1.0) > FAST_JOB:
                 # This one may take a while: publish the results we hold first, so a
                 # quick job's waiter does not wait for its slow batch-mate.
                 self._flush()
@@ -228,7 +236,8 @@ class Worker:
                 done = Completion(job.id, CANCELLED)  # tells the supervisor: no kill
             else:
                 self.rest.running()
-                done = self._execute(job)
+                self.began = job.id  # from here on, a crash counts this job as begun
+                done = self.serial.execute(job)
                 self.rest.finished()
             stop = self.stopping or self._recycle_due()
             nxt = None if stop else self.rest.take()
@@ -281,6 +290,10 @@ class Worker:
             self.stopping = True
         return False
 
+    def _release_turn(self) -> None:
+        """Let a sibling listen for the doorbell while we work."""
+        self.idle.release()
+
     def _take_turn(self) -> None:
         """Queue for the listening turn, for TURN_PATIENCE at most.
 
@@ -301,12 +314,12 @@ class Worker:
             signal.signal(signal.SIGALRM, old)
 
     def _recycle_due(self) -> bool:
-        if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
-            log.info("worker %s recycles after %d jobs", self.slot, self.jobs_done)
+        if self.max_jobs is not None and self.stats.jobs_done >= self.max_jobs:
+            log.info("worker %s recycles after %d jobs", self.slot, self.stats.jobs_done)
             return True
         # after every job (one /proc read), never before the first: a worker whose
         # baseline is over the cap would otherwise exit and respawn in a tight loop
-        if self.max_memory is not None and self.jobs_done > 0:
+        if self.max_memory is not None and self.stats.jobs_done > 0:
             rss = self.proc.memory_info().rss
             if rss > self.max_memory:
                 log.info("worker %s recycles at %.1f MiB RSS", self.slot, rss / 2**20)
@@ -345,34 +358,3 @@ class Worker:
             os.write(self.report_fd, message.encode())
         except OSError:
             self.stopping = True  # the supervisor is gone
-
-    def _execute(self, job: JobRecord) -> Completion:
-        self._began = job.id  # from here on, a crash counts this job as begun
-        limited = job.timeout is not None or job.memory_limit is not None
-        if limited:
-            self._report(f"S {os.getpid()} {job.id} {job.timeout or 0} {job.memory_limit or 0}\n")
-        t0 = time.perf_counter()
-        try:
-            fn = serialization.load_callable(job.func, job.func_pickle)
-            args, kwargs = serialization.loads(job.payload) if job.payload else ((), {})
-            value = fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = self._event_loop().run_until_complete(value)
-            done = outcomes.success(job, value)
-        except BaseException as exc:  # SystemExit from a job is a failure of that job
-            done = outcomes.from_exception(job, exc, time.time())
-            done.schedule_id = job.schedule_id
-        finally:
-            if limited:
-                self._report(f"E {os.getpid()} {job.id}\n")
-        took = time.perf_counter() - t0
-        self.avg = 0.8 * self.avg + 0.2 * took
-        self.durations[job.name] = 0.5 * self.durations.get(job.name, took) + 0.5 * took
-        self.jobs_done += 1
-        return done
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-        return self._loop
