@@ -11,7 +11,6 @@ process leads.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mpjobs.coordination.leader import Leadership
+from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import boot_child
 from mpjobs.errors import StoreError
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners
@@ -102,8 +102,7 @@ class Coordinator:
         self.lifecycle: LifecycleRunner | None = None
 
     def _drain_wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 512)
+        drain_pipe(self._wake_r)
 
     def _silence(self) -> str | None:
         """Why the heartbeat must stay silent now, or None: see Heartbeat."""

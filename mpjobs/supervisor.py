@@ -25,7 +25,7 @@ import psutil
 
 from mpjobs.coordination.leader import leader_timeout, stale_leader
 from mpjobs.coordination.locks import LivenessLock, is_alive
-from mpjobs.coordination.notify import foreign_thread_count, safe_to_fork
+from mpjobs.coordination.notify import drain_pipe, foreign_thread_count, safe_to_fork
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.journal import read_journal, remove_journal, write_kill_note
 from mpjobs.ledger import Ledger
@@ -226,8 +226,7 @@ class Supervisor:
         except InterruptedError:
             return
         if self._wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 4096)
+            drain_pipe(self._wake_r)
 
     def _dispatch(self, signum: int) -> None:
         if signum == signal.SIGCHLD:

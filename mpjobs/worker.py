@@ -26,7 +26,7 @@ import psutil
 from mpjobs import serialization
 from mpjobs.batch import BatchRest
 from mpjobs.coordination.locks import FileLock
-from mpjobs.coordination.notify import Watcher
+from mpjobs.coordination.notify import Watcher, drain_pipe
 from mpjobs.coordination.processes import boot_child
 from mpjobs.errors import StoreError
 from mpjobs.executors import AsyncExecutor, SerialExecutor, Stats
@@ -283,8 +283,7 @@ class Worker:
         timeout = IDLE_CAP if nxt is None else min(IDLE_CAP, max(0.0, nxt - now))
         ready = self.watcher.wait(timeout, extra=(self._wake_r,))
         if self._wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 512)
+            drain_pipe(self._wake_r)
         if os.getppid() != self.parent_pid:  # where PR_SET_PDEATHSIG does not exist
             log.warning("worker %s: supervisor is gone; exiting", self.slot)
             self.stopping = True
@@ -347,8 +346,7 @@ class Worker:
                 # inotify events, which would turn this back-off into a busy loop
                 ready, _, _ = select.select([self._wake_r], [], [], delay)
                 if ready:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 512)
+                    drain_pipe(self._wake_r)
                 delay = min(delay * 2, 5.0)
 
     # -- one job ---------------------------------------------------------------------
