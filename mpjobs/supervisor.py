@@ -9,7 +9,6 @@ racing pid reuse, and only a process outside the job can stop a job stuck in C c
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -17,22 +16,30 @@ import select
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from mpjobs.coordination.leader import leader_timeout, stale_leader
-from mpjobs.coordination.locks import LivenessLock, is_alive
+from mpjobs.coordination.leader import leader_timeout
+from mpjobs.coordination.locks import LivenessLock
 from mpjobs.coordination.notify import drain_pipe, foreign_thread_count, safe_to_fork
-from mpjobs.coordination.processes import POKE_SIGNAL, new_token
-from mpjobs.journal import read_journal, remove_journal, write_kill_note
+from mpjobs.coordination.processes import BOOT_ERROR, POKE_SIGNAL, new_token
+from mpjobs.journal import remove_journal, write_kill_note
 from mpjobs.ledger import Ledger
-from mpjobs.limits import Watch, align, kill_tree, shared_rss
+from mpjobs.limits import kill_tree
+from mpjobs.reaping import (
+    Child,
+    backoff,
+    bury,
+    failed_boot,
+    forget_idle_files,
+    how_it_died,
+    idle_file,
+)
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.store.base import FAILED, TIMEOUT, ProcessRecord
-from mpjobs.worker import BOOT_ERROR, Worker
+from mpjobs.watchdog import Watchdog, cancelled_while_running, silent_leader
+from mpjobs.worker import Worker
 
 if TYPE_CHECKING:
     from mpjobs.app import App
@@ -40,8 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mpjobs.supervisor")
 
 HOUSEKEEPING = 1.0
-BOOT_GRACE = 1.0  # a worker that dies sooner than this after its fork failed to boot
-BACKOFF = (0.5, 30.0)
 HANDLED = (
     signal.SIGCHLD,
     signal.SIGTERM,
@@ -50,20 +55,6 @@ HANDLED = (
     signal.SIGQUIT,
     POKE_SIGNAL,
 )
-
-
-@dataclass
-class Child:
-    pid: int
-    kind: str  # "worker" | "coordinator"
-    slot: int
-    token: str
-    born: float
-    retiring: bool = False
-    booted: bool = False  # a worker says so over the report pipe once it can serve
-    kill: tuple[int | None, str, str] | None = None  # (job to settle, status, reason)
-    watches: dict[int, Watch] = field(default_factory=dict)  # limited jobs running, by id
-    proc: psutil.Process | None = field(default=None, repr=False)
 
 
 class Supervisor:
@@ -134,13 +125,13 @@ class Supervisor:
         if self.install_signal_handlers:
             old_wakeup = signal.set_wakeup_fd(self._wake_w)
             old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED}
-        self._buf = b""
+        self.watchdog = Watchdog(self._report_r)
         self.registered = False
         try:
             self._register()
             self.ledger.attempt("recover jobs of dead owners", recover_dead_owners, self.store)
             self.ledger.attempt("forget dead processes", forget_dead_processes, self.store)
-            self._forget_idle_files()
+            forget_idle_files(self.app.home)
             self._spawn("coordinator", 0)
             for slot in range(self.n):
                 self._spawn("worker", slot)
@@ -154,7 +145,7 @@ class Supervisor:
             self._reap(block=True)
             self.ledger.retry()  # a last try; the leader or the next supervisor does the rest
             self.ledger.attempt("unregister", self.store.unregister_process, self.token)
-            remove_journal(self._idle_file(self.token))  # our workers, its holders, are gone
+            remove_journal(idle_file(self.app.home, self.token))  # its holders are gone
             self.liveness.release()
             if self.install_signal_handlers:
                 signal.set_wakeup_fd(old_wakeup)
@@ -172,20 +163,6 @@ class Supervisor:
             "register this supervisor", self.store.register_process, record
         )
 
-    def _idle_file(self, token: str) -> Path:
-        return self.app.home.path / "procs" / f"{token}.idle"
-
-    def _forget_idle_files(self) -> None:
-        """Remove the idle-turn lock files of supervisors that are gone.
-
-        Deleting a lock file is safe here although its holders may still be dying: the
-        file is named by a dead supervisor's token, which nobody will ever use again.
-        """
-        for path in self.app.home.path.glob("procs/*.idle"):
-            with contextlib.suppress(OSError):
-                if not is_alive(self.app.home.proc_lock(path.stem)):
-                    path.unlink()
-
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals.append(signum)
 
@@ -196,7 +173,7 @@ class Supervisor:
         while True:
             while self.signals:
                 self._dispatch(self.signals.pop(0))
-            self._read_reports()
+            self.watchdog.read_reports(self.children)
             self._check_limits()
             self._reap()
             if self.stopping:
@@ -214,7 +191,7 @@ class Supervisor:
     def _sleep(self, until: float) -> None:
         now = time.monotonic()
         wake = [until]
-        wake += [w.next_check() for c in self.children.values() for w in c.watches.values()]
+        wake += self.watchdog.next_check(self.children)
         if self.stopping:
             # no respawns while stopping: their (past) times would make this a busy loop
             wake.append(self.stop_deadline)
@@ -229,26 +206,41 @@ class Supervisor:
             drain_pipe(self._wake_r)
 
     def _dispatch(self, signum: int) -> None:
-        if signum == signal.SIGCHLD:
-            return  # the loop reaps every turn
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            repeated = signum == signal.SIGTERM and time.monotonic() < self.stop_began + 1.0
-            if self.stopping and repeated:
-                # The kernel sends the parent-death SIGTERM once per exiting thread of a
-                # multi-threaded parent (app.start() in a web process): not a second request.
-                log.info("ignoring a repeated SIGTERM within 1 s of the first")
-            elif self.stopping:
-                self._kill_all(f"second {signal.Signals(signum).name}")
-            else:
-                self.stop()
-        elif signum == signal.SIGQUIT:
+        """Call `handle_<signal>` (gunicorn's arbiter does the same), in the loop."""
+        name = signal.Signals(signum).name[3:].lower()
+        getattr(self, f"handle_{name}")()
+
+    def handle_chld(self) -> None:
+        """Nothing: the loop reaps every turn."""
+
+    def handle_term(self) -> None:
+        """Graceful stop; a second one kills at once (unless it is the kernel's duplicate)."""
+        if self.stopping and time.monotonic() < self.stop_began + 1.0:
+            # The kernel sends the parent-death SIGTERM once per exiting thread of a
+            # multi-threaded parent (app.start() in a web process): not a second request.
+            log.info("ignoring a repeated SIGTERM within 1 s of the first")
+        elif self.stopping:
+            self._kill_all("second SIGTERM")
+        else:
             self.stop()
-            self._kill_all("SIGQUIT")
-        elif signum == signal.SIGHUP:
-            log.info("SIGHUP: replacing workers one by one")
-            self.retire_queue = [p for p, c in self.children.items() if not c.retiring]
-        elif signum == POKE_SIGNAL:
-            self._kill_requested()
+
+    def handle_int(self) -> None:
+        if self.stopping:
+            self._kill_all("second SIGINT")
+        else:
+            self.stop()
+
+    def handle_quit(self) -> None:
+        self.stop()
+        self._kill_all("SIGQUIT")
+
+    def handle_hup(self) -> None:
+        log.info("SIGHUP: replacing workers one by one")
+        self.retire_queue = [p for p, c in self.children.items() if not c.retiring]
+
+    def handle_usr1(self) -> None:
+        """POKE_SIGNAL: a job was cancelled with terminate=True; look at once."""
+        self._kill_requested()
 
     def stop(self) -> None:
         """Begin a graceful stop: no new claims, running jobs get `graceful_timeout` s."""
@@ -321,7 +313,7 @@ class Supervisor:
                 self._signal(pid, signal.SIGTERM)
 
     def _reap(self, block: bool = False) -> None:
-        self._read_reports()  # a child's last words ("booted") come before its death
+        self.watchdog.read_reports(self.children)  # last words ("booted") precede death
         while self.children:
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
@@ -335,39 +327,18 @@ class Supervisor:
                 self._buried(child, status)
 
     def _buried(self, child: Child, status: int) -> None:
-        """A child is gone: settle its jobs, then schedule its replacement."""
+        """A child is gone: settle its jobs, then schedule its replacement (reaping.py)."""
         code = os.waitstatus_to_exitcode(status)
-        how = (
-            f"exited with code {code}"
-            if code >= 0
-            else f"was killed by {signal.Signals(-code).name}"
-        )
-        if code == -signal.SIGKILL and child.kill is None:
-            how += " (by someone else, or the kernel's OOM killer)"
-        with contextlib.suppress(OSError):
-            is_alive(self.app.home.proc_lock(child.token))  # removes its liveness file
-        in_job = False
-        if child.kind == "worker":
-            started, done = read_journal(self.app.home.journal(child.token))
-            in_job = bool(started - done.keys())
-            kill = child.kill
-            target = None
-            if kill is not None and kill[0] is not None and kill[1]:
-                target = (kill[0], kill[1], kill[2])
-            deliberate = kill is not None or self.stopping or child.retiring
-            self.ledger.bury(child.token, child.pid, f"worker pid {child.pid} {how}", target,
-                             deliberate, settle=True)  # fmt: skip
-        else:
-            remove_journal(self.app.home.kill_note(child.token))  # notes are for settling workers
-            self.ledger.bury(child.token, child.pid, how, None, False, settle=False)
+        how = how_it_died(child, code)
+        in_job = bury(self.ledger, self.app.home, child, how, self.stopping)
         if self.stopping or child.retiring or code == 0:
             if not (self.stopping or child.retiring):
                 log.info("%s %d (slot %d) exited; replacing it", child.kind, child.pid, child.slot)
             return
         key = (child.kind, child.slot)
-        if self._failed_boot(child, code, in_job):
+        if failed_boot(child, code, in_job):
             n = self.failures[key] = self.failures.get(key, 0) + 1
-            delay = min(BACKOFF[1], BACKOFF[0] * 2 ** (n - 1))
+            delay = backoff(n)
             self.respawn_at[key] = time.monotonic() + delay
             log.error("%s slot %d %s while booting; retrying in %.1fs (see the traceback above)",
                       child.kind, child.slot, how, delay)  # fmt: skip
@@ -377,21 +348,6 @@ class Supervisor:
                 log.warning(
                     "%s %d (slot %d) %s; replacing it", child.kind, child.pid, child.slot, how
                 )
-
-    def _failed_boot(self, child: Child, code: int, in_job: bool) -> bool:
-        """Did the child fail to start (respawn with a back-off), or was it lost (at once)?
-
-        A kill from outside is never a failed boot. A worker that said it booted and then
-        died inside a job (its journal shows a job begun, not finished: `os._exit()` in
-        the job, a segfault in C code) is a lost worker. One that booted and died outside
-        any job within BOOT_GRACE is crashing in a loop, and is treated like a failed boot.
-        """
-        if code <= 0:
-            return False
-        young = time.monotonic() - child.born < BOOT_GRACE
-        if child.kind != "worker":
-            return code == BOOT_ERROR or young
-        return not child.booted or (young and not in_job)
 
     def _signal(self, pid: int, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -417,83 +373,20 @@ class Supervisor:
 
     # -- limits and kill requests ----------------------------------------------------
 
-    def _read_reports(self) -> None:
-        """Workers report the start ("S pid job timeout memory [grace]") and end ("E pid
-        job") of limited jobs; by pid, because during a reload two workers share a slot.
-        A worker with concurrency N may have up to N limited jobs watched at once; an
-        async job's grace is the time its cancelled task has before its worker is killed."""
-        try:
-            while True:
-                data = os.read(self._report_r, 65536)
-                if not data:
-                    break
-                self._buf += data
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            if exc.errno != errno.EAGAIN:
-                raise
-        *lines, self._buf = self._buf.split(b"\n")
-        for line in lines:
-            parts = line.decode(errors="replace").split()
-            try:
-                child = self.children.get(int(parts[1]))
-            except (IndexError, ValueError):
-                continue
-            if child is None:
-                continue
-            if parts[0] == "R":
-                child.booted = True
-            elif child.proc is None:
-                continue
-            elif parts[0] == "S":
-                timeout, memory = float(parts[3]), int(parts[4])
-                grace = float(parts[5]) if len(parts) > 5 else 0.0
-                watch = Watch(int(parts[2]), time.monotonic(), timeout or None,
-                              memory or None, child.proc, grace)  # fmt: skip
-                align(watch, child.watches.values())
-                child.watches[watch.job_id] = watch
-            elif parts[0] == "E":
-                child.watches.pop(int(parts[2]), None)
-
     def _check_limits(self) -> None:
-        now = time.monotonic()
-        for pid, child in list(self.children.items()):
-            if child.kill is not None or not child.watches or child.proc is None:
-                continue
-            rss = shared_rss(child.proc)
-            for watch in child.watches.values():
-                reason = watch.check(now, rss)
-                if reason is not None:
-                    status = TIMEOUT if reason.startswith("time") else FAILED
-                    log.warning(
-                        "job %d on worker %d: %s; killing the worker", watch.job_id, pid, reason
-                    )
-                    # The worker's other jobs in flight are put back (a deliberate kill).
-                    self._kill(child, (watch.job_id, status, reason))
-                    break
+        for child, watch, reason in self.watchdog.over_limit(self.children):
+            status = TIMEOUT if reason.startswith("time") else FAILED
+            log.warning(
+                "job %d on worker %d: %s; killing the worker", watch.job_id, child.pid, reason
+            )
+            # The worker's other jobs in flight are put back (a deliberate kill).
+            self._kill(child, (watch.job_id, status, reason))
 
     def _kill_requested(self) -> None:
         """Kill workers whose running job was cancelled with terminate=True."""
-        by_token = {c.token: c for c in self.children.values()}
-        _, requests = self.ledger.attempt("read kill requests", self.store.kill_requests,
-                                           list(by_token))  # fmt: skip
-        for job_id, owner in requests or []:
-            child = by_token.get(owner)
-            if child is None or child.kill is not None:
-                continue
-            # Kill only if the job really runs: the worker journals a start before it
-            # checks for cancellation, so "started and not finished" is never a false no.
-            try:
-                started, done = read_journal(self.app.home.journal(owner))
-            except OSError as exc:
-                log.error("cannot read the journal of worker %d: %s", child.pid, exc)
-                continue
-            if job_id in started and job_id not in done:
-                log.info("job %d cancelled while running; killing worker %d", job_id, child.pid)
-                self._kill(child, (job_id, "", "cancelled"))
-            else:
-                self.ledger.attempt("clear a kill request", self.store.clear_owner, job_id)
+        for child, job_id in cancelled_while_running(self.ledger, self.app.home, self.children):
+            log.info("job %d cancelled while running; killing worker %d", job_id, child.pid)
+            self._kill(child, (job_id, "", "cancelled"))
 
     def _housekeeping(self) -> None:
         if not self.registered:
@@ -514,16 +407,10 @@ class Supervisor:
         """
         if self.stopping:
             return
-        for child in self.children.values():
-            if child.kind == "coordinator" and child.kill is None and not child.retiring:
-                try:  # files and /proc only, no store I/O: it cannot wait on anyone
-                    stale = stale_leader(self.app.home, self.leader_timeout)
-                except OSError as exc:
-                    log.error("cannot check the leader's heartbeat: %s", exc)
-                    return
-                if stale is not None and stale.pid == child.pid:
-                    log.error("coordinator %d leads but has shown no sign of life for %.1fs "
-                              "(bound %gs); killing it", child.pid, stale.age,
-                              self.leader_timeout)  # fmt: skip
-                    child.kill = (None, "", "silent leader")
-                    self._signal(child.pid, signal.SIGKILL)
+        found = silent_leader(self.app.home, self.children, self.leader_timeout)
+        if found is not None:
+            child, age = found
+            log.error("coordinator %d leads but has shown no sign of life for %.1fs (bound "
+                      "%gs); killing it", child.pid, age, self.leader_timeout)  # fmt: skip
+            child.kill = (None, "", "silent leader")
+            self._signal(child.pid, signal.SIGKILL)

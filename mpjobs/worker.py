@@ -27,7 +27,7 @@ from mpjobs import serialization
 from mpjobs.batch import BatchRest
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import Watcher, drain_pipe
-from mpjobs.coordination.processes import boot_child
+from mpjobs.coordination.processes import BOOT_ERROR, boot_child
 from mpjobs.errors import StoreError
 from mpjobs.executors import AsyncExecutor, SerialExecutor, Stats
 from mpjobs.inflight import InFlight
@@ -51,7 +51,6 @@ class _Interrupted(Exception):
     """Raised by a signal handler to leave a blocking flock() (PEP 475 would retry it)."""
 
 
-BOOT_ERROR = 3  # exit code: the worker could not start; the supervisor backs off
 BATCH_MAX = 64
 BATCH_WINDOW = 0.002  # claim as many jobs as the recent average says run in 2 ms
 FLUSH_INTERVAL = 0.005  # commit results at least this often while a batch runs

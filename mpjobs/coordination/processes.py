@@ -12,6 +12,8 @@ from typing import Any
 from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.store.sqlite import SqliteStore
 
+BOOT_ERROR = 3  # exit code of a child that could not start: its supervisor backs off
+
 # SIGUSR1 to a supervisor means "look in the store for jobs to kill".
 POKE_SIGNAL = signal.SIGUSR1
 
