@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from mpjobs.coordination.leader import leader_timeout, stale_leader
-from mpjobs.coordination.locks import LivenessLock, is_alive
+from mpjobs.coordination.leader import leader_timeout
 from mpjobs.coordination.notify import foreign_thread_count, safe_to_fork
 from mpjobs.coordination.processes import POKE_SIGNAL, new_token
 from mpjobs.journal import read_journal, remove_journal, write_kill_note
@@ -120,8 +119,7 @@ class Supervisor:
         self.leader_timeout = leader_timeout()  # a bad MPJOBS_LEADER_TIMEOUT fails here
         self.store = self.app.store
         self.ledger = Ledger(self.store)
-        self.liveness = LivenessLock(self.app.home.proc_lock(self.token))
-        self.liveness.acquire()
+        self.liveness = self.app.backend.liveness.hold(self.token)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._report_r, self._report_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self._report_r, False)
@@ -134,8 +132,9 @@ class Supervisor:
         self.registered = False
         try:
             self._register()
-            self.ledger.attempt("recover jobs of dead owners", recover_dead_owners, self.store)
-            self.ledger.attempt("forget dead processes", forget_dead_processes, self.store)
+            backend = self.app.backend
+            self.ledger.attempt("recover jobs of dead owners", recover_dead_owners, backend)
+            self.ledger.attempt("forget dead processes", forget_dead_processes, backend)
             self._forget_idle_files()
             self._spawn("coordinator", 0)
             for slot in range(self.n):
@@ -179,7 +178,7 @@ class Supervisor:
         """
         for path in self.app.home.path.glob("procs/*.idle"):
             with contextlib.suppress(OSError):
-                if not is_alive(self.app.home.proc_lock(path.stem)):
+                if not self.app.backend.liveness.alive(path.stem):
                     path.unlink()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -342,7 +341,7 @@ class Supervisor:
         if code == -signal.SIGKILL and child.kill is None:
             how += " (by someone else, or the kernel's OOM killer)"
         with contextlib.suppress(OSError):
-            is_alive(self.app.home.proc_lock(child.token))  # removes its liveness file
+            self.app.backend.liveness.alive(child.token)  # removes its liveness file
         in_job = False
         if child.kind == "worker":
             started, done = read_journal(self.app.home.journal(child.token))
@@ -506,7 +505,7 @@ class Supervisor:
         for child in self.children.values():
             if child.kind == "coordinator" and child.kill is None and not child.retiring:
                 try:  # files and /proc only, no store I/O: it cannot wait on anyone
-                    stale = stale_leader(self.app.home, self.leader_timeout)
+                    stale = self.app.backend.silent_leader(self.leader_timeout)
                 except OSError as exc:
                     log.error("cannot check the leader's heartbeat: %s", exc)
                     return

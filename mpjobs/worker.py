@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import psutil
 
-from mpjobs import outcomes, serialization
+from mpjobs import serialization
 from mpjobs.batch import BatchRest
 from mpjobs.coordination.locks import FileLock
-from mpjobs.coordination.notify import Watcher
 from mpjobs.coordination.processes import boot_child
 from mpjobs.errors import StoreError
 from mpjobs.journal import Journal
+from mpjobs.rules import outcomes
 from mpjobs.store.base import (
     CANCELLED,
     RUNNING,
@@ -37,7 +37,6 @@ from mpjobs.store.base import (
     JobRecord,
     ProcessRecord,
 )
-from mpjobs.store.connection import set_wait_abort
 
 if TYPE_CHECKING:
     from mpjobs.app import App
@@ -114,9 +113,9 @@ class Worker:
     def _boot(self, parent_pid: int) -> None:
         self.parent_pid = parent_pid
         self._wake_r, self.liveness = boot_child(
-            self._on_term, parent_pid, signal.SIGKILL, self.app.home.proc_lock(self.token)
+            self._on_term, parent_pid, signal.SIGKILL, self.app.backend.liveness, self.token
         )
-        set_wait_abort(lambda: self.stopping)  # a stop ends any wait for the store's locks
+        self.app.backend.abort_waits_when(lambda: self.stopping)  # a stop ends lock waits
         self.store = self.app.store
         self.store.register_process(
             ProcessRecord(
@@ -130,7 +129,7 @@ class Worker:
 
         self.lifecycle = LifecycleRunner([t for t in self.app.lifecycles if t.scope == "worker"])
         self.lifecycle.start()
-        self.watcher = Watcher(self.app.home.path)
+        self.watcher = self.app.backend.doorbell.watcher()
         self.idle = FileLock(self.app.home.path / "procs" / f"{self.parent_token}.idle")
         self.proc = psutil.Process()
         self.journal = Journal(self.app.home.journal(self.token))

@@ -14,11 +14,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mpjobs.errors import StoreError
+from mpjobs.rules.schedules import max_failures_of, tally
 from mpjobs.store import base
 from mpjobs.store.base import (
     CANCELLED,
+    PERMANENTLY_FAILED,
     RUNNING,
     SCHEDULED,
+    STOPPED,
+    TERMINAL,
     Completion,
     Decide,
     JobRecord,
@@ -32,8 +36,14 @@ _JOB_COLS = ", ".join(f.name for f in JobRecord.__dataclass_fields__.values())
 _INSERT_JOB = (
     "INSERT INTO jobs (name, func, func_pickle, payload, queue, priority, exec_at, "
     "max_attempts, retry_backoff, timeout, memory_limit, unique_key, schedule_id, "
-    "status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'SCHEDULED',?)"
+    f"status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'{SCHEDULED}',?)"
 )
+# Statuses are spelled into the SQL (from base's constants, once, here), not bound:
+# SQLite uses a partial index (schema.py) only for a query whose WHERE names the same
+# literal, and the claim and completion statements are the hot path.
+_LIVE = f"('{SCHEDULED}', '{RUNNING}')"
+_FINISHED = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL)) + ")"
+
 
 
 def _job_params(j: NewJob, now: float) -> tuple[Any, ...]:
@@ -71,7 +81,7 @@ def _insert_for(shape: tuple[Any, ...], now: float, exec_at: float | None) -> st
     return (
         "INSERT INTO jobs (payload, exec_at, name, func, func_pickle, queue, priority, "
         "max_attempts, retry_backoff, timeout, memory_limit, schedule_id, created_at, status) "
-        f"VALUES (?, {at}, {consts}, 'SCHEDULED')"
+        f"VALUES (?, {at}, {consts}, '{SCHEDULED}')"
     )
 
 
@@ -161,8 +171,7 @@ class JobQueries(Connector):
                     out.append((int(cur.lastrowid or 0), True))
                 except sqlite3.IntegrityError:
                     row = conn.execute(
-                        "SELECT id FROM jobs WHERE unique_key = ? AND status IN "
-                        "('SCHEDULED', 'RUNNING')",
+                        f"SELECT id FROM jobs WHERE unique_key = ? AND status IN {_LIVE}",
                         (j.unique_key,),
                     ).fetchone()
                     out.append((int(row[0]), False))
@@ -190,15 +199,15 @@ class JobQueries(Connector):
             self._complete_many(conn, owner, done, now)
             if limit > 1 and share > 1:
                 ready = conn.execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'SCHEDULED' "
+                    f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' "
                     f"AND exec_at <= ?{qsql} LIMIT ?)",
                     [now, *qargs, limit * share],
                 ).fetchone()[0]
                 limit = max(1, min(limit, -(-ready // share)))
             rows = conn.execute(
-                "UPDATE jobs SET status = 'RUNNING', owner = ?, pid = ?, started_at = ?, "
+                f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
                 "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
-                f"WHERE status = 'SCHEDULED' AND exec_at <= ?{qsql} "
+                f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
                 f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {_JOB_COLS}",
                 [owner, pid, now, now, *qargs, limit],
             ).fetchall()
@@ -230,7 +239,7 @@ class JobQueries(Connector):
                 conn.executemany(
                     "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, "
                     "finished_at = ?, owner = NULL, pid = NULL "
-                    "WHERE id = ? AND status = 'RUNNING' AND owner = ?",
+                    f"WHERE id = ? AND status = '{RUNNING}' AND owner = ?",
                     [
                         (c.status, c.result, c.exc, c.error, now, c.job_id, owner)
                         for c in map(base.storable, plain)
@@ -270,15 +279,15 @@ class JobQueries(Connector):
         """Apply a completion if `owner` still runs the job; keep a schedule's failure count."""
         if c.status == SCHEDULED:
             cur = conn.execute(
-                "UPDATE jobs SET status = 'SCHEDULED', exec_at = ?, owner = NULL, pid = NULL, "
+                f"UPDATE jobs SET status = '{SCHEDULED}', exec_at = ?, owner = NULL, pid = NULL, "
                 "started_at = NULL, error = ?, exc = ?, attempts = attempts - ? "
-                "WHERE id = ? AND status = 'RUNNING' AND owner = ?",
+                f"WHERE id = ? AND status = '{RUNNING}' AND owner = ?",
                 (c.exec_at, c.error, c.exc, int(c.refund_attempt), c.job_id, owner),
             )
             return cur.rowcount == 1
         row = conn.execute(
             "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, finished_at = ?, "
-            "owner = NULL, pid = NULL WHERE id = ? AND status = 'RUNNING' AND owner = ? "
+            f"owner = NULL, pid = NULL WHERE id = ? AND status = '{RUNNING}' AND owner = ? "
             "RETURNING schedule_id",
             (c.status, c.result, c.exc, c.error, now, c.job_id, owner),
         ).fetchone()
@@ -289,26 +298,27 @@ class JobQueries(Connector):
         return True
 
     def _count_schedule_outcome(self, conn: sqlite3.Connection, sid: str, c: Completion) -> None:
-        if c.status == base.SUCCESS:
-            conn.execute("UPDATE schedules SET failures = 0 WHERE id = ?", (sid,))
+        """Apply what the max_failures rule (rules/schedules.py) says of this outcome."""
+        row = conn.execute("SELECT failures, options FROM schedules WHERE id = ?", (sid,))
+        found = row.fetchone()
+        if found is None:  # the schedule was removed meanwhile
             return
-        if c.status not in (base.FAILED, base.TIMEOUT):
+        t = tally(sid, c.status, int(found[0]), max_failures_of(found[1]))
+        if t is None:
             return
-        row = conn.execute(
-            "UPDATE schedules SET failures = failures + 1 WHERE id = ? "
-            "RETURNING failures, json_extract(options, '$.max_failures')",
-            (sid,),
-        ).fetchone()
-        if row is not None and row[1] is not None and row[0] >= row[1]:
-            conn.execute(
-                "UPDATE schedules SET state = 'stopped', next_run_time = NULL WHERE id = ?",
-                (sid,),
-            )
-            conn.execute(
-                "UPDATE jobs SET status = 'PERMANENTLY_FAILED', error = coalesce(error, '') || ? "
-                "WHERE id = ?",
-                (f"\nschedule {sid!r} stopped after {row[0]} consecutive failures", c.job_id),
-            )
+        if not t.stop:
+            conn.execute("UPDATE schedules SET failures = ? WHERE id = ?", (t.failures, sid))
+            return
+        conn.execute(
+            f"UPDATE schedules SET failures = ?, state = '{STOPPED}', next_run_time = NULL "
+            "WHERE id = ?",
+            (t.failures, sid),
+        )
+        conn.execute(
+            f"UPDATE jobs SET status = '{PERMANENTLY_FAILED}', error = coalesce(error, '') || ? "
+            "WHERE id = ?",
+            (t.note, c.job_id),
+        )
 
     def release(self, owner: str, job_ids: Sequence[int]) -> None:
         """Give back claimed jobs that were never started, refunding their attempt."""
@@ -316,9 +326,9 @@ class JobQueries(Connector):
             return
         with self._tx() as conn:
             conn.executemany(
-                "UPDATE jobs SET status = 'SCHEDULED', owner = NULL, pid = NULL, "
+                f"UPDATE jobs SET status = '{SCHEDULED}', owner = NULL, pid = NULL, "
                 "started_at = NULL, attempts = attempts - 1 "
-                "WHERE id = ? AND owner = ? AND status = 'RUNNING'",
+                f"WHERE id = ? AND owner = ? AND status = '{RUNNING}'",
                 [(i, owner) for i in job_ids],
             )
 
@@ -330,7 +340,7 @@ class JobQueries(Connector):
             rows = [
                 JobRecord(*r)
                 for r in conn.execute(
-                    f"SELECT {_JOB_COLS} FROM jobs WHERE owner = ? AND status = 'RUNNING'",
+                    f"SELECT {_JOB_COLS} FROM jobs WHERE owner = ? AND status = '{RUNNING}'",
                     (owner,),
                 )
             ]
@@ -383,7 +393,7 @@ class JobQueries(Connector):
             if status not in (SCHEDULED, RUNNING) or (running and not terminate):
                 return False, None
             conn.execute(
-                "UPDATE jobs SET status = 'CANCELLED', finished_at = ?, error = ?, owner = ? "
+                f"UPDATE jobs SET status = '{CANCELLED}', finished_at = ?, error = ?, owner = ? "
                 "WHERE id = ?",
                 (now, "cancelled while running" if running else "cancelled",
                  owner if running else None, job_id),
@@ -399,10 +409,9 @@ class JobQueries(Connector):
         with self._tx() as conn:
             try:
                 cur = conn.execute(
-                    "UPDATE jobs SET status = 'SCHEDULED', exec_at = ?, attempts = 0, "
+                    f"UPDATE jobs SET status = '{SCHEDULED}', exec_at = ?, attempts = 0, "
                     "owner = NULL, pid = NULL, result = NULL, exc = NULL, error = NULL, "
-                    "started_at = NULL, finished_at = NULL WHERE id = ? AND status IN "
-                    "('FAILED', 'TIMEOUT', 'CANCELLED', 'PERMANENTLY_FAILED', 'SUCCESS')",
+                    f"started_at = NULL, finished_at = NULL WHERE id = ? AND status IN {_FINISHED}",
                     (now, job_id),
                 )
             except sqlite3.IntegrityError as exc:
@@ -415,14 +424,14 @@ class JobQueries(Connector):
             return cur.rowcount == 1
 
     def running_owners(self) -> list[str]:
-        sql = "SELECT DISTINCT owner FROM jobs WHERE status = 'RUNNING'"
+        sql = f"SELECT DISTINCT owner FROM jobs WHERE status = '{RUNNING}'"
         return [r[0] for r in self._conn().execute(sql)]
 
     def kill_requests(self, owners: Sequence[str]) -> list[tuple[int, str]]:
         if not owners:
             return []
         sql = (
-            "SELECT id, owner FROM jobs WHERE status = 'CANCELLED' AND owner IS NOT NULL "
+            f"SELECT id, owner FROM jobs WHERE status = '{CANCELLED}' AND owner IS NOT NULL "
             f"AND owner IN ({','.join('?' * len(owners))})"
         )
         return [(int(r[0]), str(r[1])) for r in self._conn().execute(sql, list(owners))]
@@ -430,7 +439,7 @@ class JobQueries(Connector):
     def clear_owner(self, job_id: int) -> None:
         with self._tx() as conn:
             conn.execute(
-                "UPDATE jobs SET owner = NULL WHERE id = ? AND status != 'RUNNING'", (job_id,)
+                f"UPDATE jobs SET owner = NULL WHERE id = ? AND status != '{RUNNING}'", (job_id,)
             )
 
     def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
@@ -439,7 +448,7 @@ class JobQueries(Connector):
         return (
             self._conn()
             .execute(
-                f"SELECT 1 FROM jobs WHERE status = 'SCHEDULED' AND exec_at <= ?{qsql} LIMIT 1",
+                f"SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} LIMIT 1",
                 [now, *qargs],
             )
             .fetchone()
@@ -450,7 +459,7 @@ class JobQueries(Connector):
         qsql, qargs = _queue_filter(queues)
         r = (
             self._conn()
-            .execute(f"SELECT min(exec_at) FROM jobs WHERE status = 'SCHEDULED'{qsql}", qargs)
+            .execute(f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}'{qsql}", qargs)
             .fetchone()
         )
         return None if r is None or r[0] is None else float(r[0])
@@ -459,7 +468,7 @@ class JobQueries(Connector):
         out: dict[str, dict[str, int]] = {}
         sql = (
             "SELECT queue, status, count(*) FROM jobs "
-            "WHERE status IN ('SCHEDULED', 'RUNNING') GROUP BY queue, status"
+            f"WHERE status IN {_LIVE} GROUP BY queue, status"
         )
         for queue, status, n in self._conn().execute(sql):
             out.setdefault(queue, {})[status] = int(n)
@@ -476,7 +485,7 @@ class JobQueries(Connector):
             with self._tx() as conn:
                 n = conn.execute(
                     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ? "
-                    "AND status NOT IN ('SCHEDULED', 'RUNNING') "
+                    f"AND status NOT IN {_LIVE} "
                     "AND id < (SELECT max(id) FROM jobs) ORDER BY id LIMIT ?)",
                     (before, chunk),
                 ).rowcount

@@ -11,7 +11,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from mpjobs.store.base import FireRule, ProcessRecord, ScheduleRecord
+from mpjobs.store.base import ACTIVE, RUNNING, SCHEDULED, FireRule, ProcessRecord, ScheduleRecord
 from mpjobs.store.connection import Connector
 from mpjobs.store.jobs import _INSERT_JOB, _job_params
 
@@ -52,7 +52,7 @@ class ScheduleQueries(Connector):
             keep_time = prev.trigger == rec.trigger and not trigger_changed
             rec.next_run_time = prev.next_run_time if keep_time else rec.next_run_time
             rec.state, rec.failures, rec.created_at = prev.state, prev.failures, prev.created_at
-            if rec.state != "active":
+            if rec.state != ACTIVE:
                 rec.next_run_time = prev.next_run_time
             conn.execute(
                 "UPDATE schedules SET name = ?, func = ?, func_pickle = ?, payload = ?, "
@@ -101,7 +101,7 @@ class ScheduleQueries(Connector):
                 ScheduleRecord(*r)
                 for r in conn.execute(
                     f"SELECT {_SCHED_COLS} FROM schedules "
-                    "WHERE state = 'active' AND next_run_time <= ?",
+                    f"WHERE state = '{ACTIVE}' AND next_run_time <= ?",
                     (now,),
                 )
             ]
@@ -123,7 +123,7 @@ class ScheduleQueries(Connector):
     def next_fire_time(self) -> float | None:
         r = (
             self._conn()
-            .execute("SELECT min(next_run_time) FROM schedules WHERE state = 'active'")
+            .execute(f"SELECT min(next_run_time) FROM schedules WHERE state = '{ACTIVE}'")
             .fetchone()
         )
         return None if r is None or r[0] is None else float(r[0])
@@ -132,7 +132,7 @@ class ScheduleQueries(Connector):
     def _active_count(conn: sqlite3.Connection, schedule_id: str) -> int:
         r = conn.execute(
             "SELECT count(*) FROM jobs WHERE schedule_id = ? "
-            "AND status IN ('SCHEDULED', 'RUNNING')",
+            f"AND status IN ('{SCHEDULED}', '{RUNNING}')",
             (schedule_id,),
         ).fetchone()
         return int(r[0])
