@@ -17,12 +17,10 @@ import logging
 import os
 import select
 import signal
-import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mpjobs.coordination.processes import boot_child
-from mpjobs.errors import StoreError
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.rules.schedules import fire_rule
 from mpjobs.scheduling.lifecycle import LifecycleRunner
@@ -147,7 +145,7 @@ class Coordinator:
                 ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token,
                               time.time(), json.dumps({"leader": True}))
             )  # fmt: skip
-        except (sqlite3.OperationalError, StoreError) as exc:
+        except self.backend.unavailable as exc:
             log.error("leader: cannot note its leadership in the store yet: %s", exc)
         sweeps = 0
         next_sweep = 0.0
@@ -178,7 +176,7 @@ class Coordinator:
                         failing = 0.0
             except Exception as exc:  # a bug or a poison row must not crash-loop the leader
                 failing = min(5.0, failing * 2 or SWEEP_INTERVAL)
-                if isinstance(exc, (sqlite3.OperationalError, StoreError)):
+                if isinstance(exc, self.backend.unavailable):
                     log.error("leader: store unavailable (%s); retrying in %.1fs", exc, failing)
                 else:
                     log.exception("leader: unexpected error; retrying in %.1fs", failing)

@@ -16,7 +16,6 @@ import logging
 import os
 import select
 import signal
-import sqlite3
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -27,7 +26,6 @@ from mpjobs import serialization
 from mpjobs.batch import BatchRest
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.processes import boot_child
-from mpjobs.errors import StoreError
 from mpjobs.journal import Journal
 from mpjobs.rules import outcomes
 from mpjobs.store.base import (
@@ -163,7 +161,7 @@ class Worker:
                 self.lifecycle.stop()
             if getattr(self, "store", None) is not None:
                 self.store.unregister_process(self.token)
-        except (sqlite3.OperationalError, StoreError) as exc:  # its supervisor does it then
+        except self.app.backend.unavailable as exc:  # its supervisor does it then
             log.error("worker %s: cannot unregister (%s)", self.slot, exc)
         except Exception:
             log.exception("worker %s: error during shutdown", self.slot)
@@ -323,7 +321,7 @@ class Worker:
         while True:
             try:
                 return fn(*args)
-            except (sqlite3.OperationalError, StoreError, OSError) as exc:
+            except self.app.backend.unavailable + (OSError,) as exc:  # noqa: RUF005 (mypy)
                 log.error(
                     "worker %s: store write failed (%s); retrying in %.1fs", self.slot, exc, delay
                 )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpjobs.scheduling.triggers import due_fires, trigger_from_spec
-from mpjobs.store.base import FAILED, SUCCESS, TIMEOUT, NewJob, ScheduleRecord
+from mpjobs.store.base import ACTIVE, FAILED, SUCCESS, TIMEOUT, NewJob, ScheduleRecord
 
 log = logging.getLogger("mpjobs.schedules")
 
@@ -58,6 +58,29 @@ def fire_rule(rec: ScheduleRecord, now: float, active: int) -> tuple[list[NewJob
         for t in times
     ]
     return jobs, nxt
+
+
+def _without_anchor(trigger: str) -> Any:
+    """A trigger spec minus its anchor: two declarations of one schedule differ only there."""
+    spec = json.loads(trigger)
+    return {k: v for k, v in spec.items() if k != "anchor"} if isinstance(spec, dict) else spec
+
+
+def redeclared(prev: ScheduleRecord, rec: ScheduleRecord, trigger_changed: bool) -> None:
+    """Make `rec`, a new declaration of the stored schedule `prev`, what is to be stored.
+
+    Every process declares its schedules at import time, so a re-declaration keeps the
+    schedule's state, failure count and age, and its next fire time unless the trigger
+    itself changed (else each import would push the next run around). Two declarations
+    that differ only in their anchor (made a moment apart) keep the first one's phase.
+    """
+    if not trigger_changed and _without_anchor(prev.trigger) == _without_anchor(rec.trigger):
+        rec.trigger = prev.trigger
+    keep_time = prev.trigger == rec.trigger and not trigger_changed
+    rec.next_run_time = prev.next_run_time if keep_time else rec.next_run_time
+    rec.state, rec.failures, rec.created_at = prev.state, prev.failures, prev.created_at
+    if rec.state != ACTIVE:
+        rec.next_run_time = prev.next_run_time
 
 
 @dataclass(frozen=True, slots=True)

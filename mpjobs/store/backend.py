@@ -141,6 +141,12 @@ class Backend(Protocol):
         """The leader, if it is alive and has shown no sign of life for `timeout` s."""
         ...
 
+    @property
+    def unavailable(self) -> tuple[type[Exception], ...]:
+        """The errors that mean the store cannot be used now (a full disk, a lock held
+        too long, a lost connection): the caller keeps what it holds and tries later."""
+        ...
+
     def abort_waits_when(self, predicate: Callable[[], bool] | None) -> None:
         """Cut this process's long waits for the store short once `predicate()` holds.
 

@@ -9,6 +9,7 @@ this module only presents them through the seam (backend.py).
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from mpjobs.coordination import leader, notify
 from mpjobs.coordination.locks import LivenessLock, is_alive
+from mpjobs.errors import StoreError
 from mpjobs.home import Home
 from mpjobs.store import backend, base
 from mpjobs.store.connection import set_wait_abort
@@ -96,6 +98,10 @@ class SqliteBackend:
     def silent_leader(self, timeout: float) -> leader.Beat | None:
         return leader.stale_leader(self._home, timeout)
 
+    @property
+    def unavailable(self) -> tuple[type[Exception], ...]:
+        return _UNAVAILABLE
+
     def abort_waits_when(self, predicate: Callable[[], bool] | None) -> None:
         set_wait_abort(predicate)
 
@@ -105,6 +111,7 @@ def _conforms(b: SqliteBackend) -> backend.Backend:
     return b
 
 
+_UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError, StoreError)
 _STORES: dict[Path, SqliteStore] = {}
 _BACKENDS: dict[Path, SqliteBackend] = {}
 _STORES_LOCK = threading.Lock()
