@@ -1,9 +1,10 @@
 """What a schedule does: which due fires become jobs, and when it stops for failures.
 
-`fire` runs inside the store's fire transaction (`Store.fire_due`), so its answer
+`fire_rule` runs inside the store's fire transaction (`Store.fire_due`), so its answer
 commits with the jobs; `tally` runs inside the transaction that records the outcome of
-a schedule's job, so the count and the stop commit with it. Both are pure: the store
-hands them the rows and applies what they return.
+a schedule's job, so the count and the stop commit with it; `redeclared` inside the
+one that declares a schedule again. All are pure: the store hands them the rows and
+applies what they return.
 """
 
 from __future__ import annotations
