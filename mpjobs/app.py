@@ -19,7 +19,8 @@ from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
 from mpjobs.limits import Limit, resolve_limits
 from mpjobs.scheduling.durations import parse_duration
-from mpjobs.store import Backend, Store, open_backend
+from mpjobs.store import Backend, Store
+from mpjobs.store.backends import open_backend
 from mpjobs.store.base import NewJob
 
 if TYPE_CHECKING:

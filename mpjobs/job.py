@@ -24,8 +24,8 @@ from mpjobs.errors import (
     WaitTimeout,
 )
 from mpjobs.home import Home
-from mpjobs.store import open_backend
 from mpjobs.store.backend import Doorbell, Listener
+from mpjobs.store.backends import open_backend
 from mpjobs.store.base import JobRecord, JobStatus, Store
 
 __all__ = ["Job", "JobStatus"]

@@ -13,7 +13,7 @@ interface only, never through a concrete class:
 
 SQLite-plus-files (sqlite.py) is one implementation: an SQLite file, flocks and inotify
 on files of the home. Another (PostgreSQL: rows, advisory locks held by a session,
-LISTEN/NOTIFY) plugs in here, and `open_backend` is the one place that picks it.
+LISTEN/NOTIFY) plugs in here, and `backends.open_backend` is the one place that picks it.
 
 What a backend does not decide is what happens to a job: the rules (mpjobs/rules/)
 decide, and a backend only moves rows as they say.
@@ -113,7 +113,7 @@ class SilentLeader(Protocol):
 
 
 class Backend(Protocol):
-    """What a backend provides; `open_backend(home)` gives the one of a home."""
+    """What a backend provides; `backends.open_backend(home)` gives the one of a home."""
 
     @property
     def home(self) -> Home:

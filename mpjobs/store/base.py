@@ -1,8 +1,9 @@
 """The storage interface: a few dozen small operations, each one transaction.
 
 Modelled on procrastinate's connector: a store only moves rows. Decisions (is a failure
-retried, when, what a lost worker means) are made by the caller and passed in, so a
-second backend only has to implement these operations.
+retried, when, what a lost worker means, when a schedule stops) are made by the rules
+(mpjobs/rules/), passed in or asked, so a second backend only has to implement these
+operations. The job statuses are defined here, once, for Python and SQL alike.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ from mpjobs.journal import Journal
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.rules.schedules import fire_rule
 from mpjobs.scheduling.triggers import IntervalTrigger
-from mpjobs.store import Backend, open_backend
+from mpjobs.store import Backend
 from mpjobs.store import backend as seam
+from mpjobs.store.backends import open_backend
 from mpjobs.store.base import (
     FAILED,
     PERMANENTLY_FAILED,
