@@ -70,6 +70,7 @@ class SqliteBackend:
 
     def __init__(self, home: Home) -> None:
         self._home = home
+        self._store: SqliteStore | None = None
         self._liveness = FileLiveness(home)
         self._doorbell = FileDoorbell(home)
 
@@ -79,7 +80,10 @@ class SqliteBackend:
 
     @property
     def store(self) -> SqliteStore:
-        return open_store(self._home)
+        store = self._store  # every push comes this way: one attribute read when open
+        if store is None:
+            store = self._store = open_store(self._home)
+        return store
 
     @property
     def liveness(self) -> FileLiveness:
@@ -113,7 +117,6 @@ def _conforms(b: SqliteBackend) -> backend.Backend:
 
 _UNAVAILABLE: tuple[type[Exception], ...] = (sqlite3.OperationalError, StoreError)
 _STORES: dict[Path, SqliteStore] = {}
-_BACKENDS: dict[Path, SqliteBackend] = {}
 _STORES_LOCK = threading.Lock()
 
 
@@ -135,12 +138,3 @@ def open_store(home: Home) -> SqliteStore:
         if store is None:
             store = _STORES[home.path] = SqliteStore(home)
         return store
-
-
-def open_sqlite_backend(home: Home) -> SqliteBackend:
-    """One backend object per home per process (it holds no descriptor of its own)."""
-    found = _BACKENDS.get(home.path)
-    if found is not None:
-        return found
-    with _STORES_LOCK:
-        return _BACKENDS.setdefault(home.path, SqliteBackend(home))
