@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpjobs.errors import NotFoundError
 from mpjobs.job import Job
+from mpjobs.limits import resolve_limits
 from mpjobs.scheduling.durations import parse_duration
 from mpjobs.scheduling.triggers import (
     CronTrigger,
@@ -60,8 +61,6 @@ def _shape(spec: dict[str, object]) -> dict[str, object]:
 
 
 def _options(builder: JobBuilder) -> dict[str, Any]:
-    from mpjobs.limits import resolve_limits
-
     o = builder._options
     opts = {k: o.get(k, d) for k, d in SCHEDULE_DEFAULTS.items()}
     for key in ("misfire_grace_time", "jitter"):

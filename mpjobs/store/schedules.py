@@ -12,7 +12,7 @@ import sqlite3
 from mpjobs.rules.schedules import redeclared
 from mpjobs.store.base import ACTIVE, RUNNING, SCHEDULED, FireRule, ProcessRecord, ScheduleRecord
 from mpjobs.store.connection import Connector
-from mpjobs.store.jobs import _INSERT_JOB, _job_params
+from mpjobs.store.sql import INSERT_JOB, job_params
 
 log = logging.getLogger("mpjobs.store")
 
@@ -94,7 +94,7 @@ class ScheduleQueries(Connector):
                     log.exception("schedule %r cannot be fired; retrying in 60 s", rec.id)
                     jobs, next_time = [], now + 60.0
                 for j in jobs:
-                    ids.append(int(conn.execute(_INSERT_JOB, _job_params(j, now)).lastrowid or 0))
+                    ids.append(int(conn.execute(INSERT_JOB, job_params(j, now)).lastrowid or 0))
                 conn.execute(
                     "UPDATE schedules SET next_run_time = ? WHERE id = ?", (next_time, rec.id)
                 )
