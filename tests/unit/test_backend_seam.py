@@ -37,7 +37,7 @@ from mpjobs.store.memory_backend import MemoryBackend
 from mpjobs.store.sqlite import SqliteBackend
 
 PACKAGE = Path(mpjobs.__file__).parent
-_IMPLS = r"(sqlite|connection|jobs|schedules|schema|memory|memory_backend)\b"
+_IMPLS = r"(sqlite|connection|jobs|completions|sql|schedules|schema|memory|memory_backend)\b"
 CONCRETE = re.compile(
     rf"^\s*(from|import)\s+(sqlite3\b|mpjobs\.store\.{_IMPLS})"
     rf"|^\s*from\s+mpjobs\.store\s+import\s+(\([^)]*|[^(\n]*)\b{_IMPLS}"
