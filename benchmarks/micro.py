@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import tasks
-from mpjobs.store import sqlite as sq
+from mpjobs.store import sql as sq
 
 
 def timeit(label: str, fn: Callable[[], object], n: int, per: int = 1) -> float:
@@ -53,7 +53,7 @@ def main() -> None:
         tmp = Path(d)
         now = time.time()
         nj = tasks.noop.schedule().new_job(now)
-        params = sq._job_params(nj, now)
+        params = sq.job_params(nj, now)
 
         print("push, one job per transaction:")
         store, conn = fresh(tmp, "a")
@@ -68,7 +68,7 @@ def main() -> None:
                 if lock:
                     fcntl.flock(wfd, fcntl.LOCK_EX)
                 c.execute("BEGIN IMMEDIATE")
-                c.execute(sq._INSERT_JOB, params)
+                c.execute(sq.INSERT_JOB, params)
                 c.execute("COMMIT")
                 if lock:
                     fcntl.flock(wfd, fcntl.LOCK_UN)
@@ -79,8 +79,8 @@ def main() -> None:
         timeit("raw sqlite3: without the flock", raw(conn, False), n)
         _, conn_b = fresh(tmp, "b", autoincrement=False)
         timeit("raw sqlite3: without flock, table without AUTOINCREMENT", raw(conn_b, False), n)
-        timeit("Python only: noop.schedule().new_job(now) + _job_params",
-               lambda: sq._job_params(tasks.noop.schedule().new_job(now), now), n)  # fmt: skip
+        timeit("Python only: noop.schedule().new_job(now) + job_params",
+               lambda: sq.job_params(tasks.noop.schedule().new_job(now), now), n)  # fmt: skip
 
         print("push_many, 10,000 jobs per transaction:")
         b = 10_000
@@ -95,7 +95,7 @@ def main() -> None:
         def many(c: sqlite3.Connection) -> Callable[[], None]:
             def go() -> None:
                 c.execute("BEGIN IMMEDIATE")
-                c.executemany(sq._INSERT_JOB, rows)
+                c.executemany(sq.INSERT_JOB, rows)
                 c.execute("COMMIT")
 
             return go
@@ -105,8 +105,8 @@ def main() -> None:
         timeit("raw executemany, table without AUTOINCREMENT", many(conn_d), 5, b)
         timeit("Python only: builders", lambda: [tasks.noop.schedule() for _ in range(b)], 5, b)
         builders = [tasks.noop.schedule() for _ in range(b)]
-        timeit("Python only: builder.new_job(now) + _job_params",
-               lambda: [sq._job_params(x.new_job(now), now) for x in builders], 5, b)  # fmt: skip
+        timeit("Python only: builder.new_job(now) + job_params",
+               lambda: [sq.job_params(x.new_job(now), now) for x in builders], 5, b)  # fmt: skip
 
         print("worker: claim 64 + complete 64 (one transaction each way, no-op jobs):")
         store, conn = fresh(tmp, "e")

@@ -29,8 +29,9 @@ from mpjobs.options import (
     check_options,
 )
 from mpjobs.scheduling.durations import parse_duration
+from mpjobs.store import Backend, Store
+from mpjobs.store.backends import open_backend
 from mpjobs.store.base import NewJob
-from mpjobs.store.sqlite import SqliteStore, open_store
 
 if TYPE_CHECKING:
     from mpjobs.pool import Pool
@@ -75,8 +76,13 @@ class App:
         return self._home
 
     @property
-    def store(self) -> SqliteStore:
-        return open_store(self.home)
+    def backend(self) -> Backend:
+        """What this app's processes share: store, leadership, liveness, doorbell."""
+        return open_backend(self.home)
+
+    @property
+    def store(self) -> Store:
+        return open_backend(self.home).store
 
     def _rehome(self, home: str | os.PathLike[str]) -> None:
         """Point the app at `home` (`mpjobs run --home`), unless it was declared elsewhere.

@@ -110,14 +110,12 @@ def status_data(app: App) -> dict[str, Any]:
     """Everything `mpjobs status` shows, as plain data (also its --json output)."""
     import psutil
 
-    from mpjobs.coordination.leader import current_leader
-    from mpjobs.coordination.processes import token_alive
-
-    store = app.store
+    backend = app.backend
+    store = backend.store
     running = {r.owner: r for r in store.list_jobs("RUNNING", None, 10_000) if r.started_at}
     procs = []
     for p in store.list_processes():
-        if not token_alive(store, p.token):
+        if not backend.liveness.alive(p.token):
             continue
         try:
             rss = psutil.Process(p.pid).memory_info().rss
@@ -142,7 +140,7 @@ def status_data(app: App) -> dict[str, Any]:
     ]
     return {
         "home": str(app.home.path),
-        "leader": current_leader(app.home),
+        "leader": backend.current_leader(),
         "processes": procs,
         "queues": store.queue_depths(),
         "schedules": schedules,

@@ -16,19 +16,15 @@ import logging
 import os
 import select
 import signal
-import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from mpjobs.coordination.leader import Leadership
 from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import boot_child
-from mpjobs.errors import StoreError
 from mpjobs.recovery import forget_dead_processes, recover_dead_owners
+from mpjobs.rules.schedules import fire_rule
 from mpjobs.scheduling.lifecycle import LifecycleRunner
-from mpjobs.scheduling.schedules import fire_rule
 from mpjobs.store.base import ProcessRecord
-from mpjobs.store.connection import set_wait_abort
 
 if TYPE_CHECKING:
     from mpjobs.app import App
@@ -89,16 +85,18 @@ class Coordinator:
             raise _Stop
 
     def _boot(self, parent_pid: int) -> None:
+        self.backend = self.app.backend
         self._wake_r, self.liveness = boot_child(
-            self._on_term, parent_pid, signal.SIGTERM, self.app.home.proc_lock(self.token)
+            self._on_term, parent_pid, signal.SIGTERM, self.backend.liveness, self.token
         )
-        set_wait_abort(lambda: self.stopping)  # a stop ends any wait for the store's locks
-        self.store = self.app.store
+        # a stop ends any wait for the store's locks
+        self.backend.abort_waits_when(lambda: self.stopping)
+        self.store = self.backend.store
         self.store.register_process(
             ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token, time.time(),
                           json.dumps({"leader": False}))
         )  # fmt: skip
-        self.leadership = Leadership(self.app.home, self.token)
+        self.leadership = self.backend.leadership(self.token)
         self.lifecycle: LifecycleRunner | None = None
 
     def _drain_wake(self) -> None:
@@ -134,7 +132,7 @@ class Coordinator:
         # wait behind a checkpoint or another process's transaction, which would delay
         # failover.
         self._turn_due = time.monotonic() + STORE_PATIENCE
-        self.leadership.heartbeat.start(self._silence)
+        self.leadership.start_heartbeat(self._silence)
         self.lifecycle = LifecycleRunner(
             [t for t in self.app.lifecycles if t.scope == "leader"],
             default_timeout=self.leadership.timeout,
@@ -146,7 +144,7 @@ class Coordinator:
                 ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token,
                               time.time(), json.dumps({"leader": True}))
             )  # fmt: skip
-        except (sqlite3.OperationalError, StoreError) as exc:
+        except self.backend.unavailable as exc:
             log.error("leader: cannot note its leadership in the store yet: %s", exc)
         sweeps = 0
         next_sweep = 0.0
@@ -162,12 +160,12 @@ class Coordinator:
                     if due is not None and due <= now:  # a write only when something is due
                         self.store.fire_due(now, fire_rule)
                     if time.monotonic() >= next_sweep:
-                        recover_dead_owners(self.store, self._first_seen_dead)
+                        recover_dead_owners(self.backend, self._first_seen_dead)
                         sweeps += 1
                         if sweeps % CHECKPOINT_EVERY == 0:
                             self.store.checkpoint()
                         if sweeps % FORGET_EVERY == 0:
-                            forget_dead_processes(self.store)
+                            forget_dead_processes(self.backend)
                         if sweeps % PURGE_EVERY == 1 and self.app.result_ttl is not None:
                             self.store.purge(time.time() - self.app.result_ttl)
                         next_sweep = time.monotonic() + SWEEP_INTERVAL
@@ -177,7 +175,7 @@ class Coordinator:
                         failing = 0.0
             except Exception as exc:  # a bug or a poison row must not crash-loop the leader
                 failing = min(5.0, failing * 2 or SWEEP_INTERVAL)
-                if isinstance(exc, (sqlite3.OperationalError, StoreError)):
+                if isinstance(exc, self.backend.unavailable):
                     log.error("leader: store unavailable (%s); retrying in %.1fs", exc, failing)
                 else:
                     log.exception("leader: unexpected error; retrying in %.1fs", failing)

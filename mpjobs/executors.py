@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from mpjobs import outcomes, serialization
+from mpjobs import serialization
+from mpjobs.rules import outcomes
 from mpjobs.store.base import TIMEOUT, Completion, JobRecord
 
 GRACE = 1.5  # seconds an async job has to finish once its task is cancelled at its limit

@@ -8,14 +8,14 @@ through one listener per process, instead of polling the store.
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mpjobs import serialization
-from mpjobs.coordination.notify import Listener, deadline_left, listen
+from mpjobs.coordination.notify import deadline_left
+from mpjobs.coordination.processes import poke_supervisor_of
 from mpjobs.errors import (
     JobCancelledError,
     JobFailedError,
@@ -23,34 +23,16 @@ from mpjobs.errors import (
     NotFoundError,
     WaitTimeout,
 )
-from mpjobs.store.base import JobRecord
+from mpjobs.home import Home
+from mpjobs.store.backend import Doorbell, Listener
+from mpjobs.store.backends import open_backend
+from mpjobs.store.base import JobRecord, JobStatus, Store
 
-if TYPE_CHECKING:
-    from mpjobs.store.sqlite import SqliteStore
-
-
-class JobStatus(str, enum.Enum):
-    SCHEDULED = "SCHEDULED"
-    RUNNING = "RUNNING"
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"
-    TIMEOUT = "TIMEOUT"
-    CANCELLED = "CANCELLED"
-    PERMANENTLY_FAILED = "PERMANENTLY_FAILED"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def is_terminal(self) -> bool:
-        return self not in (JobStatus.SCHEDULED, JobStatus.RUNNING)
+__all__ = ["Job", "JobStatus"]
 
 
 def _reopen(home: str, job_id: str) -> Job:
-    from mpjobs.home import Home
-    from mpjobs.store.sqlite import open_store
-
-    return Job(open_store(Home.resolve(home)), job_id)
+    return Job(open_backend(Home.resolve(home)).store, job_id)
 
 
 class Job:
@@ -58,7 +40,7 @@ class Job:
 
     __slots__ = ("_store", "id")
 
-    def __init__(self, store: SqliteStore, job_id: int | str) -> None:
+    def __init__(self, store: Store, job_id: int | str) -> None:
         self._store = store
         self.id = str(job_id)
 
@@ -66,13 +48,13 @@ class Job:
         return (_reopen, (str(self._store.home.path), self.id))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Job) and (other.id, other._store.path) == (
+        return isinstance(other, Job) and (other.id, other._store.home.path) == (
             self.id,
-            self._store.path,
+            self._store.home.path,
         )
 
     def __hash__(self) -> int:
-        return hash((self.id, self._store.path))
+        return hash((self.id, self._store.home.path))
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.status.value}>"
@@ -82,14 +64,14 @@ class Job:
     def _record(self) -> JobRecord:
         rec = self._store.get(int(self.id))
         if rec is None:
-            raise NotFoundError(f"job {self.id} no longer exists in {self._store.path}")
+            raise NotFoundError(f"job {self.id} no longer exists in {self._store.home.path}")
         return rec
 
     @property
     def status(self) -> JobStatus:
         status = self._store.status_of(int(self.id))
         if status is None:
-            raise NotFoundError(f"job {self.id} no longer exists in {self._store.path}")
+            raise NotFoundError(f"job {self.id} no longer exists in {self._store.home.path}")
         return JobStatus(status)
 
     @property
@@ -129,6 +111,10 @@ class Job:
 
     # -- waiting ---------------------------------------------------------------------
 
+    def _doorbell(self) -> Doorbell:
+        """The home's change notification, from its backend (the one of this store)."""
+        return open_backend(self._store.home).doorbell
+
     def _sleeps(
         self, listener: Listener, timeout: float | None
     ) -> Iterator[tuple[int, float | None]]:
@@ -151,11 +137,11 @@ class Job:
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job is in a terminal state; raise WaitTimeout after `timeout` s.
 
-        All waiters of a process share one listener (`notify.listen`), so an idle waiter
-        costs a sleeping thread or future, not an inotify instance or a poll.
+        All waiters of a process share one listener (the backend's doorbell), so an idle
+        waiter costs a sleeping thread or future, not an inotify instance or a poll.
         """
         if not self.is_done():
-            with listen(self._store.home.path) as listener:
+            with self._doorbell().listen() as listener:
                 for seen, left in self._sleeps(listener, timeout):
                     listener.wait(seen, left)
         return self
@@ -163,7 +149,7 @@ class Job:
     async def wait_async(self, timeout: float | None = None) -> Job:
         """`wait` for asyncio code: sleeps on the event loop, never blocks it."""
         if not self.is_done():
-            with listen(self._store.home.path) as listener:
+            with self._doorbell().listen() as listener:
                 for seen, left in self._sleeps(listener, timeout):
                     await listener.wait_async(seen, left)
         return self
@@ -202,11 +188,9 @@ class Job:
         A running job is stopped by its supervisor, which kills and replaces the worker:
         only the parent of a process can signal it without racing pid reuse.
         """
-        from mpjobs.coordination.processes import poke_supervisor_of
-
         done, owner = self._store.cancel(int(self.id), terminate, time.time())
         if owner is not None:
-            poke_supervisor_of(self._store, owner)
+            poke_supervisor_of(open_backend(self._store.home), owner)
         return done
 
     async def cancel_async(self, terminate: bool = False) -> bool:

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mpjobs.recovery import Target, settle
-from mpjobs.store.sqlite import SqliteStore
+from mpjobs.recovery import settle
+from mpjobs.rules.recovery import Target
+from mpjobs.store.base import Store
 
 log = logging.getLogger("mpjobs.supervisor")
 
@@ -41,7 +42,7 @@ class _Pending:
 class Ledger:
     """Store calls that may fail or wait, made without ever blocking the caller for long."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.pending: dict[str, _Pending] = {}
         self._said: dict[str, float] = {}

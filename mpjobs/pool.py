@@ -23,8 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mpjobs.coordination.notify import Watcher, deadline_left, foreign_thread_count, safe_to_fork
-from mpjobs.coordination.processes import die_with_parent, new_token, token_alive
+from mpjobs.coordination.notify import deadline_left, foreign_thread_count, safe_to_fork
+from mpjobs.coordination.processes import die_with_parent, new_token
 from mpjobs.errors import MpjobsError, WaitTimeout
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class Pool:
             for p in self.app.store.list_processes()
             if p.parent == self.token
             and p.kind == "worker"
-            and token_alive(self.app.store, p.token)
+            and self.app.backend.liveness.alive(p.token)
         ]
 
     def coordinator(self) -> int | None:
@@ -234,7 +234,7 @@ class Pool:
             if (
                 p.parent == self.token
                 and p.kind == "coordinator"
-                and token_alive(self.app.store, p.token)
+                and self.app.backend.liveness.alive(p.token)
             ):
                 return p.pid
         return None
@@ -242,7 +242,7 @@ class Pool:
     def wait_ready(self, timeout: float = 30.0, workers: int | None = None) -> Pool:
         """Block until the pool's workers have registered (handy in tests and scripts)."""
         deadline = time.monotonic() + timeout
-        with Watcher(self.app.home.path) as watcher:
+        with self.app.backend.doorbell.watcher() as watcher:
             while True:
                 alive = self.workers()
                 want = workers if workers is not None else 1

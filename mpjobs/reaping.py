@@ -11,17 +11,21 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
-from mpjobs.coordination.locks import is_alive
 from mpjobs.coordination.processes import BOOT_ERROR
 from mpjobs.home import Home
 from mpjobs.journal import read_journal, remove_journal
 from mpjobs.ledger import Ledger
 from mpjobs.limits import Watch
+
+if TYPE_CHECKING:
+    from mpjobs.store.backend import Backend
 
 BOOT_GRACE = 1.0  # a worker crashing outside a job sooner than this after its fork loops
 BACKOFF = (0.5, 30.0)  # seconds before a failed slot is forked again: doubling, capped
@@ -70,14 +74,15 @@ def backoff(failures: int) -> float:
     return float(min(BACKOFF[1], BACKOFF[0] * 2 ** (failures - 1)))
 
 
-def bury(ledger: Ledger, home: Home, child: Child, how: str, stopping: bool) -> bool:
+def bury(ledger: Ledger, backend: Backend, child: Child, how: str, stopping: bool) -> bool:
     """Settle a dead child's jobs and forget it; True if it died inside a job.
 
     Its journal is read first (finished results are kept, a started job is charged an
     attempt), and its kill note, if we killed it, decides a job killed at a limit.
     """
+    home = backend.store.home
     with contextlib.suppress(OSError):
-        is_alive(home.proc_lock(child.token))  # takes its free lock, removing the file
+        backend.liveness.alive(child.token)  # takes its free lock, removing the file
     if child.kind != "worker":
         remove_journal(home.kill_note(child.token))  # notes are for settling workers
         ledger.bury(child.token, child.pid, how, None, False, settle=False)
@@ -98,7 +103,7 @@ def idle_file(home: Home, supervisor_token: str) -> Path:
     return home.path / "procs" / f"{supervisor_token}.idle"
 
 
-def forget_idle_files(home: Home) -> None:
+def forget_idle_files(home: Home, alive: Callable[[str], bool]) -> None:
     """Remove the idle-turn lock files of supervisors that are gone.
 
     Deleting a lock file is safe here although its holders may still be dying: the file
@@ -106,5 +111,5 @@ def forget_idle_files(home: Home) -> None:
     """
     for path in home.path.glob("procs/*.idle"):
         with contextlib.suppress(OSError):
-            if not is_alive(home.proc_lock(path.stem)):
+            if not alive(path.stem):
                 path.unlink()

@@ -1,11 +1,13 @@
 """Settling the jobs of a process that died, whoever killed it and whenever it is noticed.
 
-An owner is dead when its liveness lock can be taken: the kernel's word, not a guess
-from pids or timestamps. Its journal says what it finished (those results are kept),
-what it had started (those attempts count) and, by omission, what it never started
-(those go back without using an attempt). Any process may settle a dead owner; the
-store's conditional updates make concurrent settling harmless, so the leader sweeps
-often and every supervisor settles its own children the moment it reaps them.
+An owner is dead when the backend's liveness says so: the kernel's word (a free lock),
+not a guess from pids or timestamps. Its journal says what it finished (those results
+are kept), what it had started (those attempts count) and, by omission, what it never
+started (those go back without using an attempt). What each job becomes is decided by
+rules/recovery.py; this module gathers the facts and has the store apply the answers.
+Any process may settle a dead owner; the store's conditional updates make concurrent
+settling harmless, so the leader sweeps often and every supervisor settles its own
+children the moment it reaps them.
 """
 
 from __future__ import annotations
@@ -13,20 +15,18 @@ from __future__ import annotations
 import logging
 import time
 
-from mpjobs import outcomes
-from mpjobs.coordination.processes import token_alive
 from mpjobs.errors import StoreError
 from mpjobs.journal import read_journal, read_kill_note, remove_journal
-from mpjobs.store.base import Completion, JobRecord
-from mpjobs.store.sqlite import SqliteStore
+from mpjobs.rules import recovery as rules
+from mpjobs.rules.recovery import Target
+from mpjobs.store.backend import Backend
+from mpjobs.store.base import Completion, JobRecord, Store
 
 log = logging.getLogger("mpjobs.recovery")
 
-Target = tuple[int, str, str]  # (job id, terminal status, reason): a job killed on purpose
-
 
 def settle(
-    store: SqliteStore,
+    store: Store,
     token: str,
     *,
     how: str = "its process died",
@@ -45,45 +45,33 @@ def settle(
     except OSError as exc:  # what it finished is unknown: settle later, not now
         raise StoreError(f"cannot read the journal {path}: {exc}") from exc
     noted_target, noted_deliberate = read_kill_note(store.home.kill_note(token))
-    target = target or noted_target
-    deliberate = deliberate or noted_deliberate
+    account = rules.Account(
+        frozenset(started), done, how, target or noted_target, deliberate or noted_deliberate
+    )
     now = time.time()
-
-    def decide(job: JobRecord) -> Completion:
-        if job.id in done:
-            return done[job.id]
-        if target is not None and job.id == target[0]:
-            return outcomes.failure(job, target[2], now, status=target[1])
-        if job.id in started and not deliberate:
-            return outcomes.lost(job, how, now)
-        return outcomes.requeue(job, now)
-
-    settled = store.recover(token, decide, now)  # never raises for one bad row
+    settled = store.recover(token, lambda job: rules.settle(account, job, now), now)
     for done_with in (path, store.home.kill_note(token)):
         try:
             remove_journal(done_with)
         except OSError as exc:  # settled already: a leftover file is only read again
             log.warning("cannot remove %s: %s", done_with, exc)
     for job, c in settled:
-        if job.id not in done and job.id in started:
+        if rules.lost_in_flight(account, job):
             log.warning("job %s (%s): %s; now %s", job.id, job.name,
                         c.error.splitlines()[0] if c.error else how, c.status)  # fmt: skip
     return settled
 
 
-SUPERVISOR_FIRST = 1.0  # seconds a live supervisor has to settle its own dead worker
-
-
-def recover_dead_owners(store: SqliteStore, first_seen: dict[str, float] | None = None) -> int:
+def recover_dead_owners(backend: Backend, first_seen: dict[str, float] | None = None) -> int:
     """Settle the jobs of every dead owner; returns how many jobs were settled.
 
     With `first_seen` (the leader's memory between sweeps), a dead worker whose
-    supervisor is alive is left to that supervisor for SUPERVISOR_FIRST seconds: it
-    reaps the worker at once and knows how it died (its exit status, its own kills),
-    so its account is the better one. The leader remains the backstop.
+    supervisor is alive is left to that supervisor for a moment (rules/recovery.py,
+    `wait_for_parent`). The leader remains the backstop.
     """
+    store, alive = backend.store, backend.liveness.alive
     count = 0
-    owners = [o for o in store.running_owners() if not token_alive(store, o)]
+    owners = [o for o in store.running_owners() if not alive(o)]
     if not owners:
         return 0
     parents = {p.token: p.parent for p in store.list_processes()}
@@ -93,8 +81,8 @@ def recover_dead_owners(store: SqliteStore, first_seen: dict[str, float] | None 
         if (
             first_seen is not None
             and parent
-            and token_alive(store, parent)
-            and now - first_seen.setdefault(owner, now) < SUPERVISOR_FIRST
+            and alive(parent)
+            and rules.wait_for_parent(now - first_seen.setdefault(owner, now))
         ):
             continue
         count += len(settle(store, owner))
@@ -104,9 +92,10 @@ def recover_dead_owners(store: SqliteStore, first_seen: dict[str, float] | None 
     return count
 
 
-def forget_dead_processes(store: SqliteStore) -> None:
+def forget_dead_processes(backend: Backend) -> None:
     """Drop process rows (for `mpjobs status`) whose process is gone."""
+    store = backend.store
     for proc in store.list_processes():
-        if not token_alive(store, proc.token):
+        if not backend.liveness.alive(proc.token):
             settle(store, proc.token)
             store.unregister_process(proc.token)

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from mpjobs.coordination.leader import leader_timeout
-from mpjobs.coordination.locks import LivenessLock
 from mpjobs.coordination.notify import drain_pipe, foreign_thread_count, safe_to_fork
 from mpjobs.coordination.processes import BOOT_ERROR, POKE_SIGNAL, new_token
 from mpjobs.journal import remove_journal, write_kill_note
@@ -115,8 +114,7 @@ class Supervisor:
         self.leader_timeout = leader_timeout()  # a bad MPJOBS_LEADER_TIMEOUT fails here
         self.store = self.app.store
         self.ledger = Ledger(self.store)
-        self.liveness = LivenessLock(self.app.home.proc_lock(self.token))
-        self.liveness.acquire()
+        self.liveness = self.app.backend.liveness.hold(self.token)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._report_r, self._report_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self._report_r, False)
@@ -129,9 +127,10 @@ class Supervisor:
         self.registered = False
         try:
             self._register()
-            self.ledger.attempt("recover jobs of dead owners", recover_dead_owners, self.store)
-            self.ledger.attempt("forget dead processes", forget_dead_processes, self.store)
-            forget_idle_files(self.app.home)
+            backend = self.app.backend
+            self.ledger.attempt("recover jobs of dead owners", recover_dead_owners, backend)
+            self.ledger.attempt("forget dead processes", forget_dead_processes, backend)
+            forget_idle_files(self.app.home, backend.liveness.alive)
             self._spawn("coordinator", 0)
             for slot in range(self.n):
                 self._spawn("worker", slot)
@@ -330,7 +329,7 @@ class Supervisor:
         """A child is gone: settle its jobs, then schedule its replacement (reaping.py)."""
         code = os.waitstatus_to_exitcode(status)
         how = how_it_died(child, code)
-        in_job = bury(self.ledger, self.app.home, child, how, self.stopping)
+        in_job = bury(self.ledger, self.app.backend, child, how, self.stopping)
         if self.stopping or child.retiring or code == 0:
             if not (self.stopping or child.retiring):
                 log.info("%s %d (slot %d) exited; replacing it", child.kind, child.pid, child.slot)
@@ -407,7 +406,7 @@ class Supervisor:
         """
         if self.stopping:
             return
-        found = silent_leader(self.app.home, self.children, self.leader_timeout)
+        found = silent_leader(self.app.backend, self.children, self.leader_timeout)
         if found is not None:
             child, age = found
             log.error("coordinator %d leads but has shown no sign of life for %.1fs (bound "

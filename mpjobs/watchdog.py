@@ -20,13 +20,16 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from mpjobs.coordination.leader import stale_leader
 from mpjobs.home import Home
 from mpjobs.journal import read_journal
 from mpjobs.ledger import Ledger
 from mpjobs.limits import Watch, align, shared_rss
 from mpjobs.reaping import Child
+
+if TYPE_CHECKING:
+    from mpjobs.store.backend import Backend
 
 log = logging.getLogger("mpjobs.supervisor")
 
@@ -124,7 +127,7 @@ def cancelled_while_running(
 
 
 def silent_leader(
-    home: Home, children: dict[int, Child], timeout: float
+    backend: Backend, children: dict[int, Child], timeout: float
 ) -> tuple[Child, float] | None:
     """Our coordinator, and its beat's age, if it leads and its heartbeat is stale.
 
@@ -133,7 +136,7 @@ def silent_leader(
     for child in children.values():
         if child.kind == "coordinator" and child.kill is None and not child.retiring:
             try:
-                stale = stale_leader(home, timeout)
+                stale = backend.silent_leader(timeout)
             except OSError as exc:
                 log.error("cannot check the leader's heartbeat: %s", exc)
                 return None

@@ -16,7 +16,6 @@ import logging
 import os
 import select
 import signal
-import sqlite3
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -26,9 +25,8 @@ import psutil
 from mpjobs import serialization
 from mpjobs.batch import BatchRest
 from mpjobs.coordination.locks import FileLock
-from mpjobs.coordination.notify import Watcher, drain_pipe
+from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import BOOT_ERROR, boot_child
-from mpjobs.errors import StoreError
 from mpjobs.executors import AsyncExecutor, SerialExecutor, Stats
 from mpjobs.inflight import InFlight
 from mpjobs.journal import Journal
@@ -39,7 +37,6 @@ from mpjobs.store.base import (
     JobRecord,
     ProcessRecord,
 )
-from mpjobs.store.connection import set_wait_abort
 
 if TYPE_CHECKING:
     from mpjobs.app import App
@@ -115,9 +112,9 @@ class Worker:
     def _boot(self, parent_pid: int) -> None:
         self.parent_pid = parent_pid
         self._wake_r, self.liveness = boot_child(
-            self._on_term, parent_pid, signal.SIGKILL, self.app.home.proc_lock(self.token)
+            self._on_term, parent_pid, signal.SIGKILL, self.app.backend.liveness, self.token
         )
-        set_wait_abort(lambda: self.stopping)  # a stop ends any wait for the store's locks
+        self.app.backend.abort_waits_when(lambda: self.stopping)  # a stop ends lock waits
         self.store = self.app.store
         self.store.register_process(
             ProcessRecord(
@@ -131,7 +128,7 @@ class Worker:
 
         self.lifecycle = LifecycleRunner([t for t in self.app.lifecycles if t.scope == "worker"])
         self.lifecycle.start()
-        self.watcher = Watcher(self.app.home.path)
+        self.watcher = self.app.backend.doorbell.watcher()
         self.idle = FileLock(self.app.home.path / "procs" / f"{self.parent_token}.idle")
         self.proc = psutil.Process()
         self.journal = Journal(self.app.home.journal(self.token))
@@ -166,7 +163,7 @@ class Worker:
                 self.lifecycle.stop()
             if getattr(self, "store", None) is not None:
                 self.store.unregister_process(self.token)
-        except (sqlite3.OperationalError, StoreError) as exc:  # its supervisor does it then
+        except self.app.backend.unavailable as exc:  # its supervisor does it then
             log.error("worker %s: cannot unregister (%s)", self.slot, exc)
         except Exception:
             log.exception("worker %s: error during shutdown", self.slot)
@@ -335,7 +332,7 @@ class Worker:
         while True:
             try:
                 return fn(*args)
-            except (sqlite3.OperationalError, StoreError, OSError) as exc:
+            except self.app.backend.unavailable + (OSError,) as exc:  # noqa: RUF005 (mypy)
                 log.error(
                     "worker %s: store write failed (%s); retrying in %.1fs", self.slot, exc, delay
                 )

@@ -38,8 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 from mpjobs.contrib import start_pool
 from mpjobs.coordination.locks import FileLock
-from mpjobs.coordination.notify import Watcher
-from mpjobs.coordination.processes import token_alive
 from mpjobs.files import write_json_atomic
 from mpjobs.pool import Pool
 
@@ -168,10 +166,10 @@ class PoolKeeper:
         token = info.get("token")
         if not isinstance(token, str):
             return
-        store = self.app.store
+        backend = self.app.backend
         deadline = time.monotonic() + self.handover_timeout
-        with Watcher(self.app.home.path) as watcher:
-            while token_alive(store, token) and not self._stop.is_set():
+        with backend.doorbell.watcher() as watcher:
+            while backend.liveness.alive(token) and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     log.warning("mpjobs: previous pool supervisor %s still draining; "

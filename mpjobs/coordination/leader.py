@@ -249,6 +249,8 @@ class Heartbeat:
 
 
 class Leadership:
+    """One candidate's side of the election on `leader.lock` (the SQLite backend's)."""
+
     def __init__(self, home: Home, token: str, timeout: float | None = None) -> None:
         self.home = home
         self.token = token
@@ -284,6 +286,10 @@ class Leadership:
         info = {"token": self.token, "pid": os.getpid(), "since": time.time(),
                 "started": self.heartbeat.started}  # fmt: skip
         write_json_atomic(self.home.leader_info, info)
+
+    def start_heartbeat(self, healthy: Callable[[], str | None]) -> None:
+        """Beat from a thread while `healthy()` returns None (see Heartbeat)."""
+        self.heartbeat.start(healthy)
 
     def _watch(self, done: threading.Event) -> None:
         every = min(CHECK_EVERY, self.timeout / 4)

@@ -6,11 +6,9 @@ import os
 import signal
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from mpjobs.coordination.locks import LivenessLock, is_alive
-from mpjobs.store.sqlite import SqliteStore
+from mpjobs.store.backend import Backend, Held, Liveness
 
 BOOT_ERROR = 3  # exit code of a child that could not start: its supervisor backs off
 
@@ -23,16 +21,12 @@ def new_token(kind: str) -> str:
     return f"{kind[0]}{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
-def token_alive(store: SqliteStore, token: str) -> bool:
-    return is_alive(store.home.proc_lock(token))
-
-
-def poke_supervisor_of(store: SqliteStore, worker_token: str) -> bool:
+def poke_supervisor_of(backend: Backend, worker_token: str) -> bool:
     """Ask the supervisor of `worker_token` to act on a kill request now."""
-    procs = {p.token: p for p in store.list_processes()}
+    procs = {p.token: p for p in backend.store.list_processes()}
     worker = procs.get(worker_token)
     sup = procs.get(worker.parent) if worker is not None and worker.parent else None
-    if sup is None or not token_alive(store, sup.token):
+    if sup is None or not backend.liveness.alive(sup.token):
         return False
     try:
         os.kill(sup.pid, POKE_SIGNAL)
@@ -59,8 +53,12 @@ def die_with_parent(sig: int, expected_parent: int) -> None:
 
 
 def boot_child(
-    on_term: Callable[[int, Any], None], parent_pid: int, death_signal: int, liveness_path: Path
-) -> tuple[int, LivenessLock]:
+    on_term: Callable[[int, Any], None],
+    parent_pid: int,
+    death_signal: int,
+    liveness: Liveness,
+    token: str,
+) -> tuple[int, Held]:
     """The common start of a supervisor's forked child (worker or coordinator).
 
     It dies with its parent, leaves Ctrl-C and SIGHUP to the supervisor, turns signals
@@ -75,6 +73,4 @@ def boot_child(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    liveness = LivenessLock(liveness_path)
-    liveness.acquire()
-    return wake_r, liveness
+    return wake_r, liveness.hold(token)

@@ -1,35 +1,32 @@
-"""Recurring schedules: declaring them, the Schedule handle, and the leader's fire rule.
+"""Recurring schedules: declaring them and the Schedule handle.
 
 A schedule lives in the store, not in a process, so every process may declare it at
-import time: the same id updates one row, and only the leader turns fires into jobs.
+import time: the same id updates one row, and only the leader turns fires into jobs
+(by the rule in rules/schedules.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import random
 import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from mpjobs.errors import NotFoundError
 from mpjobs.job import Job
+from mpjobs.limits import resolve_limits
 from mpjobs.scheduling.durations import parse_duration
 from mpjobs.scheduling.triggers import (
     CronTrigger,
     IntervalTrigger,
     Trigger,
-    due_fires,
     trigger_from_spec,
 )
-from mpjobs.store.base import NewJob, ScheduleRecord
+from mpjobs.store.base import ACTIVE, PAUSED, ScheduleRecord
 
 if TYPE_CHECKING:
     from mpjobs.app import App, JobBuilder
-
-log = logging.getLogger("mpjobs.schedules")
 
 SCHEDULE_DEFAULTS: dict[str, Any] = {
     "coalesce": True,
@@ -64,8 +61,6 @@ def _shape(spec: dict[str, object]) -> dict[str, object]:
 
 
 def _options(builder: JobBuilder) -> dict[str, Any]:
-    from mpjobs.limits import resolve_limits
-
     o = builder._options
     opts = {k: o.get(k, d) for k, d in SCHEDULE_DEFAULTS.items()}
     for key in ("misfire_grace_time", "jitter"):
@@ -105,51 +100,11 @@ def declare(builder: JobBuilder, trigger: Trigger) -> Schedule:
         ScheduleRecord(
             id=sid, name=builder._options.get("name") or builder.name, func=builder.func,
             func_pickle=builder.func_pickle, payload=payload, trigger=json.dumps(spec),
-            options=json.dumps(opts), state="active", next_run_time=first, failures=0,
+            options=json.dumps(opts), state=ACTIVE, next_run_time=first, failures=0,
             created_at=now, updated_at=now,
         )
     )  # fmt: skip
     return Schedule(builder.app, sid)
-
-
-def fire_rule(rec: ScheduleRecord, now: float, active: int) -> tuple[list[NewJob], float | None]:
-    """The leader's decision for one due schedule: which fires become jobs, and what next.
-
-    Runs inside the store's fire transaction, so its answer commits with the jobs.
-    """
-    trigger = trigger_from_spec(json.loads(rec.trigger))
-    o = json.loads(rec.options)
-    assert rec.next_run_time is not None
-    times, nxt = due_fires(
-        trigger, rec.next_run_time, now, coalesce=o["coalesce"],
-        misfire_grace_time=o["misfire_grace_time"],
-    )  # fmt: skip
-    if o["max_instances"] is not None:
-        room = max(0, o["max_instances"] - active)
-        if len(times) > room:
-            log.info("schedule %s: %d fire(s) skipped, max_instances=%d reached",
-                     rec.id, len(times) - room, o["max_instances"])  # fmt: skip
-            times = times[len(times) - room :] if room else []
-    jitter = o["jitter"]
-    jobs = [
-        NewJob(
-            name=rec.name,
-            func=rec.func,
-            func_pickle=rec.func_pickle,
-            payload=rec.payload or None,
-            queue=o["queue"],
-            priority=o["priority"],
-            exec_at=t + (random.uniform(0, jitter) if jitter else 0.0),
-            max_attempts=o["max_attempts"],
-            retry_backoff=o["retry_backoff"],
-            timeout=o["timeout"],
-            memory_limit=o["memory_limit"],
-            unique_key=None,
-            schedule_id=rec.id,
-        )
-        for t in times
-    ]
-    return jobs, nxt
 
 
 class Schedule:
@@ -207,13 +162,13 @@ class Schedule:
 
     def pause(self) -> None:
         """Stop firing until `resume()`; NotFoundError if the schedule was removed."""
-        self._update(state="paused")
+        self._update(state=PAUSED)
 
     def resume(self) -> None:
         """Resume from now on: fires missed while paused are not made up."""
         rec = self._record()
         nxt = trigger_from_spec(json.loads(rec.trigger)).next_after(time.time())
-        self._update(state="active", next_run_time=nxt, failures=0)
+        self._update(state=ACTIVE, next_run_time=nxt, failures=0)
 
     def reschedule(
         self,

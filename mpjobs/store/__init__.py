@@ -1,5 +1,28 @@
-"""Storage, kept apart from job logic: the rest of mpjobs talks to the `Store` protocol only."""
+"""Storage and coordination behind one seam: the rest of mpjobs sees only the protocols.
 
-from mpjobs.store.base import Completion, JobRecord, NewJob, ProcessRecord, ScheduleRecord, Store
+`mpjobs.store.backends.open_backend(home)` is the one place that picks a backend for a
+home (today always SQLite-plus-files, sqlite.py); code outside this package uses the
+`Backend` and `Store` protocols and never imports a concrete class.
+"""
 
-__all__ = ["Completion", "JobRecord", "NewJob", "ProcessRecord", "ScheduleRecord", "Store"]
+from mpjobs.store.backend import Backend
+from mpjobs.store.base import (
+    Completion,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    ProcessRecord,
+    ScheduleRecord,
+    Store,
+)
+
+__all__ = [
+    "Backend",
+    "Completion",
+    "JobRecord",
+    "JobStatus",
+    "NewJob",
+    "ProcessRecord",
+    "ScheduleRecord",
+    "Store",
+]

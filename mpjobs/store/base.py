@@ -1,25 +1,62 @@
 """The storage interface: a few dozen small operations, each one transaction.
 
 Modelled on procrastinate's connector: a store only moves rows. Decisions (is a failure
-retried, when, what a lost worker means) are made by the caller and passed in, so a
-second backend only has to implement these operations.
+retried, when, what a lost worker means, when a schedule stops) are made by the rules
+(mpjobs/rules/), passed in or asked, so a second backend only has to implement these
+operations. The job statuses are defined here, once, for Python and SQL alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-SCHEDULED = "SCHEDULED"
-RUNNING = "RUNNING"
-SUCCESS = "SUCCESS"
-FAILED = "FAILED"
-TIMEOUT = "TIMEOUT"
-CANCELLED = "CANCELLED"
-PERMANENTLY_FAILED = "PERMANENTLY_FAILED"
+if TYPE_CHECKING:
+    from mpjobs.home import Home
+
+
+class JobStatus(str, enum.Enum):
+    """The states of a job: the one source of their names, for Python and for SQL.
+
+    The plain-string constants below are the same values; the SQL modules build their
+    statements from them (once, at import), so no status is spelled twice.
+    """
+
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+    PERMANENTLY_FAILED = "PERMANENTLY_FAILED"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (JobStatus.SCHEDULED, JobStatus.RUNNING)
+
+
+# Plain str (not the enum) where rows are written: drivers bind exact strs fastest.
+SCHEDULED: str = JobStatus.SCHEDULED.value
+RUNNING: str = JobStatus.RUNNING.value
+SUCCESS: str = JobStatus.SUCCESS.value
+FAILED: str = JobStatus.FAILED.value
+TIMEOUT: str = JobStatus.TIMEOUT.value
+CANCELLED: str = JobStatus.CANCELLED.value
+PERMANENTLY_FAILED: str = JobStatus.PERMANENTLY_FAILED.value
 TERMINAL = frozenset({SUCCESS, FAILED, TIMEOUT, CANCELLED, PERMANENTLY_FAILED})
+LIVE = (SCHEDULED, RUNNING)  # a job that may still run
+
+# The states of a schedule.
+ACTIVE = "active"
+PAUSED = "paused"
+STOPPED = "stopped"  # by max_failures
 _ENDS = TERMINAL | {SCHEDULED}  # what a completion may set
 
 # What one outcome may hold. SQLite refuses a string or blob over 1e9 bytes
@@ -199,7 +236,12 @@ FireRule = Callable[[ScheduleRecord, float, int], "tuple[list[NewJob], float | N
 class Store(Protocol):
     """What mpjobs needs from storage. Every method is atomic on its own."""
 
+    home: Home  # the host's files of the home (journals, kill notes) sit beside it
+
     def close(self) -> None: ...
+    def lock_budget(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        """Writes of this thread inside the block wait at most `seconds` for the locks."""
+        ...
 
     # jobs
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]: ...

@@ -1,155 +1,39 @@
-"""The job rows: pushing, claiming, recording outcomes, settling, reading.
+"""The job rows: pushing, claiming, settling, cancelling, reading.
 
-All SQL about jobs is here; the rules (retry or not, when) arrive as ready Completions.
+The SQL of jobs is here and in completions.py (recording outcomes) and sql.py (shared
+fragments); the rules (retry or not, when, what a dead owner's job becomes) arrive
+as ready Completions or as a function that makes them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
-import math
 import sqlite3
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from mpjobs.errors import StoreError
 from mpjobs.store import base
-from mpjobs.store.base import (
-    CANCELLED,
-    RUNNING,
-    SCHEDULED,
-    Completion,
-    Decide,
-    JobRecord,
-    NewJob,
-)
-from mpjobs.store.connection import Connector
-
-log = logging.getLogger("mpjobs.store")
-
-_JOB_COLS = ", ".join(f.name for f in JobRecord.__dataclass_fields__.values())
-_INSERT_JOB = (
-    "INSERT INTO jobs (name, func, func_pickle, payload, queue, priority, exec_at, "
-    "max_attempts, retry_backoff, timeout, memory_limit, unique_key, schedule_id, "
-    "status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'SCHEDULED',?)"
+from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, Completion, Decide, JobRecord, NewJob
+from mpjobs.store.completions import CompletionQueries
+from mpjobs.store.sql import (
+    FINISHED_SQL,
+    INSERT_JOB,
+    JOB_COLS,
+    LIVE_SQL,
+    grouped_inserts,
+    job_params,
+    queue_filter,
 )
 
 
-def _job_params(j: NewJob, now: float) -> tuple[Any, ...]:
-    return (
-        j.name, j.func, j.func_pickle, j.payload, j.queue, j.priority, j.exec_at,
-        j.max_attempts, j.retry_backoff, j.timeout, j.memory_limit, j.unique_key,
-        j.schedule_id, now,
-    )  # fmt: skip
-
-
-def _literal(value: object) -> str:
-    """An SQL literal for a value that is the same in every row of a batch."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return repr(value)
-    if isinstance(value, str) and "\x00" not in value:
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, bytes):
-        return f"X'{value.hex()}'"
-    raise ValueError(f"no SQL literal for {value!r}")
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_for(shape: tuple[Any, ...], now: float, exec_at: float | None) -> str:
-    """An INSERT with every shared column as a literal; exec_at too when given."""
-    name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory, sid = shape
-    values = (name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory)
-    consts = ", ".join(_literal(v) for v in (*values, sid, now))
-    at = "?" if exec_at is None else _literal(exec_at)
-    return (
-        "INSERT INTO jobs (payload, exec_at, name, func, func_pickle, queue, priority, "
-        "max_attempts, retry_backoff, timeout, memory_limit, schedule_id, created_at, status) "
-        f"VALUES (?, {at}, {consts}, 'SCHEDULED')"
-    )
-
-
-def _grouped_inserts(jobs: Sequence[NewJob], now: float) -> list[tuple[str, list[Any]]]:
-    """Batch inserts binding only what differs per job, in push order.
-
-    Binding 14 parameters per row costs more than SQLite's insert itself; the columns
-    that are the same for a whole run of jobs (same task, same options) become literals
-    of a statement that is cached and reused, and so does exec_at when a run shares it.
-    """
-    runs: list[tuple[Any, list[NewJob]]] = []
-    last: object = object()
-    for j in jobs:
-        key = j.batch_key if j.batch_key is not None else id(j)
-        if key != last:
-            runs.append((key, []))
-            last = key
-        runs[-1][1].append(j)
-    out: list[tuple[str, list[Any]]] = []
-    for _key, run in runs:
-        j = run[0]
-        shape = (j.name, j.func, j.func_pickle, j.queue, j.priority, j.max_attempts,
-                 j.retry_backoff, j.timeout, j.memory_limit, j.schedule_id)  # fmt: skip
-        at = j.exec_at
-        same_time = all(x.exec_at == at for x in run)
-        try:
-            sql = _insert_for(shape, now, at if same_time else None)
-        except ValueError:
-            out.append((_INSERT_JOB, [_job_params(x, now) for x in run]))
-            continue
-        if same_time:
-            out.append((sql, [(x.payload,) for x in run]))
-        else:
-            out.append((sql, [(x.payload, x.exec_at) for x in run]))
-    return out
-
-
-def _store_fault(exc: BaseException) -> bool:
-    """True when a write failed because of the state of the store, not what it was given.
-
-    A full disk, a locked, read-only or damaged file: the writer keeps its outcome and
-    tries again later, so the error propagates. Anything else (an unencodable text, a
-    blob over SQLite's limit, a value of the wrong type, a constraint, a bug) would fail
-    the same way on every retry, so the job it belongs to is quarantined instead.
-    """
-    if isinstance(exc, sqlite3.OperationalError):
-        return "too big" not in str(exc)
-    return isinstance(exc, (StoreError, OSError)) or type(exc) is sqlite3.DatabaseError
-
-
-@contextlib.contextmanager
-def _savepoint(conn: sqlite3.Connection) -> Iterator[None]:
-    """Undo only this block if it raises, keeping the rest of the transaction."""
-    conn.execute("SAVEPOINT outcome")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK TO outcome")
-        conn.execute("RELEASE outcome")
-        raise
-    conn.execute("RELEASE outcome")
-
-
-def _queue_filter(queues: Sequence[str] | None) -> tuple[str, list[Any]]:
-    if not queues:
-        return "", []
-    return f" AND queue IN ({','.join('?' * len(queues))})", list(queues)
-
-
-class JobQueries(Connector):
+class JobQueries(CompletionQueries):
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         with self._tx() as conn:
             if all(j.unique_key is None for j in jobs):
                 if len(jobs) == 1:
-                    cur = conn.execute(_INSERT_JOB, _job_params(jobs[0], now))
+                    cur = conn.execute(INSERT_JOB, job_params(jobs[0], now))
                     return [(int(cur.lastrowid or 0), True)]
-                for sql, rows in _grouped_inserts(jobs, now):
+                for sql, rows in grouped_inserts(jobs, now):
                     conn.executemany(sql, rows)
                 # Rowids are max+1 and we hold the write lock: this batch is contiguous.
                 end = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
@@ -157,12 +41,11 @@ class JobQueries(Connector):
             out: list[tuple[int, bool]] = []
             for j in jobs:
                 try:
-                    cur = conn.execute(_INSERT_JOB, _job_params(j, now))
+                    cur = conn.execute(INSERT_JOB, job_params(j, now))
                     out.append((int(cur.lastrowid or 0), True))
                 except sqlite3.IntegrityError:
                     row = conn.execute(
-                        "SELECT id FROM jobs WHERE unique_key = ? AND status IN "
-                        "('SCHEDULED', 'RUNNING')",
+                        f"SELECT id FROM jobs WHERE unique_key = ? AND status IN {LIVE_SQL}",
                         (j.unique_key,),
                     ).fetchone()
                     out.append((int(row[0]), False))
@@ -185,21 +68,21 @@ class JobQueries(Connector):
         takes at most its fair share (ready jobs / `share` workers), so a short queue is
         spread over idle workers instead of waiting in one worker's batch.
         """
-        qsql, qargs = _queue_filter(queues)
+        qsql, qargs = queue_filter(queues)
         with self._tx() as conn:
             self._complete_many(conn, owner, done, now)
             if limit > 1 and share > 1:
                 ready = conn.execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'SCHEDULED' "
+                    f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' "
                     f"AND exec_at <= ?{qsql} LIMIT ?)",
                     [now, *qargs, limit * share],
                 ).fetchone()[0]
                 limit = max(1, min(limit, -(-ready // share)))
             rows = conn.execute(
-                "UPDATE jobs SET status = 'RUNNING', owner = ?, pid = ?, started_at = ?, "
+                f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
                 "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
-                f"WHERE status = 'SCHEDULED' AND exec_at <= ?{qsql} "
-                f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {_JOB_COLS}",
+                f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
+                f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {JOB_COLS}",
                 [owner, pid, now, now, *qargs, limit],
             ).fetchall()
         jobs = [JobRecord(*r) for r in rows]
@@ -210,115 +93,15 @@ class JobQueries(Connector):
         with self._tx() as conn:
             self._complete_many(conn, owner, done, now)
 
-    def _complete_many(
-        self, conn: sqlite3.Connection, owner: str, done: Sequence[Completion], now: float
-    ) -> None:
-        """Apply completions; plain terminal ones in one executemany, the rest one by one.
-
-        A completion that cannot be written never fails the batch: the batch is retried
-        row by row and that one job is quarantined (see `_apply`).
-        """
-        plain = [c for c in done if c.schedule_id is None and c.status != SCHEDULED]
-        rest = [] if len(plain) == len(done) else [
-            c for c in done if c.schedule_id is not None or c.status == SCHEDULED
-        ]
-        if plain:
-            # No savepoint needed: a failed row was not applied (SQLite undoes a failed
-            # statement), and applying the rows again one by one changes none of those
-            # already applied, since each update requires the job to be RUNNING still.
-            try:
-                conn.executemany(
-                    "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, "
-                    "finished_at = ?, owner = NULL, pid = NULL "
-                    "WHERE id = ? AND status = 'RUNNING' AND owner = ?",
-                    [
-                        (c.status, c.result, c.exc, c.error, now, c.job_id, owner)
-                        for c in map(base.storable, plain)
-                    ],
-                )
-            except Exception as exc:
-                if _store_fault(exc):
-                    raise
-                rest = plain + rest  # find the bad one(s), row by row
-        for c in rest:
-            self._apply(conn, owner, c, now)
-
-    def _apply(
-        self, conn: sqlite3.Connection, owner: str, c: Completion, now: float
-    ) -> Completion:
-        """Apply one completion, or quarantine its job if it cannot be written; the one applied.
-
-        The completion is written in a savepoint; if its data cannot be stored, that is
-        undone and the job ends FAILED with an error saying why, instead. Retrying would
-        fail the same way, and raising would fail every other job of the transaction and,
-        in a settler, stop it from ever settling this owner: a crash loop.
-        """
-        try:
-            with _savepoint(conn):
-                safe = base.storable(c)
-                self._complete(conn, owner, safe, now)
-            return safe
-        except Exception as exc:
-            if _store_fault(exc):
-                raise
-            q = base.quarantined(c, exc)
-            log.error("job %s: %s", c.job_id, q.error.splitlines()[0] if q.error else exc)
-            self._complete(conn, owner, q, now)
-            return q
-
-    def _complete(self, conn: sqlite3.Connection, owner: str, c: Completion, now: float) -> bool:
-        """Apply a completion if `owner` still runs the job; keep a schedule's failure count."""
-        if c.status == SCHEDULED:
-            cur = conn.execute(
-                "UPDATE jobs SET status = 'SCHEDULED', exec_at = ?, owner = NULL, pid = NULL, "
-                "started_at = NULL, error = ?, exc = ?, attempts = attempts - ? "
-                "WHERE id = ? AND status = 'RUNNING' AND owner = ?",
-                (c.exec_at, c.error, c.exc, int(c.refund_attempt), c.job_id, owner),
-            )
-            return cur.rowcount == 1
-        row = conn.execute(
-            "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, finished_at = ?, "
-            "owner = NULL, pid = NULL WHERE id = ? AND status = 'RUNNING' AND owner = ? "
-            "RETURNING schedule_id",
-            (c.status, c.result, c.exc, c.error, now, c.job_id, owner),
-        ).fetchone()
-        if row is None:
-            return False
-        if row[0] is not None:
-            self._count_schedule_outcome(conn, row[0], c)
-        return True
-
-    def _count_schedule_outcome(self, conn: sqlite3.Connection, sid: str, c: Completion) -> None:
-        if c.status == base.SUCCESS:
-            conn.execute("UPDATE schedules SET failures = 0 WHERE id = ?", (sid,))
-            return
-        if c.status not in (base.FAILED, base.TIMEOUT):
-            return
-        row = conn.execute(
-            "UPDATE schedules SET failures = failures + 1 WHERE id = ? "
-            "RETURNING failures, json_extract(options, '$.max_failures')",
-            (sid,),
-        ).fetchone()
-        if row is not None and row[1] is not None and row[0] >= row[1]:
-            conn.execute(
-                "UPDATE schedules SET state = 'stopped', next_run_time = NULL WHERE id = ?",
-                (sid,),
-            )
-            conn.execute(
-                "UPDATE jobs SET status = 'PERMANENTLY_FAILED', error = coalesce(error, '') || ? "
-                "WHERE id = ?",
-                (f"\nschedule {sid!r} stopped after {row[0]} consecutive failures", c.job_id),
-            )
-
     def release(self, owner: str, job_ids: Sequence[int]) -> None:
         """Give back claimed jobs that were never started, refunding their attempt."""
         if not job_ids:
             return
         with self._tx() as conn:
             conn.executemany(
-                "UPDATE jobs SET status = 'SCHEDULED', owner = NULL, pid = NULL, "
+                f"UPDATE jobs SET status = '{SCHEDULED}', owner = NULL, pid = NULL, "
                 "started_at = NULL, attempts = attempts - 1 "
-                "WHERE id = ? AND owner = ? AND status = 'RUNNING'",
+                f"WHERE id = ? AND owner = ? AND status = '{RUNNING}'",
                 [(i, owner) for i in job_ids],
             )
 
@@ -330,7 +113,7 @@ class JobQueries(Connector):
             rows = [
                 JobRecord(*r)
                 for r in conn.execute(
-                    f"SELECT {_JOB_COLS} FROM jobs WHERE owner = ? AND status = 'RUNNING'",
+                    f"SELECT {JOB_COLS} FROM jobs WHERE owner = ? AND status = '{RUNNING}'",
                     (owner,),
                 )
             ]
@@ -348,7 +131,7 @@ class JobQueries(Connector):
             return settled
 
     def get(self, job_id: int) -> JobRecord | None:
-        row = self._conn().execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job_id,))
+        row = self._conn().execute(f"SELECT {JOB_COLS} FROM jobs WHERE id = ?", (job_id,))
         r = row.fetchone()
         return JobRecord(*r) if r else None
 
@@ -369,7 +152,7 @@ class JobQueries(Connector):
         if schedule_id is not None:
             where.append("schedule_id = ?")
             args.append(schedule_id)
-        sql = f"SELECT {_JOB_COLS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+        sql = f"SELECT {JOB_COLS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
         return [JobRecord(*r) for r in self._conn().execute(sql, [*args, limit])]
 
     def cancel(self, job_id: int, terminate: bool, now: float) -> tuple[bool, str | None]:
@@ -383,7 +166,7 @@ class JobQueries(Connector):
             if status not in (SCHEDULED, RUNNING) or (running and not terminate):
                 return False, None
             conn.execute(
-                "UPDATE jobs SET status = 'CANCELLED', finished_at = ?, error = ?, owner = ? "
+                f"UPDATE jobs SET status = '{CANCELLED}', finished_at = ?, error = ?, owner = ? "
                 "WHERE id = ?",
                 (now, "cancelled while running" if running else "cancelled",
                  owner if running else None, job_id),
@@ -399,10 +182,10 @@ class JobQueries(Connector):
         with self._tx() as conn:
             try:
                 cur = conn.execute(
-                    "UPDATE jobs SET status = 'SCHEDULED', exec_at = ?, attempts = 0, "
+                    f"UPDATE jobs SET status = '{SCHEDULED}', exec_at = ?, attempts = 0, "
                     "owner = NULL, pid = NULL, result = NULL, exc = NULL, error = NULL, "
-                    "started_at = NULL, finished_at = NULL WHERE id = ? AND status IN "
-                    "('FAILED', 'TIMEOUT', 'CANCELLED', 'PERMANENTLY_FAILED', 'SUCCESS')",
+                    "started_at = NULL, finished_at = NULL "
+                    f"WHERE id = ? AND status IN {FINISHED_SQL}",
                     (now, job_id),
                 )
             except sqlite3.IntegrityError as exc:
@@ -415,14 +198,14 @@ class JobQueries(Connector):
             return cur.rowcount == 1
 
     def running_owners(self) -> list[str]:
-        sql = "SELECT DISTINCT owner FROM jobs WHERE status = 'RUNNING'"
+        sql = f"SELECT DISTINCT owner FROM jobs WHERE status = '{RUNNING}'"
         return [r[0] for r in self._conn().execute(sql)]
 
     def kill_requests(self, owners: Sequence[str]) -> list[tuple[int, str]]:
         if not owners:
             return []
         sql = (
-            "SELECT id, owner FROM jobs WHERE status = 'CANCELLED' AND owner IS NOT NULL "
+            f"SELECT id, owner FROM jobs WHERE status = '{CANCELLED}' AND owner IS NOT NULL "
             f"AND owner IN ({','.join('?' * len(owners))})"
         )
         return [(int(r[0]), str(r[1])) for r in self._conn().execute(sql, list(owners))]
@@ -430,16 +213,16 @@ class JobQueries(Connector):
     def clear_owner(self, job_id: int) -> None:
         with self._tx() as conn:
             conn.execute(
-                "UPDATE jobs SET owner = NULL WHERE id = ? AND status != 'RUNNING'", (job_id,)
+                f"UPDATE jobs SET owner = NULL WHERE id = ? AND status != '{RUNNING}'", (job_id,)
             )
 
     def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
         """A read-only check, so idle workers woken together do not all queue for the lock."""
-        qsql, qargs = _queue_filter(queues)
+        qsql, qargs = queue_filter(queues)
         return (
             self._conn()
             .execute(
-                f"SELECT 1 FROM jobs WHERE status = 'SCHEDULED' AND exec_at <= ?{qsql} LIMIT 1",
+                f"SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} LIMIT 1",
                 [now, *qargs],
             )
             .fetchone()
@@ -447,10 +230,10 @@ class JobQueries(Connector):
         )
 
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None:
-        qsql, qargs = _queue_filter(queues)
+        qsql, qargs = queue_filter(queues)
         r = (
             self._conn()
-            .execute(f"SELECT min(exec_at) FROM jobs WHERE status = 'SCHEDULED'{qsql}", qargs)
+            .execute(f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}'{qsql}", qargs)
             .fetchone()
         )
         return None if r is None or r[0] is None else float(r[0])
@@ -459,7 +242,7 @@ class JobQueries(Connector):
         out: dict[str, dict[str, int]] = {}
         sql = (
             "SELECT queue, status, count(*) FROM jobs "
-            "WHERE status IN ('SCHEDULED', 'RUNNING') GROUP BY queue, status"
+            f"WHERE status IN {LIVE_SQL} GROUP BY queue, status"
         )
         for queue, status, n in self._conn().execute(sql):
             out.setdefault(queue, {})[status] = int(n)
@@ -476,7 +259,7 @@ class JobQueries(Connector):
             with self._tx() as conn:
                 n = conn.execute(
                     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ? "
-                    "AND status NOT IN ('SCHEDULED', 'RUNNING') "
+                    f"AND status NOT IN {LIVE_SQL} "
                     "AND id < (SELECT max(id) FROM jobs) ORDER BY id LIMIT ?)",
                     (before, chunk),
                 ).rowcount

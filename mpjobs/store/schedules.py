@@ -6,14 +6,13 @@ next_run_time commit together or not at all.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
-from typing import Any
 
-from mpjobs.store.base import FireRule, ProcessRecord, ScheduleRecord
+from mpjobs.rules.schedules import redeclared
+from mpjobs.store.base import ACTIVE, RUNNING, SCHEDULED, FireRule, ProcessRecord, ScheduleRecord
 from mpjobs.store.connection import Connector
-from mpjobs.store.jobs import _INSERT_JOB, _job_params
+from mpjobs.store.sql import INSERT_JOB, job_params
 
 log = logging.getLogger("mpjobs.store")
 
@@ -21,19 +20,9 @@ _SCHED_COLS = ", ".join(ScheduleRecord.__dataclass_fields__)
 _PROC_COLS = ", ".join(ProcessRecord.__dataclass_fields__)
 
 
-def _without_anchor(trigger: str) -> Any:
-    """A trigger spec minus its anchor: two declarations of one schedule differ only there."""
-    spec = json.loads(trigger)
-    return {k: v for k, v in spec.items() if k != "anchor"} if isinstance(spec, dict) else spec
-
-
 class ScheduleQueries(Connector):
     def upsert_schedule(self, rec: ScheduleRecord, trigger_changed: bool = False) -> ScheduleRecord:
-        """Declare a schedule; re-declaring the same id updates it and keeps its state.
-
-        The next fire time is kept unless the trigger itself changed, so every process
-        declaring the same schedule at import time does not push its next run around.
-        """
+        """Declare a schedule; re-declaring the same id updates it as `redeclared` says."""
         with self._tx() as conn:
             old = conn.execute(
                 f"SELECT {_SCHED_COLS} FROM schedules WHERE id = ?", (rec.id,)
@@ -44,16 +33,7 @@ class ScheduleQueries(Connector):
                     tuple(getattr(rec, f) for f in ScheduleRecord.__dataclass_fields__),
                 )
                 return rec
-            prev = ScheduleRecord(*old)
-            if not trigger_changed and _without_anchor(prev.trigger) == _without_anchor(
-                rec.trigger
-            ):
-                rec.trigger = prev.trigger  # a concurrent declaration: keep the first one's phase
-            keep_time = prev.trigger == rec.trigger and not trigger_changed
-            rec.next_run_time = prev.next_run_time if keep_time else rec.next_run_time
-            rec.state, rec.failures, rec.created_at = prev.state, prev.failures, prev.created_at
-            if rec.state != "active":
-                rec.next_run_time = prev.next_run_time
+            redeclared(ScheduleRecord(*old), rec, trigger_changed)
             conn.execute(
                 "UPDATE schedules SET name = ?, func = ?, func_pickle = ?, payload = ?, "
                 "trigger = ?, options = ?, next_run_time = ?, updated_at = ? WHERE id = ?",
@@ -101,7 +81,7 @@ class ScheduleQueries(Connector):
                 ScheduleRecord(*r)
                 for r in conn.execute(
                     f"SELECT {_SCHED_COLS} FROM schedules "
-                    "WHERE state = 'active' AND next_run_time <= ?",
+                    f"WHERE state = '{ACTIVE}' AND next_run_time <= ?",
                     (now,),
                 )
             ]
@@ -114,7 +94,7 @@ class ScheduleQueries(Connector):
                     log.exception("schedule %r cannot be fired; retrying in 60 s", rec.id)
                     jobs, next_time = [], now + 60.0
                 for j in jobs:
-                    ids.append(int(conn.execute(_INSERT_JOB, _job_params(j, now)).lastrowid or 0))
+                    ids.append(int(conn.execute(INSERT_JOB, job_params(j, now)).lastrowid or 0))
                 conn.execute(
                     "UPDATE schedules SET next_run_time = ? WHERE id = ?", (next_time, rec.id)
                 )
@@ -123,7 +103,7 @@ class ScheduleQueries(Connector):
     def next_fire_time(self) -> float | None:
         r = (
             self._conn()
-            .execute("SELECT min(next_run_time) FROM schedules WHERE state = 'active'")
+            .execute(f"SELECT min(next_run_time) FROM schedules WHERE state = '{ACTIVE}'")
             .fetchone()
         )
         return None if r is None or r[0] is None else float(r[0])
@@ -132,7 +112,7 @@ class ScheduleQueries(Connector):
     def _active_count(conn: sqlite3.Connection, schedule_id: str) -> int:
         r = conn.execute(
             "SELECT count(*) FROM jobs WHERE schedule_id = ? "
-            "AND status IN ('SCHEDULED', 'RUNNING')",
+            f"AND status IN ('{SCHEDULED}', '{RUNNING}')",
             (schedule_id,),
         ).fetchone()
         return int(r[0])

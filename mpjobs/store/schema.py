@@ -6,6 +6,8 @@ of being written into; `PRAGMA user_version` is the schema version migrations wa
 
 from __future__ import annotations
 
+from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
+
 APPLICATION_ID = 0x6D706A62  # "mpjb"
 SCHEMA_VERSION = 1
 
@@ -42,13 +44,15 @@ MIGRATIONS: dict[int, list[str]] = {
         # The claim path: a partial index holds only waiting jobs, so its size is the
         # backlog, not the history, and a claim reads its first entries in order
         # (priority, exec_at, then the rowid every index carries: push order).
-        """CREATE INDEX jobs_ready ON jobs(priority, exec_at)
-           WHERE status = 'SCHEDULED'""",
-        """CREATE UNIQUE INDEX jobs_unique ON jobs(unique_key)
-           WHERE unique_key IS NOT NULL AND status IN ('SCHEDULED', 'RUNNING')""",
-        "CREATE INDEX jobs_running ON jobs(owner) WHERE status = 'RUNNING'",
-        """CREATE INDEX jobs_kill ON jobs(owner)
-           WHERE status = 'CANCELLED' AND owner IS NOT NULL""",
+        # The statuses come from base.py, the one source; the texts are as they were
+        # when this migration was first shipped, byte for byte.
+        f"""CREATE INDEX jobs_ready ON jobs(priority, exec_at)
+           WHERE status = '{SCHEDULED}'""",
+        f"""CREATE UNIQUE INDEX jobs_unique ON jobs(unique_key)
+           WHERE unique_key IS NOT NULL AND status IN ('{SCHEDULED}', '{RUNNING}')""",
+        f"CREATE INDEX jobs_running ON jobs(owner) WHERE status = '{RUNNING}'",
+        f"""CREATE INDEX jobs_kill ON jobs(owner)
+           WHERE status = '{CANCELLED}' AND owner IS NOT NULL""",
         """CREATE INDEX jobs_schedule ON jobs(schedule_id, id)
            WHERE schedule_id IS NOT NULL""",
         """

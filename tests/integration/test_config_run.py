@@ -26,7 +26,6 @@ from conftest import wait_for
 
 import mpjobs
 from mpjobs.config_apply import apply_config, check_file
-from mpjobs.coordination.processes import token_alive
 from mpjobs.errors import ConfigError
 from mpjobs.store.base import JobRecord
 
@@ -175,7 +174,7 @@ def records(app: mpjobs.App, name: str) -> list[JobRecord]:
 def live_supervisors(app: mpjobs.App) -> int:
     return sum(
         1 for p in app.store.list_processes()
-        if p.kind == "supervisor" and token_alive(app.store, p.token)
+        if p.kind == "supervisor" and app.backend.liveness.alive(p.token)
     )  # fmt: skip
 
 

@@ -29,7 +29,7 @@ def test_leader_sweep_honours_the_supervisors_time_limit_note(tmp_path: Path) ->
     write_kill_note(
         app.home.kill_note("w-dead-1"), (job_id, "TIMEOUT", "time limit of 1 s exceeded"), True
     )
-    assert recover_dead_owners(app.store) == 1
+    assert recover_dead_owners(app.backend) == 1
     rec = app.store.get(job_id)
     assert rec is not None and rec.status == "TIMEOUT"
     assert rec.error == "time limit of 1 s exceeded"
@@ -40,7 +40,7 @@ def test_deliberate_kill_puts_the_running_job_back_without_an_attempt(tmp_path: 
     app = App(home=tmp_path / "h")
     job_id = _running_job(app, "w-dead-2")
     write_kill_note(app.home.kill_note("w-dead-2"), None, True)  # e.g. graceful timeout
-    recover_dead_owners(app.store)
+    recover_dead_owners(app.backend)
     rec = app.store.get(job_id)
     assert rec is not None and rec.status == "SCHEDULED" and rec.attempts == 0
 
@@ -48,7 +48,7 @@ def test_deliberate_kill_puts_the_running_job_back_without_an_attempt(tmp_path: 
 def test_without_a_note_the_job_is_lost(tmp_path: Path) -> None:
     app = App(home=tmp_path / "h")
     job_id = _running_job(app, "w-dead-3")
-    recover_dead_owners(app.store)
+    recover_dead_owners(app.backend)
     rec = app.store.get(job_id)
     assert rec is not None and rec.status == "FAILED"
     assert rec.error is not None and rec.error.startswith("worker lost")

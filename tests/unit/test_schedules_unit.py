@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import mpjobs
-from mpjobs.scheduling.schedules import fire_rule
+from mpjobs.rules.schedules import fire_rule
 from mpjobs.store.base import ScheduleRecord
 
 PARIS = ZoneInfo("Europe/Paris")

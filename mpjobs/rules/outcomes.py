@@ -1,4 +1,4 @@
-"""What happens to a job whose attempt ended: one rule, used by every process.
+"""What happens to a job whose attempt ended: one rule, used by every process and backend.
 
 The worker that saw an exception, the supervisor that killed a job at its limit and the
 process that found a dead owner all ask the same question (retry, or give up?), so the

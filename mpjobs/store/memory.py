@@ -1,0 +1,346 @@
+"""An in-memory backend, for unit tests of the rules (procrastinate's in-memory connector
+is the model): the whole seam in one process, no file, no lock, no fork.
+
+It moves rows the way the SQLite store does (the same conditions on status and owner,
+the same order of claims) and asks the same rules (mpjobs/rules/) what to write, so a
+test of a rule runs in microseconds and shows that the rule, not the SQL, decides.
+Integration tests use the real backend: this one has no processes to recover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+
+from mpjobs.errors import StoreError
+from mpjobs.home import Home
+from mpjobs.rules.schedules import max_failures_of, redeclared, tally
+from mpjobs.store import base
+from mpjobs.store.base import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    LIVE,
+    PERMANENTLY_FAILED,
+    RUNNING,
+    SCHEDULED,
+    STOPPED,
+    TERMINAL,
+    Completion,
+    Decide,
+    FireRule,
+    JobRecord,
+    NewJob,
+    ProcessRecord,
+    ScheduleRecord,
+)
+
+log = logging.getLogger("mpjobs.store")
+
+_SCHEDULE_FIELDS = {"state", "next_run_time", "trigger", "failures", "updated_at", "options"}
+
+
+class MemoryStore:
+    """A `Store` in a dict, each operation atomic under one lock; rings after each write."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.generation = 0  # the doorbell: bumped after every write
+        self.changed = threading.Condition(threading.RLock())
+        self._jobs: dict[int, JobRecord] = {}
+        self._last_id = 0
+        self._schedules: dict[str, ScheduleRecord] = {}
+        self._procs: dict[str, ProcessRecord] = {}
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        with self.changed:
+            yield
+            self.generation += 1
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def lock_budget(self, seconds: float) -> Iterator[None]:
+        yield
+
+    def checkpoint(self) -> None:
+        pass
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def _insert(self, j: NewJob, now: float) -> int:
+        self._last_id += 1
+        self._jobs[self._last_id] = JobRecord(
+            self._last_id, j.name, j.func, j.func_pickle, j.payload, j.queue, j.priority,
+            SCHEDULED, j.exec_at, 0, j.max_attempts, j.retry_backoff, j.timeout,
+            j.memory_limit, j.unique_key, j.schedule_id, None, None, None, None, None, now,
+            None, None,
+        )  # fmt: skip
+        return self._last_id
+
+    def _live_with_key(self, key: str | None) -> JobRecord | None:
+        if key is None:
+            return None
+        return next((r for r in self._jobs.values() if r.unique_key == key
+                     and r.status in LIVE), None)  # fmt: skip
+
+    def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
+        with self._tx():
+            out: list[tuple[int, bool]] = []
+            for j in jobs:
+                live = self._live_with_key(j.unique_key)
+                out.append((live.id, False) if live else (self._insert(j, now), True))
+            return out
+
+    def _due(self, queues: Sequence[str] | None, now: float) -> list[JobRecord]:
+        return sorted(
+            (r for r in self._jobs.values() if r.status == SCHEDULED and r.exec_at <= now
+             and (not queues or r.queue in queues)),
+            key=lambda r: (r.priority, r.exec_at, r.id),
+        )  # fmt: skip
+
+    def claim(
+        self, owner: str, pid: int, queues: Sequence[str] | None, limit: int, now: float,
+        done: Sequence[Completion] = (), share: int = 1,
+    ) -> list[JobRecord]:  # fmt: skip
+        with self._tx():
+            self._complete_many(owner, done, now)
+            due = self._due(queues, now)
+            if limit > 1 and share > 1:
+                limit = max(1, min(limit, -(-min(len(due), limit * share) // share)))
+            for r in due[:limit]:
+                r.status, r.owner, r.pid, r.started_at = RUNNING, owner, pid, now
+                r.attempts += 1
+            return [dataclasses.replace(r) for r in due[:limit]]
+
+    def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
+        with self.changed:
+            return bool(self._due(queues, now))
+
+    def complete(self, owner: str, done: Sequence[Completion], now: float) -> None:
+        with self._tx():
+            self._complete_many(owner, done, now)
+
+    def _complete_many(self, owner: str, done: Sequence[Completion], now: float) -> None:
+        for c in done:
+            self._apply(owner, c, now)
+
+    def _apply(self, owner: str, c: Completion, now: float) -> Completion:
+        try:
+            safe = base.storable(c)
+        except ValueError as exc:
+            safe = base.quarantined(c, exc)
+        self._complete(owner, safe, now)
+        return safe
+
+    def _complete(self, owner: str, c: Completion, now: float) -> None:
+        r = self._jobs.get(c.job_id)
+        if r is None or r.status != RUNNING or r.owner != owner:
+            return
+        r.owner = r.pid = None
+        r.error, r.exc = c.error, c.exc
+        if c.status == SCHEDULED:
+            r.status, r.exec_at, r.started_at = SCHEDULED, c.exec_at or now, None
+            r.attempts -= int(c.refund_attempt)
+            return
+        r.status, r.result, r.finished_at = c.status, c.result, now
+        s = self._schedules.get(r.schedule_id) if r.schedule_id is not None else None
+        if s is None:
+            return
+        t = tally(s.id, c.status, s.failures, max_failures_of(s.options))
+        if t is not None:
+            s.failures = t.failures
+            if t.stop:
+                s.state, s.next_run_time = STOPPED, None
+                r.status, r.error = PERMANENTLY_FAILED, (r.error or "") + t.note
+
+    def release(self, owner: str, job_ids: Sequence[int]) -> None:
+        with self._tx():
+            for i in job_ids:
+                r = self._jobs.get(i)
+                if r is not None and r.status == RUNNING and r.owner == owner:
+                    r.status, r.owner, r.pid, r.started_at = SCHEDULED, None, None, None
+                    r.attempts -= 1
+
+    def recover(
+        self, owner: str, decide: Decide, now: float
+    ) -> list[tuple[JobRecord, Completion]]:
+        with self._tx():
+            settled: list[tuple[JobRecord, Completion]] = []
+            for r in sorted(self._jobs.values(), key=lambda r: r.id):
+                if r.status != RUNNING or r.owner != owner:
+                    continue
+                job = dataclasses.replace(r)
+                try:
+                    c = decide(job)
+                except Exception as exc:
+                    c = base.quarantined(Completion(job.id, FAILED), exc, "cannot settle")
+                settled.append((job, self._apply(owner, c, now)))
+            for r in self._jobs.values():
+                if r.status == CANCELLED and r.owner == owner:
+                    r.owner = r.pid = None
+            return settled
+
+    def get(self, job_id: int) -> JobRecord | None:
+        with self.changed:
+            r = self._jobs.get(job_id)
+            return None if r is None else dataclasses.replace(r)
+
+    def status_of(self, job_id: int) -> str | None:
+        r = self._jobs.get(job_id)
+        return None if r is None else r.status
+
+    def list_jobs(
+        self, status: str | None, queue: str | None, limit: int, schedule_id: str | None = None
+    ) -> list[JobRecord]:
+        with self.changed:
+            rows = [r for r in self._jobs.values() if (status is None or r.status == status)
+                    and (queue is None or r.queue == queue)
+                    and (schedule_id is None or r.schedule_id == schedule_id)]  # fmt: skip
+            return [dataclasses.replace(r) for r in sorted(rows, key=lambda r: -r.id)[:limit]]
+
+    def cancel(self, job_id: int, terminate: bool, now: float) -> tuple[bool, str | None]:
+        with self._tx():
+            r = self._jobs.get(job_id)
+            if r is None or r.status not in LIVE or (r.status == RUNNING and not terminate):
+                return False, None
+            running = r.status == RUNNING
+            r.status, r.finished_at = CANCELLED, now
+            r.error = "cancelled while running" if running else "cancelled"
+            r.owner = r.owner if running else None
+            return True, r.owner
+
+    def retry(self, job_id: int, now: float) -> bool:
+        with self._tx():
+            r = self._jobs.get(job_id)
+            if r is None or r.status not in TERMINAL:
+                return False
+            if self._live_with_key(r.unique_key) is not None:
+                raise StoreError(
+                    f"cannot retry job {job_id}: another job with its unique key "
+                    f"{r.unique_key!r} is waiting or running"
+                )
+            r.status, r.exec_at, r.attempts = SCHEDULED, now, 0
+            r.owner = r.pid = r.result = r.exc = r.error = r.started_at = r.finished_at = None
+            return True
+
+    def running_owners(self) -> list[str]:
+        with self.changed:
+            return sorted({r.owner for r in self._jobs.values()
+                           if r.status == RUNNING and r.owner is not None})  # fmt: skip
+
+    def kill_requests(self, owners: Sequence[str]) -> list[tuple[int, str]]:
+        with self.changed:
+            return [(r.id, r.owner) for r in self._jobs.values() if r.status == CANCELLED
+                    and r.owner is not None and r.owner in owners]  # fmt: skip
+
+    def clear_owner(self, job_id: int) -> None:
+        with self._tx():
+            r = self._jobs.get(job_id)
+            if r is not None and r.status != RUNNING:
+                r.owner = None
+
+    def next_exec_at(self, queues: Sequence[str] | None) -> float | None:
+        with self.changed:
+            times = [r.exec_at for r in self._jobs.values()
+                     if r.status == SCHEDULED and (not queues or r.queue in queues)]  # fmt: skip
+            return min(times, default=None)
+
+    def queue_depths(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        with self.changed:
+            for r in self._jobs.values():
+                if r.status in LIVE:
+                    q = out.setdefault(r.queue, {})
+                    q[r.status] = q.get(r.status, 0) + 1
+        return out
+
+    def purge(self, before: float) -> int:
+        with self._tx():
+            newest = max(self._jobs, default=0)
+            gone = [i for i, r in self._jobs.items() if r.status not in LIVE and i != newest
+                    and r.finished_at is not None and r.finished_at < before]  # fmt: skip
+            for i in gone:
+                del self._jobs[i]
+            return len(gone)
+
+    # -- schedules -----------------------------------------------------------------------
+
+    def upsert_schedule(self, rec: ScheduleRecord, trigger_changed: bool = False) -> ScheduleRecord:
+        with self._tx():
+            prev = self._schedules.get(rec.id)
+            if prev is not None:
+                redeclared(prev, rec, trigger_changed)
+            self._schedules[rec.id] = dataclasses.replace(rec)
+            return rec
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        s = self._schedules.get(schedule_id)
+        return None if s is None else dataclasses.replace(s)
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        with self.changed:
+            return [dataclasses.replace(self._schedules[k]) for k in sorted(self._schedules)]
+
+    def update_schedule(self, schedule_id: str, **fields: object) -> bool:
+        bad = sorted(set(fields) - _SCHEDULE_FIELDS)
+        if not fields or bad:
+            raise ValueError(f"cannot update schedule fields {bad}")
+        with self._tx():
+            s = self._schedules.get(schedule_id)
+            if s is None:
+                return False
+            for k, v in fields.items():
+                setattr(s, k, v)
+            return True
+
+    def remove_schedule(self, schedule_id: str) -> bool:
+        with self._tx():
+            return self._schedules.pop(schedule_id, None) is not None
+
+    def fire_due(self, now: float, rule: FireRule) -> list[int]:
+        ids: list[int] = []
+        with self._tx():
+            for s in list(self._schedules.values()):
+                if s.state != ACTIVE or s.next_run_time is None or s.next_run_time > now:
+                    continue
+                try:
+                    jobs, next_time = rule(dataclasses.replace(s), now, self.active_count(s.id))
+                except Exception:
+                    log.exception("schedule %r cannot be fired; retrying in 60 s", s.id)
+                    jobs, next_time = [], now + 60.0
+                ids += [self._insert(j, now) for j in jobs]
+                s.next_run_time = next_time
+        return ids
+
+    def next_fire_time(self) -> float | None:
+        with self.changed:
+            times = [s.next_run_time for s in self._schedules.values()
+                     if s.state == ACTIVE and s.next_run_time is not None]  # fmt: skip
+            return min(times, default=None)
+
+    def active_count(self, schedule_id: str) -> int:
+        with self.changed:
+            return sum(r.schedule_id == schedule_id and r.status in LIVE
+                       for r in self._jobs.values())  # fmt: skip
+
+    # -- processes -----------------------------------------------------------------------
+
+    def register_process(self, rec: ProcessRecord) -> None:
+        with self._tx():
+            self._procs[rec.token] = dataclasses.replace(rec)
+
+    def unregister_process(self, token: str) -> None:
+        with self._tx():
+            self._procs.pop(token, None)
+
+    def list_processes(self) -> list[ProcessRecord]:
+        with self.changed:
+            return sorted((dataclasses.replace(p) for p in self._procs.values()),
+                          key=lambda p: p.started_at)  # fmt: skip

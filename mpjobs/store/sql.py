@@ -1,0 +1,106 @@
+"""SQL that every query module shares: the job columns, the statuses as literals, and
+the INSERT of jobs (one statement per run of alike jobs, the rest bound per row).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from mpjobs.store.base import RUNNING, SCHEDULED, TERMINAL, JobRecord, NewJob
+
+JOB_COLS = ", ".join(f.name for f in JobRecord.__dataclass_fields__.values())
+INSERT_JOB = (
+    "INSERT INTO jobs (name, func, func_pickle, payload, queue, priority, exec_at, "
+    "max_attempts, retry_backoff, timeout, memory_limit, unique_key, schedule_id, "
+    f"status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'{SCHEDULED}',?)"
+)
+# Statuses are spelled into the SQL (from base's constants, once, here), not bound:
+# SQLite uses a partial index (schema.py) only for a query whose WHERE names the same
+# literal, and the claim and completion statements are the hot path.
+LIVE_SQL = f"('{SCHEDULED}', '{RUNNING}')"
+FINISHED_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL)) + ")"
+
+
+
+def job_params(j: NewJob, now: float) -> tuple[Any, ...]:
+    return (
+        j.name, j.func, j.func_pickle, j.payload, j.queue, j.priority, j.exec_at,
+        j.max_attempts, j.retry_backoff, j.timeout, j.memory_limit, j.unique_key,
+        j.schedule_id, now,
+    )  # fmt: skip
+
+
+def _literal(value: object) -> str:
+    """An SQL literal for a value that is the same in every row of a batch."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str) and "\x00" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bytes):
+        return f"X'{value.hex()}'"
+    raise ValueError(f"no SQL literal for {value!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_for(shape: tuple[Any, ...], now: float, exec_at: float | None) -> str:
+    """An INSERT with every shared column as a literal; exec_at too when given."""
+    name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory, sid = shape
+    values = (name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory)
+    consts = ", ".join(_literal(v) for v in (*values, sid, now))
+    at = "?" if exec_at is None else _literal(exec_at)
+    return (
+        "INSERT INTO jobs (payload, exec_at, name, func, func_pickle, queue, priority, "
+        "max_attempts, retry_backoff, timeout, memory_limit, schedule_id, created_at, status) "
+        f"VALUES (?, {at}, {consts}, '{SCHEDULED}')"
+    )
+
+
+def grouped_inserts(jobs: Sequence[NewJob], now: float) -> list[tuple[str, list[Any]]]:
+    """Batch inserts binding only what differs per job, in push order.
+
+    Binding 14 parameters per row costs more than SQLite's insert itself; the columns
+    that are the same for a whole run of jobs (same task, same options) become literals
+    of a statement that is cached and reused, and so does exec_at when a run shares it.
+    """
+    runs: list[tuple[Any, list[NewJob]]] = []
+    last: object = object()
+    for j in jobs:
+        key = j.batch_key if j.batch_key is not None else id(j)
+        if key != last:
+            runs.append((key, []))
+            last = key
+        runs[-1][1].append(j)
+    out: list[tuple[str, list[Any]]] = []
+    for _key, run in runs:
+        j = run[0]
+        shape = (j.name, j.func, j.func_pickle, j.queue, j.priority, j.max_attempts,
+                 j.retry_backoff, j.timeout, j.memory_limit, j.schedule_id)  # fmt: skip
+        at = j.exec_at
+        same_time = all(x.exec_at == at for x in run)
+        try:
+            sql = _insert_for(shape, now, at if same_time else None)
+        except ValueError:
+            out.append((INSERT_JOB, [job_params(x, now) for x in run]))
+            continue
+        if same_time:
+            out.append((sql, [(x.payload,) for x in run]))
+        else:
+            out.append((sql, [(x.payload, x.exec_at) for x in run]))
+    return out
+
+
+
+def queue_filter(queues: Sequence[str] | None) -> tuple[str, list[Any]]:
+    if not queues:
+        return "", []
+    return f" AND queue IN ({','.join('?' * len(queues))})", list(queues)
+
