@@ -51,9 +51,11 @@ def test_store_writable_by_others_is_refused(tmp_path: Path) -> None:
     db = home / "mpjobs.db"
     db.chmod(0o666)
     # a fresh process would open the file anew: emulate it by dropping the store cache
+    from mpjobs.store import backends
     from mpjobs.store import sqlite as sq
 
     sq._STORES.pop(home.absolute(), None)
+    backends._BACKENDS.pop(home.absolute(), None)
     with pytest.raises(mpjobs.UnsafeHomeError, match=r"mpjobs\.db"):
         App(home=home).jobs()
 
