@@ -23,7 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mpjobs.coordination.notify import deadline_left, foreign_thread_count, safe_to_fork
+from mpjobs.coordination.listener import foreign_thread_count, safe_to_fork
+from mpjobs.coordination.notify import deadline_left
 from mpjobs.coordination.processes import die_with_parent, new_token
 from mpjobs.errors import MpjobsError, WaitTimeout
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from mpjobs.coordination.leader import leader_timeout
-from mpjobs.coordination.notify import drain_pipe, foreign_thread_count, safe_to_fork
+from mpjobs.coordination.listener import foreign_thread_count, safe_to_fork
+from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import BOOT_ERROR, POKE_SIGNAL, new_token
 from mpjobs.journal import remove_journal, write_kill_note
 from mpjobs.ledger import Ledger

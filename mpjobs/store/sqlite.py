@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mpjobs.coordination import leader, notify
+from mpjobs.coordination import leader, listener, notify
 from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.errors import StoreError
 from mpjobs.home import Home
@@ -57,8 +57,8 @@ class FileDoorbell:
     def watcher(self) -> notify.Watcher:
         return notify.Watcher(self.home.path)
 
-    def listen(self) -> notify.Listener:
-        return notify.listen(self.home.path)
+    def listen(self) -> listener.Listener:
+        return listener.listen(self.home.path)
 
 
 class SqliteBackend:

@@ -36,12 +36,10 @@ def inotify_instances(pid: int) -> int:
 
 
 def settled(expected: int, started: list[object], n_threads: int) -> bool:
-    """Every waiter is asleep. The shared listener counts them; code without one (the
-    old per-waiter Watcher) cannot tell, so there we settle for "every waiter began"."""
-    parked = getattr(notify, "parked", None)
-    if parked is not None:
-        return bool(parked() >= expected)
-    return len(started) >= n_threads
+    """Every waiter is asleep: the shared listener counts them."""
+    from mpjobs.coordination import listener
+
+    return bool(listener.parked() >= expected)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from conftest import APPS, started, wait_for
 from idle_waiters import inotify_instances
 
 import mpjobs
-from mpjobs.coordination import notify
+from mpjobs.coordination import hub, listener, notify
 
 N_ASYNC = 10_000  # over two event loops
 N_THREADS = 200
@@ -138,7 +138,7 @@ def test_a_wait_of_years_is_no_error(app: mpjobs.App, overlap: bool) -> None:
     waiters = [threading.Thread(target=wait, args=(j,)) for j in jobs]
     for t in waiters:
         t.start()
-    wait_for(lambda: notify.parked() == len(jobs), 10, what="the waiters asleep")
+    wait_for(lambda: listener.parked() == len(jobs), 10, what="the waiters asleep")
     for job in jobs:
         job.cancel()
     for t in waiters:
@@ -161,11 +161,11 @@ def inotify_watches() -> int:
 def test_waiting_on_many_homes_in_turn_keeps_a_bounded_number_of_watches(
     tmp_path: Path,
 ) -> None:
-    for i in range(3 * notify._KEEP_IDLE):
+    for i in range(3 * hub._KEEP_IDLE):
         app = tasks.make_app(tmp_path / f"home-{i}")
         with pytest.raises(mpjobs.WaitTimeout):
             tasks.noop.schedule().delay(3600).wait(0.001)
-        assert inotify_watches() <= notify._KEEP_IDLE
+        assert inotify_watches() <= hub._KEEP_IDLE
     assert app.home.path == tmp_path / f"home-{i}"
 
 
@@ -202,31 +202,31 @@ def test_foreign_thread_count_ignores_only_the_listener(app: mpjobs.App) -> None
     """What pool.py's fork check should read: the listener thread (which runs only
     while two or more waiters overlap) does not count."""
     job = tasks.noop.schedule().delay(3600)
-    assert notify.foreign_thread_count() == 0 and notify.safe_to_fork()
+    assert listener.foreign_thread_count() == 0 and listener.safe_to_fork()
 
     async def main() -> tuple[int, int, int, bool]:
         first = asyncio.create_task(job.wait_async(30))
-        while notify.parked() < 1:
+        while listener.parked() < 1:
             await asyncio.sleep(0.001)
         alone = threading.active_count()  # a lone waiter reads the fd itself: no thread
         second = asyncio.create_task(job.wait_async(30))
-        while notify.parked() < 2:
+        while listener.parked() < 2:
             await asyncio.sleep(0.001)
-        counts = alone, threading.active_count(), notify.foreign_thread_count()
+        counts = alone, threading.active_count(), listener.foreign_thread_count()
         job.cancel()
         await asyncio.gather(first, second)
-        return (*counts, notify.safe_to_fork())
+        return (*counts, listener.safe_to_fork())
 
     assert asyncio.run(main()) == (1, 2, 0, True)
     pending = tasks.noop.schedule().delay(3600)
     other = threading.Thread(target=pending.wait, args=(30,))
     other.start()
     try:
-        assert notify.foreign_thread_count() == 1 and not notify.safe_to_fork()
+        assert listener.foreign_thread_count() == 1 and not listener.safe_to_fork()
     finally:
         pending.cancel()
         other.join(10)
-    assert notify.foreign_thread_count() == 0
+    assert listener.foreign_thread_count() == 0
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -273,7 +273,7 @@ def test_waiters_coming_and_going_never_sleep_through_a_ring(
     with started(app):
         if mode == "polling":  # for this process only, not for the pool it forked
             monkeypatch.setattr(notify, "_LIBC", None)
-            monkeypatch.setattr(notify, "_HUB", None, raising=False)
+            monkeypatch.setattr(hub, "_HUB", None)
         for lone in (True, False):  # first one waiter at a time, then many at once
             workers = [threading.Thread(target=sync_worker, args=(1,))]
             if not lone:
