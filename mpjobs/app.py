@@ -210,7 +210,7 @@ class App:
         self, workers: int | None = None, queues: Sequence[str] | None = None, **opts: Any
     ) -> None:
         """Run a supervisor in this process until SIGTERM/SIGINT; see Supervisor for opts."""
-        from mpjobs.supervisor import Supervisor
+        from mpjobs.runtime.supervisor import Supervisor
 
         Supervisor(self, workers=workers, queues=queues, **opts).run()
 

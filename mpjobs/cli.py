@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from mpjobs.supervisor import Supervisor
+    from mpjobs.runtime.supervisor import Supervisor
 
     workers, queues, target = args.workers, args.queues, args.target
     if not args.config and target is None:

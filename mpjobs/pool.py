@@ -93,7 +93,7 @@ class Pool:
         A bad option raises here, in the caller, as it would for `app.run()`; a supervisor
         that dies before it is up makes this raise MpjobsError with the child's reason.
         """
-        from mpjobs.supervisor import Supervisor
+        from mpjobs.runtime.supervisor import Supervisor
 
         token = new_token("supervisor")
         app.home  # noqa: B018 - create and vet the home before forking
@@ -134,7 +134,7 @@ class Pool:
         cls, app: App, token: str, workers: int | None, queues: Sequence[str] | None, opts: Any
     ) -> tuple[Pool, int]:
         """Start `mpjobs run` for `app`; return the pool and the read end of its report pipe."""
-        from mpjobs.supervisor import Supervisor
+        from mpjobs.runtime.supervisor import Supervisor
 
         target = find_app_target(app)
         if target is None:

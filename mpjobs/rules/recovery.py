@@ -1,6 +1,6 @@
 """What becomes of the jobs of a dead owner: decided from its journal and how it died.
 
-The settler (mpjobs/recovery.py) reads the journal and the kill note and asks the store
+The settler (mpjobs/runtime/recovery.py) reads the journal and the kill note and asks the store
 to apply these answers to every job the owner still holds; the answers are the same
 whichever process settles, whatever backend holds the rows.
 """

@@ -124,7 +124,7 @@ def arm_loop_fault(flag: str) -> int:
     process only: it raises RuntimeError (a stand-in for any bug; not a store fault a
     retry would ride out) when the worker's journal holds a finished job, once.
     """
-    from mpjobs.journal import read_journal
+    from mpjobs.runtime.journal import read_journal
     from mpjobs.store.sqlite import SqliteStore
 
     original = SqliteStore.status_of

@@ -17,7 +17,7 @@ from conftest import started, wait_for
 
 import mpjobs
 from mpjobs import JobStatus
-from mpjobs.executors import GRACE
+from mpjobs.runtime.executors import GRACE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -130,7 +130,7 @@ def test_a_retry_claimed_again_beside_a_job_in_flight_keeps_the_journal_right(
     import os
     import signal
 
-    from mpjobs.journal import read_journal
+    from mpjobs.runtime.journal import read_journal
 
     marker, release, flaky = tmp_path / "marks", tmp_path / "release", tmp_path / "flaky"
     with started(app, workers=1, concurrency=4) as pool:

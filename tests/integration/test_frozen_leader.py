@@ -24,7 +24,7 @@ import pytest
 from conftest import start_pools, stop_pools, wait_for
 
 import mpjobs
-import mpjobs.supervisor
+import mpjobs.runtime.supervisor
 from mpjobs.coordination.leader import current_leader
 
 BOUND = 1.5  # MPJOBS_LEADER_TIMEOUT in these tests

@@ -20,7 +20,7 @@ from conftest import started, wait_for
 import mpjobs
 from mpjobs import JobStatus
 from mpjobs.errors import JobFailedError
-from mpjobs.journal import Journal
+from mpjobs.runtime.journal import Journal
 
 pytestmark = pytest.mark.timeout(120)
 

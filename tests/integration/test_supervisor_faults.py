@@ -93,7 +93,7 @@ OWN_HANDLERS = """
 import signal, sys
 from pathlib import Path
 import tasks
-from mpjobs.supervisor import Supervisor
+from mpjobs.runtime.supervisor import Supervisor
 app = tasks.make_app(sys.argv[1])
 sup = Supervisor(app, workers=1, graceful_timeout=5, install_signal_handlers=False)
 def mine(signum, frame):

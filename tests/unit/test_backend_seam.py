@@ -14,9 +14,9 @@ import pytest
 
 import mpjobs
 from mpjobs.home import Home
-from mpjobs.journal import Journal
-from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.rules.schedules import fire_rule
+from mpjobs.runtime.journal import Journal
+from mpjobs.runtime.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.scheduling.triggers import IntervalTrigger
 from mpjobs.store import Backend
 from mpjobs.store import backend as seam

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from mpjobs import App
-from mpjobs.journal import Journal, write_kill_note
-from mpjobs.recovery import recover_dead_owners
+from mpjobs.runtime.journal import Journal, write_kill_note
+from mpjobs.runtime.recovery import recover_dead_owners
 
 
 def _running_job(app: App, token: str, max_attempts: int = 1) -> int:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from mpjobs.home import Home
-from mpjobs.journal import Journal, read_journal
 from mpjobs.rules import outcomes
+from mpjobs.runtime.journal import Journal, read_journal
 from mpjobs.store import base
 from mpjobs.store.base import FAILED, SCHEDULED, SUCCESS, Completion, JobRecord, NewJob
 from mpjobs.store.sqlite import SqliteStore, open_store

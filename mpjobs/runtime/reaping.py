@@ -20,9 +20,9 @@ import psutil
 
 from mpjobs.coordination.processes import BOOT_ERROR
 from mpjobs.home import Home
-from mpjobs.journal import read_journal, remove_journal
-from mpjobs.ledger import Ledger
 from mpjobs.limits import Watch
+from mpjobs.runtime.journal import read_journal, remove_journal
+from mpjobs.runtime.ledger import Ledger
 
 if TYPE_CHECKING:
     from mpjobs.store.backend import Backend

@@ -16,9 +16,9 @@ import logging
 import time
 
 from mpjobs.errors import StoreError
-from mpjobs.journal import read_journal, read_kill_note, remove_journal
 from mpjobs.rules import recovery as rules
 from mpjobs.rules.recovery import Target
+from mpjobs.runtime.journal import read_journal, read_kill_note, remove_journal
 from mpjobs.store.backend import Backend
 from mpjobs.store.base import Completion, JobRecord, Store
 

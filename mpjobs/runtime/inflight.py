@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from mpjobs.executors import AsyncExecutor
-from mpjobs.journal import Journal
+from mpjobs.runtime.executors import AsyncExecutor
+from mpjobs.runtime.journal import Journal
 from mpjobs.store.base import CANCELLED, RUNNING, Completion, JobRecord, Store
 
 FLUSH_INTERVAL = 0.005  # an ended job's outcome is committed at most this much later

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mpjobs.recovery import settle
 from mpjobs.rules.recovery import Target
+from mpjobs.runtime.recovery import settle
 from mpjobs.store.base import Store
 
 log = logging.getLogger("mpjobs.supervisor")

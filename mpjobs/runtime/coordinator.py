@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import boot_child
-from mpjobs.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.rules.schedules import fire_rule
+from mpjobs.runtime.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.scheduling.lifecycle import LifecycleRunner
 from mpjobs.store.base import ProcessRecord
 

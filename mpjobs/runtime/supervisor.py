@@ -24,10 +24,10 @@ from mpjobs.coordination.leader import leader_timeout
 from mpjobs.coordination.listener import foreign_thread_count, safe_to_fork
 from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import BOOT_ERROR, POKE_SIGNAL, new_token
-from mpjobs.journal import remove_journal, write_kill_note
-from mpjobs.ledger import Ledger
 from mpjobs.limits import kill_tree
-from mpjobs.reaping import (
+from mpjobs.runtime.journal import remove_journal, write_kill_note
+from mpjobs.runtime.ledger import Ledger
+from mpjobs.runtime.reaping import (
     Child,
     backoff,
     bury,
@@ -36,10 +36,10 @@ from mpjobs.reaping import (
     how_it_died,
     idle_file,
 )
-from mpjobs.recovery import forget_dead_processes, recover_dead_owners
+from mpjobs.runtime.recovery import forget_dead_processes, recover_dead_owners
+from mpjobs.runtime.watchdog import Watchdog, cancelled_while_running, silent_leader
+from mpjobs.runtime.worker import Worker
 from mpjobs.store.base import FAILED, TIMEOUT, ProcessRecord
-from mpjobs.watchdog import Watchdog, cancelled_while_running, silent_leader
-from mpjobs.worker import Worker
 
 if TYPE_CHECKING:
     from mpjobs.app import App
@@ -279,7 +279,7 @@ class Supervisor:
                 for fd in (self._wake_r, self._wake_w, self._report_r):
                     os.close(fd)
                 if kind == "coordinator":
-                    from mpjobs.coordinator import Coordinator
+                    from mpjobs.runtime.coordinator import Coordinator
 
                     Coordinator(self.app, token=token, parent_token=self.token).run(parent)
                 Worker(

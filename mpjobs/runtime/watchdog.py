@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mpjobs.home import Home
-from mpjobs.journal import read_journal
-from mpjobs.ledger import Ledger
 from mpjobs.limits import Watch, align, shared_rss
-from mpjobs.reaping import Child
+from mpjobs.runtime.journal import read_journal
+from mpjobs.runtime.ledger import Ledger
+from mpjobs.runtime.reaping import Child
 
 if TYPE_CHECKING:
     from mpjobs.store.backend import Backend

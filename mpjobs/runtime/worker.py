@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psutil
 
 from mpjobs import serialization
-from mpjobs.batch import BatchRest
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import BOOT_ERROR, boot_child
-from mpjobs.executors import AsyncExecutor, SerialExecutor, Stats
-from mpjobs.inflight import InFlight
-from mpjobs.journal import Journal
+from mpjobs.runtime.batch import BatchRest
+from mpjobs.runtime.executors import AsyncExecutor, SerialExecutor, Stats
+from mpjobs.runtime.inflight import InFlight
+from mpjobs.runtime.journal import Journal
 from mpjobs.store.base import (
     CANCELLED,
     RUNNING,
