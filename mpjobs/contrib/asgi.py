@@ -36,6 +36,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from mpjobs.backoff import Backoff
 from mpjobs.contrib import start_pool
 from mpjobs.coordination.locks import FileLock
 from mpjobs.files import write_json_atomic
@@ -136,7 +137,7 @@ class PoolKeeper:
 
     def _own(self) -> None:
         self._wait_for_previous()
-        backoff = RESTART_BACKOFF[0]
+        backoff = Backoff(*RESTART_BACKOFF)
         while True:
             with self._mutex:
                 if self._stopping:
@@ -153,12 +154,13 @@ class PoolKeeper:
             if self._stop.is_set():
                 self.pool.stop(timeout=self.stop_timeout)
                 return
-            backoff = RESTART_BACKOFF[0] if time.monotonic() - started > 60 else backoff
+            if time.monotonic() - started > 60:
+                backoff.reset()  # it had lived: not a pool that keeps dying
+            wait = backoff.next()
             log.error("mpjobs: pool supervisor %d exited; restarting it in %.0fs",
-                      self.pool.pid, backoff)  # fmt: skip
-            if self._stop.wait(backoff):
+                      self.pool.pid, wait)  # fmt: skip
+            if self._stop.wait(wait):
                 return
-            backoff = min(backoff * 2, RESTART_BACKOFF[1])
 
     def _wait_for_previous(self) -> None:
         """Let the previous owner's supervisor finish draining, bounded by handover_timeout."""

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpjobs.app import App
+from mpjobs.backoff import doubling
 from mpjobs.contrib import start_pool
 from mpjobs.loading import load_app
 from mpjobs.pool import Pool
@@ -209,7 +210,7 @@ class _Owner:
         if lived >= STABLE_AFTER:
             self._young_deaths = 0
         n, self._young_deaths = self._young_deaths, self._young_deaths + 1
-        return 0.0 if n == 0 else min(RESTART_BACKOFF[0] * 2 ** (n - 1), RESTART_BACKOFF[1])
+        return doubling(*RESTART_BACKOFF, n)  # the first restart is at once (n == 0)
 
     def keep(self, server: Any, at_once: bool = False) -> None:
         """One turn of the arbiter's loop: restart a pool that died (never while stopping)."""

@@ -19,6 +19,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from mpjobs.backoff import Backoff
 from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import boot_child
 from mpjobs.rules.schedules import fire_rule
@@ -149,7 +150,7 @@ class Coordinator:
         sweeps = 0
         next_sweep = 0.0
         self._first_seen_dead: dict[str, float] = {}
-        failing = 0.0  # back-off while the store refuses writes (disk full, read-only home)
+        failing = Backoff(SWEEP_INTERVAL, 5.0)  # while the store refuses (full, read-only)
         while not self.stopping:
             self._give_way_if_hung()
             self._turn_due = time.monotonic() + STORE_PATIENCE
@@ -170,16 +171,16 @@ class Coordinator:
                             self.store.purge(time.time() - self.app.result_ttl)
                         next_sweep = time.monotonic() + SWEEP_INTERVAL
                     nxt = self.store.next_fire_time()
-                    if failing:
+                    if failing.failing:
                         log.warning("leader: store writable again; sweeping and firing schedules")
-                        failing = 0.0
+                        failing.reset()
             except Exception as exc:  # a bug or a poison row must not crash-loop the leader
-                failing = min(5.0, failing * 2 or SWEEP_INTERVAL)
+                wait = failing.next()
                 if isinstance(exc, self.backend.unavailable):
-                    log.error("leader: store unavailable (%s); retrying in %.1fs", exc, failing)
+                    log.error("leader: store unavailable (%s); retrying in %.1fs", exc, wait)
                 else:
-                    log.exception("leader: unexpected error; retrying in %.1fs", failing)
-                next_sweep = time.monotonic() + failing
+                    log.exception("leader: unexpected error; retrying in %.1fs", wait)
+                next_sweep = time.monotonic() + wait
                 nxt = None
             timeout = max(0.0, next_sweep - time.monotonic())
             if nxt is not None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from mpjobs.backoff import doubling
 from mpjobs.coordination.processes import BOOT_ERROR
 from mpjobs.home import Home
 from mpjobs.limits import Watch
@@ -71,7 +72,7 @@ def failed_boot(child: Child, code: int, in_job: bool) -> bool:
 
 def backoff(failures: int) -> float:
     """Seconds before the `failures`-th consecutive failed boot of a slot is retried."""
-    return float(min(BACKOFF[1], BACKOFF[0] * 2 ** (failures - 1)))
+    return doubling(*BACKOFF, failures)
 
 
 def bury(ledger: Ledger, backend: Backend, child: Child, how: str, stopping: bool) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psutil
 
 from mpjobs import serialization
+from mpjobs.backoff import Backoff
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import BOOT_ERROR, boot_child
@@ -328,11 +329,12 @@ class Worker:
         keeps trying, and claims nothing new meanwhile. If the worker is told to stop
         while the store is unwritable, its journal stays behind for whoever settles it.
         """
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
             try:
                 return fn(*args)
             except self.app.backend.unavailable + (OSError,) as exc:  # noqa: RUF005 (mypy)
+                delay = backoff.next()
                 log.error(
                     "worker %s: store write failed (%s); retrying in %.1fs", self.slot, exc, delay
                 )
@@ -343,7 +345,6 @@ class Worker:
                 ready, _, _ = select.select([self._wake_r], [], [], delay)
                 if ready:
                     drain_pipe(self._wake_r)
-                delay = min(delay * 2, 5.0)
 
     # -- one job ---------------------------------------------------------------------
 

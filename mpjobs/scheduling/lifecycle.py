@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mpjobs.backoff import Backoff
+
 log = logging.getLogger("mpjobs.lifecycle")
 
 RESTART_BACKOFF = (1.0, 60.0)
@@ -136,16 +138,16 @@ class LifecycleRunner:
 
     def _supervise(self, i: int, task: LifecycleTask) -> None:
         """Run the task; if it raises, log, clean up, back off and start it again."""
-        backoff = RESTART_BACKOFF[0]
+        backoff = Backoff(*RESTART_BACKOFF)
         while not self._stop.is_set():
             try:
                 self._live(i, task)
                 return
             except Exception:
-                log.exception("lifecycle task %s failed; restarting in %.0fs", task.name, backoff)
-            if self._stop.wait(backoff):
+                wait = backoff.next()
+                log.exception("lifecycle task %s failed; restarting in %.0fs", task.name, wait)
+            if self._stop.wait(wait):
                 return
-            backoff = min(backoff * 2, RESTART_BACKOFF[1])
 
     def _user(self, i: int, call: Callable[[], Any]) -> Any:
         """Run user code of task `i`, noting since when, for `overdue()`."""

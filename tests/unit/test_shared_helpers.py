@@ -94,3 +94,14 @@ def test_one_source_of_the_option_defaults() -> None:
     for key in ("queue", "priority", "max_attempts"):
         assert getattr(shape, key) == getattr(spec, key) == DEFAULTS[key]
     assert shape.retry_backoff == DEFAULTS["retry_backoff"]
+
+
+def test_one_back_off_doubles_to_its_cap_and_starts_over() -> None:
+    from mpjobs.backoff import Backoff, doubling
+
+    assert [doubling(0.5, 30.0, n) for n in range(8)] == [0, 0.5, 1, 2, 4, 8, 16, 30]
+    assert doubling(1.0, 60.0, 10_000) == 60.0  # no overflow however long it fails
+    b = Backoff(0.1, 0.3)
+    assert [b.next(), b.next(), b.next()] == [0.1, 0.2, 0.3] and b.failing
+    b.reset()
+    assert not b.failing and b.next() == 0.1
