@@ -5,6 +5,12 @@ Two rules shape this module. Lock files are never deleted while someone may hold
 across a fork: an flock belongs to the open file, so a forked child that kept the
 descriptor would keep the lock alive after its parent died. Every lock we take is
 registered here and closed in the child right after any os.fork().
+
+Why not `filelock`, a runtime dependency? Its Unix lock polls with sleeps instead of
+blocking in the kernel, so a waiter learns of the holder's death only at its next poll.
+Leadership, liveness and the idle turn need a waiter woken the instant the holder dies,
+so they use `FileLock` here. Where a short poll is fine, mpjobs uses `filelock` and its
+timeouts: creating, vetting and migrating the store (`init.lock`, store/connection.py).
 """
 
 from __future__ import annotations
