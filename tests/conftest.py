@@ -130,6 +130,19 @@ def started(
         p.stop(timeout=20)
 
 
+def pid_age(pid: int) -> float:
+    """Seconds since process `pid` started (0 if it is gone)."""
+    try:
+        return time.time() - psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def unfinished(app: mpjobs.App) -> int:
+    """Jobs not yet in a terminal state (claimed-but-unstarted ones count as waiting)."""
+    return sum(sum(c.values()) for c in app.store.queue_depths().values())
+
+
 def start_pools(app: mpjobs.App, n: int) -> list[mpjobs.Pool]:
     """`n` one-worker pools on one home, each with its coordinator up."""
     pools = [app.start(workers=1, graceful_timeout=5.0) for _ in range(n)]

@@ -7,10 +7,11 @@ Every task the tests observe from outside appends a JSON line to a marker file f
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
+
+import chaos_tasks
 
 import mpjobs
 
@@ -25,20 +26,11 @@ def make_app(home: Path | str) -> mpjobs.App:
 
 
 def mark(marker: str | None, **extra: object) -> None:
-    if marker:
-        line = json.dumps({"pid": os.getpid(), "t": time.time(), **extra}) + "\n"
-        fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+    chaos_tasks._mark(marker, **extra)
 
 
 def marks(marker: Path | str) -> list[dict[str, object]]:
-    path = Path(marker)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return chaos_tasks.starts(marker)  # type: ignore[return-value]
 
 
 def _arrivals(directory: str) -> int:

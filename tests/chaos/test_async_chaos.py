@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 import async_tasks as at
-import psutil
 import pytest
+from conftest import pid_age, unfinished
 
 import mpjobs
 from mpjobs import JobStatus
@@ -34,15 +34,6 @@ DEADLINE = 60.0
 pytestmark = pytest.mark.timeout(120)
 
 
-def _age(pid: int) -> float:
-    try:
-        return time.time() - psutil.Process(pid).create_time()
-    except psutil.Error:
-        return 0.0
-
-
-def _left(app: mpjobs.App) -> int:
-    return sum(sum(c.values()) for c in app.store.queue_depths().values())
 
 
 def _in_flight(app: mpjobs.App, pid: int) -> int:
@@ -69,10 +60,10 @@ def test_kill_workers_running_many_async_jobs(home: Path, tmp_path: Path) -> Non
         pool.wait_ready(timeout=20, workers=2)
         deadline = time.monotonic() + DEADLINE
         next_kill = time.monotonic() + rng.uniform(0.2, 0.5)
-        while _left(app):
-            assert time.monotonic() < deadline, f"jobs not done; {kills=}, {_left(app)} left"
+        while unfinished(app):
+            assert time.monotonic() < deadline, f"jobs not done; {kills=}, {unfinished(app)} left"
             if time.monotonic() >= next_kill:
-                targets = sorted(p for p in pool.workers() if _age(p) >= ELIGIBLE_AGE)
+                targets = sorted(p for p in pool.workers() if pid_age(p) >= ELIGIBLE_AGE)
                 if targets:
                     pid = rng.choice(targets)
                     os.kill(pid, signal.SIGSTOP)

@@ -23,6 +23,7 @@ from pathlib import Path
 import chaos_tasks as ct
 import psutil
 import pytest
+from conftest import pid_age, unfinished
 
 import mpjobs
 from mpjobs import JobStatus
@@ -37,16 +38,6 @@ DEADLINE = 500.0 if SOAK else 45.0
 pytestmark = pytest.mark.timeout(600 if SOAK else 90)
 
 
-def _age(pid: int) -> float:
-    try:
-        return time.time() - psutil.Process(pid).create_time()
-    except psutil.Error:
-        return 0.0
-
-
-def _left(app: mpjobs.App) -> int:
-    """Jobs not yet in a terminal state (claimed-but-unstarted ones count as waiting)."""
-    return sum(sum(c.values()) for c in app.store.queue_depths().values())
 
 
 def _push(app: mpjobs.App, logs: Path) -> list[mpjobs.Job]:
@@ -74,13 +65,13 @@ def test_kill_workers_and_leader(home: Path, tmp_path: Path) -> None:
         pool.wait_ready(timeout=20, workers=2)
         deadline = time.monotonic() + DEADLINE
         next_kill = time.monotonic() + rng.uniform(0.1, 0.3)
-        while _left(app):
-            assert time.monotonic() < deadline, f"jobs not done; {kills=}, {_left(app)} left"
+        while unfinished(app):
+            assert time.monotonic() < deadline, f"jobs not done; {kills=}, {unfinished(app)} left"
             if time.monotonic() >= next_kill:
                 leader = pool.coordinator()
                 targets = [("worker", p) for p in pool.workers()]
                 targets += [("leader", leader)] if leader else []
-                targets = [t for t in targets if _age(t[1]) >= ELIGIBLE_AGE]
+                targets = [t for t in targets if pid_age(t[1]) >= ELIGIBLE_AGE]
                 if targets:
                     kind, pid = rng.choice(sorted(targets))
                     os.kill(pid, signal.SIGKILL)
@@ -110,13 +101,13 @@ def test_kill_whole_pool_and_restart(home: Path, tmp_path: Path) -> None:
     deadline = time.monotonic() + DEADLINE
     with Watcher(home) as watcher:
         for _ in range(rounds):
-            if not _left(app):
+            if not unfinished(app):
                 break
             pool = app.start(workers=2)
             try:
                 pool.wait_ready(timeout=20, workers=2)
                 until = time.monotonic() + rng.uniform(0.3, 0.8)
-                while _left(app) and time.monotonic() < until:
+                while unfinished(app) and time.monotonic() < until:
                     watcher.wait(until - time.monotonic())
                 pids, workers = _pool_tree(pool)
                 for pid in pids:  # kill -9 of everything at once
@@ -125,7 +116,7 @@ def test_kill_whole_pool_and_restart(home: Path, tmp_path: Path) -> None:
             finally:
                 pool.stop(timeout=10)  # reaps the dead supervisor
         with app.start(workers=2) as pool:
-            while _left(app):
-                assert time.monotonic() < deadline, f"jobs not done; {_left(app)} left"
+            while unfinished(app):
+                assert time.monotonic() < deadline, f"jobs not done; {unfinished(app)} left"
                 watcher.wait(1.0)
             _check(app, jobs, tmp_path / "logs", job_kills)
