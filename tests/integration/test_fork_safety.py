@@ -43,6 +43,7 @@ def test_every_pool_process_holds_its_own_sqlite_locks(home: Path) -> None:
     with started(app, workers=2) as pool:
         job = tasks.add.schedule(2, 3).now()  # the supervisor has used the store, too
         assert job.wait(10).result() == 5
+        wait_for(pool.coordinator, 10, home=home, what="the coordinator to register")
         pids = _pool_pids(pool)
         assert len(pids) == 4
 
