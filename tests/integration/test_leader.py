@@ -87,8 +87,9 @@ def test_failover_after_sigkill_of_the_leader(tmp_path: Path, home: Path) -> Non
             leader = current_leader(app.home)
             assert leader is not None
             pid = leader["pid"]
-            os.kill(pid, signal.SIGKILL)
+            # taken before the kill: the new leader may set up before os.kill() returns
             t_kill = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
             def new_tick(pid: int = pid, t_kill: float = t_kill) -> bool:
