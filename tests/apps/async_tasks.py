@@ -46,11 +46,7 @@ async def nap(seconds: float) -> None:
 @app.task
 async def arecord(directory: str, n: int, pause: float = 0.0) -> int:
     """Append `n` to this process's log (one O_APPEND write), then sleep `pause` on the loop."""
-    fd = os.open(f"{directory}/{os.getpid()}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, f"{n}\n".encode())
-    finally:
-        os.close(fd)
+    chaos_tasks.log_execution(directory, n)
     if pause:
         await asyncio.sleep(pause)
     return n

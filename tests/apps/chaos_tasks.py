@@ -145,6 +145,15 @@ def stall(marker: str, release: str, timeout: float = 60.0) -> int:
     return os.getpid()
 
 
+def log_execution(directory: str, n: int) -> None:
+    """Append `n` to this process's own log in `directory` (O_APPEND, one write)."""
+    fd = os.open(f"{directory}/{os.getpid()}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{n}\n".encode())
+    finally:
+        os.close(fd)
+
+
 @app.task(max_attempts=25, retry_backoff=0.01)
 def record(directory: str, n: int, pause: float = 0.0) -> int:
     """Append `n` to this process's own log (O_APPEND, one write): counts executions.
@@ -152,11 +161,7 @@ def record(directory: str, n: int, pause: float = 0.0) -> int:
     The record is written first and `pause` follows it, so a kill in the middle of the
     job leaves a record and its retry writes a second one: a re-execution is visible.
     """
-    fd = os.open(f"{directory}/{os.getpid()}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, f"{n}\n".encode())
-    finally:
-        os.close(fd)
+    log_execution(directory, n)
     if pause:
         time.sleep(pause)
     return n
