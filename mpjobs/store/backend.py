@@ -34,6 +34,19 @@ class Held(Protocol):
 
     def release(self) -> None: ...
 
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        """Call `on_lost(why)` from a thread if the lock is lost while this process lives.
+
+        A flock cannot be lost; a session lock can (its host was cut off from the
+        server), and then this process must stop acting as its holder.
+        """
+        ...
+
+    def renew(self) -> bool:
+        """Take a lost lock again, for a holder that cannot run a watching thread (a
+        supervisor, which forks); True if it had to."""
+        ...
+
 
 class Liveness(Protocol):
     """Tokens of live processes: a token is alive while its holder has not released it."""
@@ -96,6 +109,10 @@ class Leadership(Protocol):
 
     def start_heartbeat(self, healthy: Callable[[], str | None]) -> None:
         """Show signs of life while `healthy()` returns None (why not to, otherwise)."""
+        ...
+
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        """Call `on_lost(why)` from a thread if leadership is lost while this process leads."""
         ...
 
     def resign(self) -> None: ...

@@ -27,6 +27,12 @@ class _Token:
     def release(self) -> None:
         self._tokens.discard(self._token)
 
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        pass
+
+    def renew(self) -> bool:
+        return False
+
 
 class MemoryLiveness:
     """Tokens held in this process; `die(token)` plays a process's death."""
@@ -128,6 +134,9 @@ class MemoryLeadership:
         self._owner.leader = {"token": self._token, "pid": 0, "since": time.time()}
 
     def start_heartbeat(self, healthy: Callable[[], str | None]) -> None:
+        pass
+
+    def watch(self, on_lost: Callable[[str], None]) -> None:
         pass
 
     def resign(self) -> None:
