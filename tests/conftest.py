@@ -138,11 +138,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True, params=BACKENDS)
-def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def store_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """The backend of this test: its store URL is in $MPJOBS_STORE for every process."""
     kind = str(request.param)
     use_backend(kind, monkeypatch)
-    return kind
+    yield kind
+    if kind == "postgres":  # the test process's connections and relay, not the server's
+        from mpjobs.store.backends import close_backends
+
+        close_backends()
 
 
 @pytest.fixture(autouse=True)

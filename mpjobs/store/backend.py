@@ -164,6 +164,11 @@ class Backend(Protocol):
         too long, a lost connection): the caller keeps what it holds and tries later."""
         ...
 
+    def close(self) -> None:
+        """Let go of what this process holds open for the backend (connections, a relay);
+        the next use opens again."""
+        ...
+
     def abort_waits_when(self, predicate: Callable[[], bool] | None) -> None:
         """Cut this process's long waits for the store short once `predicate()` holds.
 

@@ -44,6 +44,16 @@ def open_backend(home: Home, store: str | None = None) -> Backend:
         return found
 
 
+def close_backends() -> None:
+    """Close every backend this process opened (connections, relays): at shutdown or
+    between tests; using one again later opens it afresh."""
+    with _LOCK:
+        found = list(_BACKENDS.values())
+        _BACKENDS.clear()
+    for backend in found:
+        backend.close()
+
+
 def _postgres(home: Home, store: str) -> Backend:
     try:
         from mpjobs.store.postgres.backend import PgBackend

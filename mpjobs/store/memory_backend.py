@@ -188,6 +188,9 @@ class MemoryBackend:
     def abort_waits_when(self, predicate: Callable[[], bool] | None) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 def _conforms(b: MemoryBackend, s: MemoryStore) -> tuple[backend.Backend, base.Store]:
     """Never called: mypy checks here that the fakes provide the whole seam."""

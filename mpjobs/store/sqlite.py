@@ -109,6 +109,10 @@ class SqliteBackend:
     def abort_waits_when(self, predicate: Callable[[], bool] | None) -> None:
         set_wait_abort(predicate)
 
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
 
 def _conforms(b: SqliteBackend) -> backend.Backend:
     """Never called: mypy checks here that SqliteBackend provides the whole seam."""

@@ -296,6 +296,11 @@ class PgBackend:
     def abort_waits_when(self, predicate: Callable[[], bool] | None) -> None:
         """Nothing to cut short: every wait on the server is bounded by lock_timeout."""
 
+    def close(self) -> None:
+        self.relay.close()
+        if self._store is not None:
+            self._store.close_all()
+
 
 def _conforms(b: PgBackend, s: PgStore) -> tuple[backend.Backend, base.Store]:
     """Never called: mypy checks here that the PostgreSQL backend provides the whole seam."""

@@ -190,9 +190,10 @@ class PgConnector(Rows):
     def __init__(self, home: Home, target: StoreUrl, host_id: str) -> None:
         self.home = home
         self.target = target
-        self.url = target.url
+        self.url: str | None = target.url
         self.host_id = host_id
         self._local = threading.local()
+        self._all: weakref.WeakSet[Any] = weakref.WeakSet()  # every thread's connection
         self._pid = os.getpid()
         self.fence_epoch: int | None = None  # set while this process leads (leadership.py)
         channel = f"mpjobs_{target.schema}"
@@ -216,6 +217,7 @@ class PgConnector(Rows):
                 conn.close()
         conn = self._local.conn = connect(self.target, "store")
         self._local.wrapper = PgConn(conn)
+        self._all.add(conn)
         return conn
 
     def _conn(self) -> PgConn:
@@ -224,11 +226,19 @@ class PgConnector(Rows):
         return wrapper
 
     def close(self) -> None:
+        """Close this thread's connection (the next use reopens)."""
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    def close_all(self) -> None:
+        """Close every thread's connection: at shutdown, once no thread uses the store."""
+        for conn in list(self._all):
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
 
     # -- bounded waits ---------------------------------------------------------------
 

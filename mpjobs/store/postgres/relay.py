@@ -31,6 +31,7 @@ from mpjobs.store.postgres.url import StoreUrl
 log = logging.getLogger("mpjobs.store")
 
 FALLBACK_POLL = 1.0  # the longest any PostgreSQL-backed wait sleeps without a wake-up
+IDLE_AFTER = 10.0  # a relay nobody waited on for this long stops (and frees its connection)
 
 
 class RelayThread(threading.Thread):
@@ -53,12 +54,22 @@ class Relay:
         self._mutex = threading.Lock()
         self._pid = os.getpid()
         self._bell: int | None = None
+        self._used = time.monotonic()
+        self._stop = threading.Event()
+
+    def close(self) -> None:
+        """Stop relaying (the next `ensure()` starts again)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(FALLBACK_POLL + 1.0)
 
     def ensure(self) -> None:
         """Run the relay in this process unless some process of the host already does."""
         if self._pid != os.getpid():  # a forked child inherits no relay
             self._pid, self._thread, self._mutex = os.getpid(), None, threading.Lock()
             self._lock = FileLock(self._lock.path)
+        self._used = time.monotonic()
         thread = self._thread
         if thread is not None and thread.is_alive():
             return
@@ -71,6 +82,7 @@ class Relay:
             except OSError as exc:
                 log.warning("cannot take %s: %s", self._lock.path, exc)
                 return
+            self._stop.clear()
             self._thread = RelayThread(target=self._run, name="mpjobs-pg-relay", daemon=True)
             self._thread.start()
 
@@ -81,10 +93,20 @@ class Relay:
             )
         os.pwrite(self._bell, b"\0", 0)
 
+    def _idle(self) -> bool:
+        return self._stop.is_set() or time.monotonic() - self._used > IDLE_AFTER
+
     def _run(self) -> None:
+        try:
+            self._relay()
+        finally:
+            self._lock.release()
+
+    def _relay(self) -> None:
+        """Ring the local doorbell for other hosts' commits, until idle for IDLE_AFTER s."""
         pid = os.getpid()
         failures = 0
-        while os.getpid() == pid:
+        while os.getpid() == pid and not self._idle():
             conn: psycopg.Connection[Any] | None = None
             try:
                 conn = connect(self.target, "relay", search_path=False)
@@ -93,16 +115,17 @@ class Relay:
                     log.warning("store %s: the notification relay is back", self.target.redacted)
                     self._ring()  # notifications may have been missed meanwhile
                 failures = 0
-                for note in conn.notifies():
-                    if note.payload != self.host_id:
-                        self._ring()
+                while not self._idle():
+                    for note in conn.notifies(timeout=FALLBACK_POLL):
+                        if note.payload != self.host_id:
+                            self._ring()
             except Exception as exc:
                 failures += 1
                 if failures == 1:
                     log.warning("store %s: the notification relay lost its connection (%s); "
                                 "reconnecting, waits poll every %.0fs meanwhile",
                                 self.target.redacted, exc, FALLBACK_POLL)  # fmt: skip
-                time.sleep(min(2.0, 0.1 * failures))
+                self._stop.wait(min(2.0, 0.1 * failures))
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
