@@ -119,13 +119,15 @@ _BOTH = ("integration", "chaos")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the PostgreSQL variant only in the suites meant for both, and not where a test
-    is marked sqlite_only."""
+    is marked sqlite_only; a test marked postgres_only runs on PostgreSQL alone."""
     keep, drop = [], []
     for item in items:
         spec = getattr(item, "callspec", None)
         on_pg = spec is not None and spec.params.get("store_backend") == "postgres"
+        only_pg = item.get_closest_marker("postgres_only") is not None
         both = item.path.parent.name in _BOTH and not item.get_closest_marker("sqlite_only")
-        (drop if on_pg and not both else keep).append(item)
+        wanted = (on_pg and (both or only_pg)) or (not on_pg and not only_pg)
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -134,6 +136,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only: about SQLite itself (its file, its locks); not run on PostgreSQL"
+    )
+    config.addinivalue_line(
+        "markers", "postgres_only: about the PostgreSQL backend (hosts, sessions, the server)"
     )
 
 
