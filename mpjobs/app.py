@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mpjobs import serialization
-from mpjobs.errors import HomeError
+from mpjobs.errors import ConfigError, HomeError
 from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
 from mpjobs.limits import Limit, resolve_limits
@@ -191,13 +191,27 @@ class App:
 
     # -- pushing and reading ---------------------------------------------------------
 
-    def push_many(self, builders: Iterable[JobBuilder]) -> list[Job]:
-        """Push many jobs in one transaction: all of them are committed, or none."""
+    def push_many(self, builders: Iterable[JobBuilder], connection: Any = None) -> list[Job]:
+        """Push many jobs in one transaction: all of them are committed, or none.
+
+        `connection`: a psycopg connection of yours, on a PostgreSQL store: the jobs are
+        written in *your* open transaction, so they commit (and workers are woken) with
+        your own rows, or vanish with your rollback; mpjobs neither commits nor rolls
+        back. See docs/multihost.md.
+        """
         now = time.time()
         rows = [b.new_job(now) for b in builders]
         if not rows:
             return []
         store = self.store
+        if connection is not None:
+            push_in = getattr(store, "push_in", None)
+            if push_in is None:
+                raise ConfigError(
+                    "push_many(connection=...) needs a PostgreSQL store; with SQLite "
+                    "every push is its own transaction"
+                )
+            return [Job(store, i) for i, _ in push_in(connection, rows, now)]
         return [Job(store, i) for i, _ in store.push(rows, now)]
 
     def get_job(self, job_id: str | int) -> Job | None:

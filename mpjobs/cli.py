@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from mpjobs.app import App
+from mpjobs.coordination.processes import on_this_host
 from mpjobs.errors import MpjobsError
 from mpjobs.home import Home, home_path
 from mpjobs.job import JobStatus
 from mpjobs.loading import UsageError, load_app
+from mpjobs.store.postgres.url import STORE_ENV, redact, store_from
 
 log = logging.getLogger("mpjobs.cli")
 
@@ -31,8 +33,12 @@ T = TypeVar("T")
 
 
 def _existing_app(args: argparse.Namespace) -> App:
-    """An App on the home named, which must exist: these commands never create one."""
-    home = Home.existing(args.home)
+    """An App on the home named, which must exist: these commands never create one.
+
+    With a shared store (PostgreSQL) the jobs are not in the home, so a host that only
+    looks (`mpjobs status` on an operator's box) gets a home made for it.
+    """
+    home = Home.resolve(args.home) if store_from(None) else Home.existing(args.home)
     app = App(home=home.path)
     app._home = home
     return app
@@ -117,8 +123,8 @@ def status_data(app: App) -> dict[str, Any]:
     for p in store.list_processes():
         if not backend.liveness.alive(p.token):
             continue
-        try:
-            rss = psutil.Process(p.pid).memory_info().rss
+        try:  # a pid names a process only on its own host
+            rss = psutil.Process(p.pid).memory_info().rss if on_this_host(p.info) else None
         except psutil.Error:
             rss = None
         job = running.get(p.token)
@@ -138,8 +144,10 @@ def status_data(app: App) -> dict[str, Any]:
         {"id": s.id, "state": s.state, "next_run_time": s.next_run_time}
         for s in store.list_schedules()
     ]
+    url = app.store_url
     return {
         "home": str(app.home.path),
+        "store": None if url is None else redact(url),
         "leader": backend.current_leader(),
         "processes": procs,
         "queues": store.queue_depths(),
@@ -153,6 +161,8 @@ def _ts(t: float | None) -> str:
 
 def render_status(data: dict[str, Any]) -> str:
     lines = [f"home: {data['home']}"]
+    if data.get("store"):
+        lines.append(f"store: {data['store']}")
     leader = data["leader"]
     lines.append(
         f"leader: pid {leader['pid']} since {_ts(leader['since'])}" if leader else "leader: none"
@@ -303,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     common = Parser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS)
+    common.add_argument(
+        "--store", default=argparse.SUPPRESS,
+        help="a postgresql:// URL shared by hosts (default $MPJOBS_STORE, else SQLite)",
+    )  # fmt: skip
 
     run = sub.add_parser("run", parents=[common], help="run a supervisor and its workers")
     run.add_argument("target", nargs="?", help="MODULE:APP")
@@ -350,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "store", None):
+            # Checked here, then handed on the way the home is: through the environment,
+            # so the app a module creates at import and every process it starts agree.
+            os.environ[STORE_ENV] = str(store_from(args.store))
         if args.log_level is not None:
             level = log_level(args.log_level)
         else:

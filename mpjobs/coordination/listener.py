@@ -168,13 +168,18 @@ def parked() -> int:
 
 
 def foreign_thread_count() -> int:
-    """Threads other than the caller and mpjobs' listener thread.
+    """Threads other than the caller, mpjobs' listener thread and its relay thread.
 
     The listener thread holds no lock of ours while it sleeps, and a forked child drops
-    it (`_forget_hub_in_child`), so it does not make a fork unsafe; any other thread may.
+    it (`_forget_hub_in_child`), so it does not make a fork unsafe; the PostgreSQL
+    relay (store/postgres/relay.py, marked `mpjobs_fork_safe`) neither. Any other
+    thread may.
     """
     me = threading.current_thread()
-    return sum(1 for t in threading.enumerate() if t is not me and not isinstance(t, _Runner))
+    return sum(
+        1 for t in threading.enumerate()
+        if t is not me and not isinstance(t, _Runner) and not getattr(t, "mpjobs_fork_safe", False)
+    )  # fmt: skip
 
 
 def safe_to_fork() -> bool:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+
 from mpjobs.store.base import LIVE, RUNNING, SCHEDULED, NewJob
 from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
 from mpjobs.store.sql import INSERT_JOB, JOB_COLS, LIVE_SQL, job_params
@@ -58,6 +60,32 @@ class PgQueries(PgConnector):
             if all(j.unique_key is None for j in jobs):
                 return [(i, True) for i in self._copy(conn, jobs, now)]
             return [self._push_unique(conn, j, now) for j in jobs]
+
+    def push_in(
+        self, user: psycopg.Connection[Any], jobs: Sequence[NewJob], now: float
+    ) -> list[tuple[int, bool]]:
+        """`push`, on the caller's connection and inside the caller's transaction.
+
+        The jobs commit or roll back with the caller's own rows (the transactional
+        outbox pattern). The app's schema is put first on the search path only for these
+        statements, then the caller's path is restored; the notification is sent with
+        the caller's commit, to every host, this one included.
+        """
+        with user.transaction():  # a savepoint in the caller's transaction, or one of its own
+            old = user.execute("SELECT current_setting('search_path')").fetchone()
+            user.execute("SELECT set_config('search_path', %s, true)", (self.target.schema,))
+            try:
+                conn = PgConn(user)
+                if all(j.unique_key is None for j in jobs):
+                    out = [(i, True) for i in self._copy(conn, jobs, now)]
+                else:
+                    out = [self._push_unique(conn, j, now) for j in jobs]
+                user.execute("SELECT pg_notify(%s, 'tx')", (self.channel,))
+            finally:
+                user.execute(
+                    "SELECT set_config('search_path', %s, true)", (old[0] if old else "",)
+                )
+        return out
 
     def _copy(self, conn: PgConn, jobs: Sequence[NewJob], now: float) -> list[int]:
         """COPY the jobs in, with ids drawn from the sequence first (push order = id order)."""
