@@ -32,6 +32,7 @@ from mpjobs.scheduling.durations import parse_duration
 from mpjobs.store import Backend, Store
 from mpjobs.store.backends import open_backend
 from mpjobs.store.base import NewJob
+from mpjobs.store.postgres.url import STORE_ENV, redact, store_from
 
 if TYPE_CHECKING:
     from mpjobs.pool import Pool
@@ -48,26 +49,44 @@ class App:
     def __init__(
         self,
         home: str | os.PathLike[str] | None = None,
+        store: str | None = None,
         *,
         imports: Sequence[str] = (),
         result_ttl: float | str | timedelta | None = "7d",
     ) -> None:
-        """`imports`: modules every worker imports at boot (where lazy tasks register).
+        """`home`: this host's state directory (default $MPJOBS_HOME, else ./.mpjobs).
+        `store`: None for SQLite in the home, or a `postgresql://` URL shared by hosts
+        (default $MPJOBS_STORE); see docs/multihost.md.
+        `imports`: modules every worker imports at boot (where lazy tasks register).
         `result_ttl`: how long finished jobs and their results are kept before the
         leader purges them; None keeps them forever."""
         self._home_arg = home
         self._declared_home = home  # never re-pointed: what `rehome` checks against
         self._home: Home | None = None
+        self._store_arg = store_from(store) if store is not None else None
+        self._env_store: str | None = None  # the last $MPJOBS_STORE seen, once checked
         self.imports = list(imports)
         self.result_ttl = None if result_ttl is None else parse_duration(result_ttl)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.lifecycles: list[LifecycleTask] = []
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (App, (str(self.home.path),))
+        return (App, (str(self.home.path), self.store_url))
 
     def __repr__(self) -> str:
-        return f"<mpjobs.App home={self._home_arg or os.environ.get('MPJOBS_HOME') or '.mpjobs'}>"
+        home = self._home_arg or os.environ.get("MPJOBS_HOME") or ".mpjobs"
+        url = self.store_url
+        return f"<mpjobs.App home={home}" + ("" if url is None else f" store={redact(url)}") + ">"
+
+    @property
+    def store_url(self) -> str | None:
+        """The PostgreSQL URL this app uses, or None for SQLite in the home."""
+        if self._store_arg is not None:
+            return self._store_arg
+        env = os.environ.get(STORE_ENV) or None
+        if env != self._env_store:
+            self._env_store = store_from(env)
+        return env
 
     @property
     def home(self) -> Home:
@@ -78,11 +97,11 @@ class App:
     @property
     def backend(self) -> Backend:
         """What this app's processes share: store, leadership, liveness, doorbell."""
-        return open_backend(self.home)
+        return open_backend(self.home, self.store_url)
 
     @property
     def store(self) -> Store:
-        return open_backend(self.home).store
+        return open_backend(self.home, self.store_url).store
 
     def _rehome(self, home: str | os.PathLike[str]) -> None:
         """Point the app at `home` (`mpjobs run --home`), unless it was declared elsewhere.
@@ -327,7 +346,7 @@ class JobBuilder:
             shape.name, self.func, self.func_pickle, self.payload(), shape.queue, shape.priority,
             now if when is None else when, shape.max_attempts, shape.retry_backoff,
             shape.timeout, shape.memory_limit, shape.unique_key, schedule_id,
-            (shape, self.func, self.func_pickle, schedule_id),
+            batch_key=(shape, self.func, self.func_pickle, schedule_id),
         )  # fmt: skip
 
     def _push(self, exec_at: float) -> Job:

@@ -27,12 +27,13 @@ from mpjobs.home import Home
 from mpjobs.store.backend import Doorbell, Listener
 from mpjobs.store.backends import open_backend
 from mpjobs.store.base import JobRecord, JobStatus, Store
+from mpjobs.store.postgres.url import redact
 
 __all__ = ["Job", "JobStatus"]
 
 
-def _reopen(home: str, job_id: str) -> Job:
-    return Job(open_backend(Home.resolve(home)).store, job_id)
+def _reopen(home: str, job_id: str, url: str | None = None) -> Job:
+    return Job(open_backend(Home.resolve(home), url).store, job_id)
 
 
 class Job:
@@ -45,16 +46,20 @@ class Job:
         self.id = str(job_id)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen, (str(self._store.home.path), self.id))
+        return (_reopen, (str(self._store.home.path), self.id, self._store.url))
+
+    def _key(self) -> tuple[str, object, str | None]:
+        return (self.id, self._store.home.path, self._store.url)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Job) and (other.id, other._store.home.path) == (
-            self.id,
-            self._store.home.path,
-        )
+        return isinstance(other, Job) and other._key() == self._key()
 
     def __hash__(self) -> int:
-        return hash((self.id, self._store.home.path))
+        return hash(self._key())
+
+    def _where(self) -> str:
+        url = self._store.url
+        return str(self._store.home.path) if url is None else redact(url)
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.status.value}>"
@@ -64,14 +69,14 @@ class Job:
     def _record(self) -> JobRecord:
         rec = self._store.get(int(self.id))
         if rec is None:
-            raise NotFoundError(f"job {self.id} no longer exists in {self._store.home.path}")
+            raise NotFoundError(f"job {self.id} no longer exists in {self._where()}")
         return rec
 
     @property
     def status(self) -> JobStatus:
         status = self._store.status_of(int(self.id))
         if status is None:
-            raise NotFoundError(f"job {self.id} no longer exists in {self._store.home.path}")
+            raise NotFoundError(f"job {self.id} no longer exists in {self._where()}")
         return JobStatus(status)
 
     @property
@@ -113,7 +118,7 @@ class Job:
 
     def _doorbell(self) -> Doorbell:
         """The home's change notification, from its backend (the one of this store)."""
-        return open_backend(self._store.home).doorbell
+        return open_backend(self._store.home, self._store.url).doorbell
 
     def _sleeps(
         self, listener: Listener, timeout: float | None
@@ -190,7 +195,7 @@ class Job:
         """
         done, owner = self._store.cancel(int(self.id), terminate, time.time())
         if owner is not None:
-            poke_supervisor_of(open_backend(self._store.home), owner)
+            poke_supervisor_of(open_backend(self._store.home, self._store.url), owner)
         return done
 
     async def cancel_async(self, terminate: bool = False) -> bool:

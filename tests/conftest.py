@@ -62,10 +62,104 @@ def descendants() -> list[psutil.Process]:
         return []
 
 
+# -- the two backends ------------------------------------------------------------------
+#
+# The integration and chaos suites run on both backends: the autouse `store_backend`
+# parametrises every test (sqlite, postgres), and collection drops the postgres variant
+# outside those suites. PostgreSQL is a
+# throwaway server the suite starts itself (tests/pgharness.py), one per session, with
+# a fresh schema per test; $MPJOBS_TEST_PG_URL points the suite at a server of your own.
+# A test that only makes sense on SQLite (its files, its locks) is marked `sqlite_only`.
+
+BACKENDS = ("sqlite", "postgres")
+_PG: dict[str, object] = {}
+
+
+def pg_base_url() -> str:
+    """The URL of the session's server: started on first use; skip or fail if none."""
+    if "url" in _PG:
+        return str(_PG["url"])
+    if "error" not in _PG:
+        try:
+            url = os.environ.get("MPJOBS_TEST_PG_URL")
+            if not url:
+                import pgharness
+
+                url = pgharness.cluster_for_session().url()
+            _PG["url"] = url
+            return url
+        except Exception as exc:
+            _PG["error"] = f"{type(exc).__name__}: {exc}"
+    if os.environ.get("CI"):
+        pytest.fail(f"no PostgreSQL server for the tests, and CI is set: {_PG['error']}")
+    pytest.skip(f"no PostgreSQL server: {_PG['error']}")
+
+
+def pg_store_url(schema: str | None = None) -> str:
+    """A store URL on the session's server, in a schema of its own (new unless named)."""
+    import uuid
+
+    base = pg_base_url()
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}schema={schema or 't' + uuid.uuid4().hex[:16]}"
+
+
+def use_backend(kind: str, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Point every App of the test (and every process it starts) at `kind`'s store."""
+    if kind == "postgres":
+        url = pg_store_url()
+        monkeypatch.setenv("MPJOBS_STORE", url)
+        return url
+    monkeypatch.delenv("MPJOBS_STORE", raising=False)
+    return None
+
+
+_BOTH = ("integration", "chaos")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the PostgreSQL variant only in the suites meant for both, and not where a test
+    is marked sqlite_only; a test marked postgres_only runs on PostgreSQL alone."""
+    keep, drop = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        on_pg = spec is not None and spec.params.get("store_backend") == "postgres"
+        only_pg = item.get_closest_marker("postgres_only") is not None
+        both = item.path.parent.name in _BOTH and not item.get_closest_marker("sqlite_only")
+        wanted = (on_pg and (both or only_pg)) or (not on_pg and not only_pg)
+        (keep if wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: about SQLite itself (its file, its locks); not run on PostgreSQL"
+    )
+    config.addinivalue_line(
+        "markers", "postgres_only: about the PostgreSQL backend (hosts, sessions, the server)"
+    )
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def store_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The backend of this test: its store URL is in $MPJOBS_STORE for every process."""
+    kind = str(request.param)
+    use_backend(kind, monkeypatch)
+    yield kind
+    if kind == "postgres":  # the test process's connections and relay, not the server's
+        from mpjobs.store.backends import close_backends
+
+        close_backends()
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
     """Fail a test that leaves any process of ours running."""
-    before = {p.pid for p in descendants()}
+    before = {p.pid for p in descendants()}  # (a PostgreSQL server runs detached)
     yield
 
     def clean() -> bool:

@@ -301,6 +301,9 @@ class Leadership:
             except Exception:  # keep watching: a bad look must not end the campaign's eyes
                 log.exception("candidate: cannot check the leader's heartbeat")
 
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        """The flock cannot be lost while this process lives: nothing to watch."""
+
     def resign(self) -> None:
         if self.lock.held:
             self.heartbeat.stop()

@@ -173,6 +173,12 @@ class LivenessLock:
         lock.path = self.path
         self._lock = lock
 
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        """An flock is held until this process dies or releases it: nothing to watch."""
+
+    def renew(self) -> bool:
+        return False
+
     def release(self) -> None:
         """Release at a clean exit; the file goes too, since its token is never used again."""
         lock, self._lock = self._lock, None

@@ -55,6 +55,7 @@ def fire_rule(rec: ScheduleRecord, now: float, active: int) -> tuple[list[NewJob
             memory_limit=o["memory_limit"],
             unique_key=None,
             schedule_id=rec.id,
+            fired_for=t,
         )
         for t in times
     ]

@@ -11,7 +11,6 @@ process leads.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from mpjobs.backoff import Backoff
 from mpjobs.coordination.notify import drain_pipe
-from mpjobs.coordination.processes import boot_child
+from mpjobs.coordination.processes import boot_child, host_info, stop_on_lost_session
 from mpjobs.rules.schedules import fire_rule
 from mpjobs.runtime.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.scheduling.lifecycle import LifecycleRunner
@@ -95,7 +94,7 @@ class Coordinator:
         self.store = self.backend.store
         self.store.register_process(
             ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token, time.time(),
-                          json.dumps({"leader": False}))
+                          host_info(leader=False))
         )  # fmt: skip
         self.leadership = self.backend.leadership(self.token)
         self.lifecycle: LifecycleRunner | None = None
@@ -134,6 +133,7 @@ class Coordinator:
         # failover.
         self._turn_due = time.monotonic() + STORE_PATIENCE
         self.leadership.start_heartbeat(self._silence)
+        self.leadership.watch(stop_on_lost_session)  # a leader cut off from the store exits
         self.lifecycle = LifecycleRunner(
             [t for t in self.app.lifecycles if t.scope == "leader"],
             default_timeout=self.leadership.timeout,
@@ -143,7 +143,7 @@ class Coordinator:
         try:  # only informative (mpjobs status); a busy store must not end a leader
             self.store.register_process(
                 ProcessRecord(self.token, "coordinator", os.getpid(), self.parent_token,
-                              time.time(), json.dumps({"leader": True}))
+                              time.time(), host_info(leader=True))
             )  # fmt: skip
         except self.backend.unavailable as exc:
             log.error("leader: cannot note its leadership in the store yet: %s", exc)

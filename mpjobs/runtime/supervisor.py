@@ -9,7 +9,6 @@ racing pid reuse, and only a process outside the job can stop a job stuck in C c
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -23,7 +22,7 @@ import psutil
 from mpjobs.coordination.leader import leader_timeout
 from mpjobs.coordination.listener import foreign_thread_count, safe_to_fork
 from mpjobs.coordination.notify import drain_pipe
-from mpjobs.coordination.processes import BOOT_ERROR, POKE_SIGNAL, new_token
+from mpjobs.coordination.processes import BOOT_ERROR, POKE_SIGNAL, host_info, new_token
 from mpjobs.limits import kill_tree
 from mpjobs.runtime.journal import remove_journal, write_kill_note
 from mpjobs.runtime.ledger import Ledger
@@ -157,7 +156,7 @@ class Supervisor:
     def _register(self) -> None:
         record = ProcessRecord(
             self.token, "supervisor", os.getpid(), None, time.time(),
-            json.dumps({"workers": self.n, "queues": self.queues}),
+            host_info(workers=self.n, queues=self.queues),
         )  # fmt: skip
         self.registered, _ = self.ledger.attempt(
             "register this supervisor", self.store.register_process, record
@@ -389,6 +388,8 @@ class Supervisor:
             self._kill(child, (job_id, "", "cancelled"))
 
     def _housekeeping(self) -> None:
+        if self.liveness.renew():  # a store session lost and taken again: register again
+            self.registered = False
         if not self.registered:
             self._register()
         self.ledger.retry()

@@ -11,7 +11,6 @@ loop, the same rules per job. How a job's function is called is executors.py's p
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -26,7 +25,7 @@ from mpjobs import serialization
 from mpjobs.backoff import Backoff
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import drain_pipe
-from mpjobs.coordination.processes import BOOT_ERROR, boot_child
+from mpjobs.coordination.processes import BOOT_ERROR, boot_child, host_info
 from mpjobs.runtime.batch import BatchRest
 from mpjobs.runtime.executors import AsyncExecutor, SerialExecutor, Stats
 from mpjobs.runtime.inflight import InFlight
@@ -120,7 +119,7 @@ class Worker:
         self.store.register_process(
             ProcessRecord(
                 self.token, "worker", os.getpid(), self.parent_token, time.time(),
-                json.dumps({"slot": self.slot, "queues": self.queues}),
+                host_info(slot=self.slot, queues=self.queues),
             )
         )  # fmt: skip
         for module in self.app.imports:

@@ -34,6 +34,19 @@ class Held(Protocol):
 
     def release(self) -> None: ...
 
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        """Call `on_lost(why)` from a thread if the lock is lost while this process lives.
+
+        A flock cannot be lost; a session lock can (its host was cut off from the
+        server), and then this process must stop acting as its holder.
+        """
+        ...
+
+    def renew(self) -> bool:
+        """Take a lost lock again, for a holder that cannot run a watching thread (a
+        supervisor, which forks); True if it had to."""
+        ...
+
 
 class Liveness(Protocol):
     """Tokens of live processes: a token is alive while its holder has not released it."""
@@ -98,6 +111,10 @@ class Leadership(Protocol):
         """Show signs of life while `healthy()` returns None (why not to, otherwise)."""
         ...
 
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        """Call `on_lost(why)` from a thread if leadership is lost while this process leads."""
+        ...
+
     def resign(self) -> None: ...
 
 
@@ -145,6 +162,11 @@ class Backend(Protocol):
     def unavailable(self) -> tuple[type[Exception], ...]:
         """The errors that mean the store cannot be used now (a full disk, a lock held
         too long, a lost connection): the caller keeps what it holds and tries later."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what this process holds open for the backend (connections, a relay);
+        the next use opens again."""
         ...
 
     def abort_waits_when(self, predicate: Callable[[], bool] | None) -> None:

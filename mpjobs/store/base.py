@@ -82,6 +82,8 @@ class NewJob:
     memory_limit: int | None
     unique_key: str | None
     schedule_id: str | None = None
+    # The fire time of the schedule this job was fired for: a fire becomes one job only.
+    fired_for: float | None = None
     # Jobs with equal batch keys share every column but payload and exec_at; the builder
     # sets it so push_many can group jobs without comparing ten fields per job.
     batch_key: object = None
@@ -237,6 +239,7 @@ class Store(Protocol):
     """What mpjobs needs from storage. Every method is atomic on its own."""
 
     home: Home  # the host's files of the home (journals, kill notes) sit beside it
+    url: str | None  # the shared store's URL (PostgreSQL), or None for SQLite in the home
 
     def close(self) -> None: ...
     def lock_budget(self, seconds: float) -> contextlib.AbstractContextManager[None]:

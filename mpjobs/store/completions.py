@@ -7,33 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Iterator, Sequence
 
-from mpjobs.errors import StoreError
 from mpjobs.rules.schedules import max_failures_of, tally
 from mpjobs.store import base
 from mpjobs.store.base import PERMANENTLY_FAILED, RUNNING, SCHEDULED, STOPPED, Completion
-from mpjobs.store.connection import Connector
+from mpjobs.store.rows import Conn, Rows
 
 log = logging.getLogger("mpjobs.store")
 
 
-def _store_fault(exc: BaseException) -> bool:
-    """True when a write failed because of the state of the store, not what it was given.
-
-    A full disk, a locked, read-only or damaged file: the writer keeps its outcome and
-    tries again later, so the error propagates. Anything else (an unencodable text, a
-    blob over SQLite's limit, a value of the wrong type, a constraint, a bug) would fail
-    the same way on every retry, so the job it belongs to is quarantined instead.
-    """
-    if isinstance(exc, sqlite3.OperationalError):
-        return "too big" not in str(exc)
-    return isinstance(exc, (StoreError, OSError)) or type(exc) is sqlite3.DatabaseError
-
-
 @contextlib.contextmanager
-def _savepoint(conn: sqlite3.Connection) -> Iterator[None]:
+def _savepoint(conn: Conn) -> Iterator[None]:
     """Undo only this block if it raises, keeping the rest of the transaction."""
     conn.execute("SAVEPOINT outcome")
     try:
@@ -45,10 +30,9 @@ def _savepoint(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("RELEASE outcome")
 
 
-
-class CompletionQueries(Connector):
+class CompletionQueries(Rows):
     def _complete_many(
-        self, conn: sqlite3.Connection, owner: str, done: Sequence[Completion], now: float
+        self, conn: Conn, owner: str, done: Sequence[Completion], now: float
     ) -> None:
         """Apply completions; plain terminal ones in one executemany, the rest one by one.
 
@@ -60,29 +44,28 @@ class CompletionQueries(Connector):
             c for c in done if c.schedule_id is not None or c.status == SCHEDULED
         ]
         if plain:
-            # No savepoint needed: a failed row was not applied (SQLite undoes a failed
-            # statement), and applying the rows again one by one changes none of those
+            # In a savepoint: PostgreSQL aborts the whole transaction on a failed
+            # statement. Applying the rows again one by one changes none of those
             # already applied, since each update requires the job to be RUNNING still.
             try:
-                conn.executemany(
-                    "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, "
-                    "finished_at = ?, owner = NULL, pid = NULL "
-                    f"WHERE id = ? AND status = '{RUNNING}' AND owner = ?",
-                    [
-                        (c.status, c.result, c.exc, c.error, now, c.job_id, owner)
-                        for c in map(base.storable, plain)
-                    ],
-                )
+                with _savepoint(conn):
+                    conn.executemany(
+                        "UPDATE jobs SET status = ?, result = ?, exc = ?, error = ?, "
+                        "finished_at = ?, owner = NULL, pid = NULL "
+                        f"WHERE id = ? AND status = '{RUNNING}' AND owner = ?",
+                        [
+                            (c.status, c.result, c.exc, c.error, now, c.job_id, owner)
+                            for c in map(base.storable, plain)
+                        ],
+                    )
             except Exception as exc:
-                if _store_fault(exc):
+                if self._fault(exc):
                     raise
                 rest = plain + rest  # find the bad one(s), row by row
         for c in rest:
             self._apply(conn, owner, c, now)
 
-    def _apply(
-        self, conn: sqlite3.Connection, owner: str, c: Completion, now: float
-    ) -> Completion:
+    def _apply(self, conn: Conn, owner: str, c: Completion, now: float) -> Completion:
         """Apply one completion, or quarantine its job if it cannot be written; the one applied.
 
         The completion is written in a savepoint; if its data cannot be stored, that is
@@ -96,14 +79,14 @@ class CompletionQueries(Connector):
                 self._complete(conn, owner, safe, now)
             return safe
         except Exception as exc:
-            if _store_fault(exc):
+            if self._fault(exc):
                 raise
             q = base.quarantined(c, exc)
             log.error("job %s: %s", c.job_id, q.error.splitlines()[0] if q.error else exc)
             self._complete(conn, owner, q, now)
             return q
 
-    def _complete(self, conn: sqlite3.Connection, owner: str, c: Completion, now: float) -> bool:
+    def _complete(self, conn: Conn, owner: str, c: Completion, now: float) -> bool:
         """Apply a completion if `owner` still runs the job; keep a schedule's failure count."""
         if c.status == SCHEDULED:
             cur = conn.execute(
@@ -125,7 +108,7 @@ class CompletionQueries(Connector):
             self._count_schedule_outcome(conn, row[0], c)
         return True
 
-    def _count_schedule_outcome(self, conn: sqlite3.Connection, sid: str, c: Completion) -> None:
+    def _count_schedule_outcome(self, conn: Conn, sid: str, c: Completion) -> None:
         """Apply what the max_failures rule (rules/schedules.py) says of this outcome."""
         row = conn.execute("SELECT failures, options FROM schedules WHERE id = ?", (sid,))
         found = row.fetchone()

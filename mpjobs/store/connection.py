@@ -40,6 +40,7 @@ import filelock
 from mpjobs.coordination.locks import describe_pids, flock_within, lock_holders
 from mpjobs.errors import StoreError
 from mpjobs.home import Home, check_not_writable_by_others
+from mpjobs.store.rows import Rows
 from mpjobs.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("mpjobs.store")
@@ -126,8 +127,11 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
-class Connector:
+class Connector(Rows):
     """One connection per thread, over one vetted, migrated file, never across a fork."""
+
+    integrity_errors = (sqlite3.IntegrityError,)
+    url: str | None = None  # the store is the home's own file
 
     def __init__(self, home: Home) -> None:
         self.home = home
@@ -331,6 +335,15 @@ class Connector:
             fcntl.flock(wfd, fcntl.LOCK_UN)
             if readonly:
                 self.close()
+
+    def _fault(self, exc: BaseException) -> bool:
+        """A full disk, a locked, read-only or damaged file: the writer keeps its outcome
+        and tries again later. Anything else (an unencodable text, a blob over SQLite's
+        limit, a value of the wrong type, a constraint, a bug) would fail the same way on
+        every retry, so the job it belongs to is quarantined instead."""
+        if isinstance(exc, sqlite3.OperationalError):
+            return "too big" not in str(exc)
+        return isinstance(exc, (StoreError, OSError)) or type(exc) is sqlite3.DatabaseError
 
     # -- opening, vetting, migrating -------------------------------------------------
 

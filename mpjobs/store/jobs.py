@@ -7,13 +7,14 @@ as ready Completions or as a function that makes them.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from mpjobs.errors import StoreError
 from mpjobs.store import base
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, Completion, Decide, JobRecord, NewJob
 from mpjobs.store.completions import CompletionQueries
+from mpjobs.store.rows import Conn
 from mpjobs.store.sql import (
     FINISHED_SQL,
     INSERT_JOB,
@@ -31,8 +32,8 @@ class JobQueries(CompletionQueries):
         with self._tx() as conn:
             if all(j.unique_key is None for j in jobs):
                 if len(jobs) == 1:
-                    cur = conn.execute(INSERT_JOB, job_params(jobs[0], now))
-                    return [(int(cur.lastrowid or 0), True)]
+                    cur = conn.execute(INSERT_JOB + " RETURNING id", job_params(jobs[0], now))
+                    return [(int(cur.fetchone()[0]), True)]
                 for sql, rows in grouped_inserts(jobs, now):
                     conn.executemany(sql, rows)
                 # Rowids are max+1 and we hold the write lock: this batch is contiguous.
@@ -41,9 +42,9 @@ class JobQueries(CompletionQueries):
             out: list[tuple[int, bool]] = []
             for j in jobs:
                 try:
-                    cur = conn.execute(INSERT_JOB, job_params(j, now))
-                    out.append((int(cur.lastrowid or 0), True))
-                except sqlite3.IntegrityError:
+                    cur = conn.execute(INSERT_JOB + " RETURNING id", job_params(j, now))
+                    out.append((int(cur.fetchone()[0]), True))
+                except self.integrity_errors:
                     row = conn.execute(
                         f"SELECT id FROM jobs WHERE unique_key = ? AND status IN {LIVE_SQL}",
                         (j.unique_key,),
@@ -74,20 +75,27 @@ class JobQueries(CompletionQueries):
             if limit > 1 and share > 1:
                 ready = conn.execute(
                     f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' "
-                    f"AND exec_at <= ?{qsql} LIMIT ?)",
+                    f"AND exec_at <= ?{qsql} LIMIT ?) AS ready",
                     [now, *qargs, limit * share],
                 ).fetchone()[0]
                 limit = max(1, min(limit, -(-ready // share)))
-            rows = conn.execute(
-                f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
-                "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
-                f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
-                f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {JOB_COLS}",
-                [owner, pid, now, now, *qargs, limit],
-            ).fetchall()
+            rows = self._claim_rows(conn, owner, pid, qsql, qargs, now, limit)
         jobs = [JobRecord(*r) for r in rows]
         jobs.sort(key=lambda j: (j.priority, j.exec_at, j.id))
         return jobs
+
+    def _claim_rows(
+        self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
+        limit: int,
+    ) -> list[Any]:
+        """SQLite's claim: its one writer at a time makes a plain UPDATE race-free."""
+        return list(conn.execute(
+            f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
+            "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
+            f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
+            f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {JOB_COLS}",
+            [owner, pid, now, now, *qargs, limit],
+        ).fetchall())
 
     def complete(self, owner: str, done: Sequence[Completion], now: float) -> None:
         with self._tx() as conn:
@@ -110,10 +118,14 @@ class JobQueries(CompletionQueries):
     ) -> list[tuple[JobRecord, Completion]]:
         """Settle every job a dead `owner` still holds, each as `decide` says."""
         with self._tx() as conn:
+            self._fence(conn)
+            if not self._owner_gone(conn, owner):
+                return []
             rows = [
                 JobRecord(*r)
                 for r in conn.execute(
-                    f"SELECT {JOB_COLS} FROM jobs WHERE owner = ? AND status = '{RUNNING}'",
+                    f"SELECT {JOB_COLS} FROM jobs WHERE owner = ? AND status = '{RUNNING}' "
+                    "ORDER BY id",
                     (owner,),
                 )
             ]
@@ -142,7 +154,7 @@ class JobQueries(CompletionQueries):
     def list_jobs(
         self, status: str | None, queue: str | None, limit: int, schedule_id: str | None = None
     ) -> list[JobRecord]:
-        where, args = ["1"], []
+        where, args = ["TRUE"], []
         if status is not None:
             where.append("status = ?")
             args.append(status)
@@ -165,12 +177,15 @@ class JobQueries(CompletionQueries):
             running = status == RUNNING
             if status not in (SCHEDULED, RUNNING) or (running and not terminate):
                 return False, None
-            conn.execute(
+            # Conditional on what was read: on PostgreSQL the job may have moved since.
+            cur = conn.execute(
                 f"UPDATE jobs SET status = '{CANCELLED}', finished_at = ?, error = ?, owner = ? "
-                "WHERE id = ?",
+                "WHERE id = ? AND status = ? AND coalesce(owner, '') = ?",
                 (now, "cancelled while running" if running else "cancelled",
-                 owner if running else None, job_id),
+                 owner if running else None, job_id, status, owner or ""),
             )  # fmt: skip
+            if cur.rowcount != 1:
+                return False, None
             return True, owner if running else None
 
     def retry(self, job_id: int, now: float) -> bool:
@@ -179,8 +194,8 @@ class JobQueries(CompletionQueries):
         Refused with a StoreError (an MpjobsError) when another live job has taken the
         job's unique key since: two live jobs with one key is what the key forbids.
         """
-        with self._tx() as conn:
-            try:
+        try:
+            with self._tx() as conn:
                 cur = conn.execute(
                     f"UPDATE jobs SET status = '{SCHEDULED}', exec_at = ?, attempts = 0, "
                     "owner = NULL, pid = NULL, result = NULL, exc = NULL, error = NULL, "
@@ -188,14 +203,14 @@ class JobQueries(CompletionQueries):
                     f"WHERE id = ? AND status IN {FINISHED_SQL}",
                     (now, job_id),
                 )
-            except sqlite3.IntegrityError as exc:
-                key = conn.execute("SELECT unique_key FROM jobs WHERE id = ?", (job_id,))
-                row = key.fetchone()
-                raise StoreError(
-                    f"cannot retry job {job_id}: another job with its unique key "
-                    f"{row[0] if row else None!r} is waiting or running"
-                ) from exc
-            return cur.rowcount == 1
+                return cur.rowcount == 1
+        except self.integrity_errors as exc:
+            row = self._conn().execute("SELECT unique_key FROM jobs WHERE id = ?", (job_id,))
+            key = row.fetchone()
+            raise StoreError(
+                f"cannot retry job {job_id}: another job with its unique key "
+                f"{key[0] if key else None!r} is waiting or running"
+            ) from exc
 
     def running_owners(self) -> list[str]:
         sql = f"SELECT DISTINCT owner FROM jobs WHERE status = '{RUNNING}'"
@@ -257,6 +272,7 @@ class JobQueries(CompletionQueries):
         total = 0
         while True:
             with self._tx() as conn:
+                self._fence(conn)
                 n = conn.execute(
                     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ? "
                     f"AND status NOT IN {LIVE_SQL} "

@@ -48,6 +48,7 @@ class MemoryStore:
 
     def __init__(self, home: Home) -> None:
         self.home = home
+        self.url: str | None = None
         self.generation = 0  # the doorbell: bumped after every write
         self.changed = threading.Condition(threading.RLock())
         self._jobs: dict[int, JobRecord] = {}

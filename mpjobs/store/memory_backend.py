@@ -27,6 +27,12 @@ class _Token:
     def release(self) -> None:
         self._tokens.discard(self._token)
 
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        pass
+
+    def renew(self) -> bool:
+        return False
+
 
 class MemoryLiveness:
     """Tokens held in this process; `die(token)` plays a process's death."""
@@ -130,6 +136,9 @@ class MemoryLeadership:
     def start_heartbeat(self, healthy: Callable[[], str | None]) -> None:
         pass
 
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        pass
+
     def resign(self) -> None:
         if self._owner.leader is not None and self._owner.leader["token"] == self._token:
             self._owner.leader = None
@@ -177,6 +186,9 @@ class MemoryBackend:
         return (StoreError,)
 
     def abort_waits_when(self, predicate: Callable[[], bool] | None) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 

@@ -7,12 +7,10 @@ next_run_time commit together or not at all.
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from mpjobs.rules.schedules import redeclared
 from mpjobs.store.base import ACTIVE, RUNNING, SCHEDULED, FireRule, ProcessRecord, ScheduleRecord
-from mpjobs.store.connection import Connector
-from mpjobs.store.sql import INSERT_JOB, job_params
+from mpjobs.store.rows import Conn, Rows
 
 log = logging.getLogger("mpjobs.store")
 
@@ -20,10 +18,11 @@ _SCHED_COLS = ", ".join(ScheduleRecord.__dataclass_fields__)
 _PROC_COLS = ", ".join(ProcessRecord.__dataclass_fields__)
 
 
-class ScheduleQueries(Connector):
+class ScheduleQueries(Rows):
     def upsert_schedule(self, rec: ScheduleRecord, trigger_changed: bool = False) -> ScheduleRecord:
         """Declare a schedule; re-declaring the same id updates it as `redeclared` says."""
         with self._tx() as conn:
+            self._exclusive(conn, "schedules")
             old = conn.execute(
                 f"SELECT {_SCHED_COLS} FROM schedules WHERE id = ?", (rec.id,)
             ).fetchone()
@@ -77,6 +76,7 @@ class ScheduleQueries(Connector):
         """
         ids: list[int] = []
         with self._tx() as conn:
+            self._fence(conn)
             due = [
                 ScheduleRecord(*r)
                 for r in conn.execute(
@@ -94,7 +94,9 @@ class ScheduleQueries(Connector):
                     log.exception("schedule %r cannot be fired; retrying in 60 s", rec.id)
                     jobs, next_time = [], now + 60.0
                 for j in jobs:
-                    ids.append(int(conn.execute(INSERT_JOB, job_params(j, now)).lastrowid or 0))
+                    job_id = self._insert_fired(conn, j, now)
+                    if job_id is not None:
+                        ids.append(job_id)
                 conn.execute(
                     "UPDATE schedules SET next_run_time = ? WHERE id = ?", (next_time, rec.id)
                 )
@@ -109,7 +111,7 @@ class ScheduleQueries(Connector):
         return None if r is None or r[0] is None else float(r[0])
 
     @staticmethod
-    def _active_count(conn: sqlite3.Connection, schedule_id: str) -> int:
+    def _active_count(conn: Conn, schedule_id: str) -> int:
         r = conn.execute(
             "SELECT count(*) FROM jobs WHERE schedule_id = ? "
             f"AND status IN ('{SCHEDULED}', '{RUNNING}')",
@@ -121,11 +123,13 @@ class ScheduleQueries(Connector):
         return self._active_count(self._conn(), schedule_id)
 
 
-class ProcessQueries(Connector):
+class ProcessQueries(Rows):
     def register_process(self, rec: ProcessRecord) -> None:
         with self._tx() as conn:
             conn.execute(
-                f"INSERT OR REPLACE INTO processes ({_PROC_COLS}) VALUES (?,?,?,?,?,?)",
+                f"INSERT INTO processes ({_PROC_COLS}) VALUES (?,?,?,?,?,?) ON CONFLICT (token) "
+                "DO UPDATE SET kind = excluded.kind, pid = excluded.pid, parent = excluded.parent, "
+                "started_at = excluded.started_at, info = excluded.info",
                 (rec.token, rec.kind, rec.pid, rec.parent, rec.started_at, rec.info),
             )
 

@@ -20,12 +20,12 @@ from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.errors import StoreError
 from mpjobs.home import Home
 from mpjobs.store import backend, base
-from mpjobs.store.connection import set_wait_abort
+from mpjobs.store.connection import Connector, set_wait_abort
 from mpjobs.store.jobs import JobQueries
 from mpjobs.store.schedules import ProcessQueries, ScheduleQueries
 
 
-class SqliteStore(JobQueries, ScheduleQueries, ProcessQueries, base.Store):
+class SqliteStore(JobQueries, ScheduleQueries, ProcessQueries, Connector, base.Store):
     """A `Store` over one SQLite file in the home (see connection.py for the rules)."""
 
 
@@ -108,6 +108,10 @@ class SqliteBackend:
 
     def abort_waits_when(self, predicate: Callable[[], bool] | None) -> None:
         set_wait_abort(predicate)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
 
 def _conforms(b: SqliteBackend) -> backend.Backend:

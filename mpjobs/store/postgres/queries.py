@@ -1,0 +1,109 @@
+"""The statements PostgreSQL runs differently: pushes, claims and schedule fires.
+
+Everything else is the shared SQL of store/jobs.py, completions.py and schedules.py.
+
+- A single push is one statement in autocommit (insert, notify and commit in one round
+  trip); a batch is COPY into ids taken from the sequence first, so `push_many` streams
+  rows instead of binding them one statement at a time.
+- A claim picks rows in a MATERIALIZED CTE with `FOR UPDATE SKIP LOCKED`: concurrent
+  claimers skip each other's rows instead of queueing, and the fence keeps the planner
+  from re-evaluating the pick for more rows than the LIMIT (as Oban's notes explain).
+- A fire inserts with ON CONFLICT DO NOTHING on (schedule, fire time), so even two
+  overlapping leaders cannot fire one schedule twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mpjobs.store.base import LIVE, RUNNING, SCHEDULED, NewJob
+from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
+from mpjobs.store.sql import INSERT_JOB, JOB_COLS, LIVE_SQL, job_params
+
+_COPY_COLS = (
+    "id, name, func, func_pickle, payload, queue, priority, exec_at, max_attempts, "
+    "retry_backoff, timeout, memory_limit, unique_key, schedule_id, status, created_at"
+)
+_INSERT_ONE = pg_sql(
+    f"WITH j AS ({INSERT_JOB} RETURNING id) SELECT id, pg_notify(?, ?) FROM j"
+)
+_INSERT_UNIQUE = pg_sql(
+    f"{INSERT_JOB} ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL "
+    f"AND status IN {LIVE_SQL} DO NOTHING RETURNING id"
+)
+_LIVE_WITH_KEY = pg_sql(f"SELECT id FROM jobs WHERE unique_key = ? AND status IN {LIVE_SQL}")
+_INSERT_FIRED = pg_sql(
+    "INSERT INTO jobs (name, func, func_pickle, payload, queue, priority, exec_at, "
+    "max_attempts, retry_backoff, timeout, memory_limit, unique_key, schedule_id, "
+    f"status, created_at, fired_for) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'{SCHEDULED}',?,?) "
+    "ON CONFLICT (schedule_id, fired_for) WHERE fired_for IS NOT NULL DO NOTHING RETURNING id"
+)
+assert len(LIVE) == 2
+
+
+class PgQueries(PgConnector):
+    def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
+        """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
+        if len(jobs) == 1 and jobs[0].unique_key is None:
+            # One statement in autocommit is its own transaction: insert, notify, commit.
+            raw = self._raw()
+            row = raw.execute(
+                _INSERT_ONE, (*job_params(jobs[0], now), self.channel, self.host_id)
+            ).fetchone()
+            self._ring()
+            assert row is not None
+            return [(int(row[0]), True)]
+        with self._tx() as conn:
+            if all(j.unique_key is None for j in jobs):
+                return [(i, True) for i in self._copy(conn, jobs, now)]
+            return [self._push_unique(conn, j, now) for j in jobs]
+
+    def _copy(self, conn: PgConn, jobs: Sequence[NewJob], now: float) -> list[int]:
+        """COPY the jobs in, with ids drawn from the sequence first (push order = id order)."""
+        raw = conn.raw
+        ids = [
+            r[0]
+            for r in raw.execute(
+                "SELECT nextval('jobs_id_seq') FROM generate_series(1, %s)", (len(jobs),)
+            ).fetchall()
+        ]
+        ids.sort()
+        with raw.cursor().copy(f"COPY jobs ({_COPY_COLS}) FROM STDIN") as copy:
+            write = copy.write_row
+            for i, j in zip(ids, jobs, strict=True):
+                write((i, j.name, j.func, j.func_pickle, j.payload, j.queue, j.priority,
+                       j.exec_at, j.max_attempts, j.retry_backoff, j.timeout, j.memory_limit,
+                       None, j.schedule_id, SCHEDULED, now))  # fmt: skip
+        return [int(i) for i in ids]
+
+    def _push_unique(self, conn: PgConn, j: NewJob, now: float) -> tuple[int, bool]:
+        """Insert unless a live job holds the key; then that job's id (the key's owner)."""
+        raw = conn.raw
+        while True:
+            row = raw.execute(_INSERT_UNIQUE, job_params(j, now)).fetchone()
+            if row is not None:
+                return int(row[0]), True
+            if j.unique_key is None:  # pragma: no cover - only keyed jobs conflict
+                raise AssertionError("a job without a unique key conflicted")
+            live = raw.execute(_LIVE_WITH_KEY, (j.unique_key,)).fetchone()
+            if live is not None:  # else it finished in between: insert again
+                return int(live[0]), False
+
+    def _claim_rows(
+        self, conn: Any, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
+        limit: int,
+    ) -> list[Any]:
+        return list(conn.execute(
+            "WITH picked AS MATERIALIZED (SELECT id FROM jobs "
+            f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
+            "ORDER BY priority, exec_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
+            f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
+            "attempts = jobs.attempts + 1 FROM picked WHERE jobs.id = picked.id "
+            f"RETURNING {', '.join('jobs.' + c for c in JOB_COLS.split(', '))}",
+            [now, *qargs, limit, owner, pid, now],
+        ).fetchall())
+
+    def _insert_fired(self, conn: Any, job: NewJob, now: float) -> int | None:
+        row = conn.raw.execute(_INSERT_FIRED, (*job_params(job, now), job.fired_for)).fetchone()
+        return None if row is None else int(row[0])

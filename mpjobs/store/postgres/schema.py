@@ -1,0 +1,181 @@
+"""The PostgreSQL schema and its migrations, the only place its DDL lives.
+
+Every app's tables live in a schema of their own (`?schema=` of the store URL, default
+`mpjobs`), so several apps can share a database. A table `meta` marks a schema as
+mpjobs' and holds its version; a schema that has tables but no such mark belongs to
+someone else and is refused, untouched. Migrations run under a session advisory lock,
+so the first processes of many hosts starting at once migrate exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from mpjobs.errors import StoreError
+from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
+
+if TYPE_CHECKING:
+    from mpjobs.store.postgres.connection import PgConnector
+    from mpjobs.store.postgres.url import StoreUrl
+
+log = logging.getLogger("mpjobs.store")
+
+SCHEMA_VERSION = 1
+MARK = "mpjobs store"
+MIGRATE_WAIT_MS = 60_000  # a migration elsewhere takes well under a second
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+        """
+        CREATE TABLE jobs (
+            id bigserial PRIMARY KEY,
+            name text NOT NULL,
+            func text,
+            func_pickle bytea,
+            payload bytea,
+            queue text NOT NULL,
+            priority integer NOT NULL,
+            status text NOT NULL,
+            exec_at double precision NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            max_attempts integer NOT NULL,
+            retry_backoff double precision NOT NULL,
+            timeout double precision,
+            memory_limit bigint,
+            unique_key text,
+            schedule_id text,
+            owner text,
+            pid integer,
+            result bytea,
+            exc bytea,
+            error text,
+            created_at double precision NOT NULL,
+            started_at double precision,
+            finished_at double precision,
+            fired_for double precision
+        )
+        """,
+        # Claims read the first entries of a partial index of waiting jobs only, so a
+        # claim costs O(log n) however many finished rows the table holds.
+        f"CREATE INDEX jobs_ready ON jobs (priority, exec_at, id) WHERE status = '{SCHEDULED}'",
+        f"""CREATE INDEX jobs_ready_queue ON jobs (queue, priority, exec_at, id)
+            WHERE status = '{SCHEDULED}'""",
+        f"""CREATE UNIQUE INDEX jobs_unique ON jobs (unique_key)
+            WHERE unique_key IS NOT NULL AND status IN ('{SCHEDULED}', '{RUNNING}')""",
+        f"CREATE INDEX jobs_running ON jobs (owner) WHERE status = '{RUNNING}'",
+        f"""CREATE INDEX jobs_kill ON jobs (owner)
+            WHERE status = '{CANCELLED}' AND owner IS NOT NULL""",
+        "CREATE INDEX jobs_schedule ON jobs (schedule_id, id) WHERE schedule_id IS NOT NULL",
+        # One job per fire of a schedule, even from two leaders that overlap.
+        """CREATE UNIQUE INDEX jobs_fired ON jobs (schedule_id, fired_for)
+            WHERE fired_for IS NOT NULL""",
+        """
+        CREATE TABLE schedules (
+            id text PRIMARY KEY,
+            name text NOT NULL,
+            func text,
+            func_pickle bytea,
+            payload bytea NOT NULL,
+            trigger text NOT NULL,
+            options text NOT NULL,
+            state text NOT NULL,
+            next_run_time double precision,
+            failures integer NOT NULL DEFAULT 0,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE processes (
+            token text PRIMARY KEY,
+            kind text NOT NULL,
+            pid integer NOT NULL,
+            parent text,
+            started_at double precision NOT NULL,
+            info text NOT NULL
+        )
+        """,
+        # Who leads, and the epoch each new leader bumps: the fencing token of leader writes.
+        """
+        CREATE TABLE leader (
+            id integer PRIMARY KEY CHECK (id = 1),
+            epoch bigint NOT NULL,
+            token text,
+            pid integer,
+            host text,
+            since double precision
+        )
+        """,
+        "INSERT INTO leader (id, epoch) VALUES (1, 0)",
+    ],
+}
+
+
+def migrate(connector: PgConnector, target: StoreUrl) -> None:
+    """Vet the app's schema and bring it up to date, once, whoever starts first."""
+    from mpjobs.store.postgres.connection import advisory_key, connect
+
+    key = advisory_key(target.schema, "migrate")
+    conn = connect(target, "migrate", search_path=False)
+    try:
+        conn.execute(f"SET lock_timeout = {MIGRATE_WAIT_MS}")
+        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        version = _version(conn, target)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"schema {target.schema!r} of {target.redacted} has version {version}, newer "
+                f"than this mpjobs understands ({SCHEMA_VERSION}); upgrade mpjobs"
+            )
+        if version < SCHEMA_VERSION:
+            with conn.transaction():
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target.schema}")
+                conn.execute(f"SET LOCAL search_path = {target.schema}")
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[step]:
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('mark', %s), ('version', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (MARK, str(SCHEMA_VERSION)),
+                )
+            log.info("store %s: schema %s at version %d", target.redacted, target.schema,
+                     SCHEMA_VERSION)  # fmt: skip
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot prepare the store {target.redacted}: {exc}") from exc
+    finally:
+        conn.close()  # ends the session, and with it the advisory lock
+
+
+def _version(conn: psycopg.Connection[Any], target: StoreUrl) -> int:
+    """The schema's version: 0 if it does not exist or is empty; refuse a foreign one."""
+    tables = conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+        (target.schema,),
+    ).fetchall()
+    names = {r[0] for r in tables}
+    if not names:
+        return 0
+    if "meta" not in names:
+        raise StoreError(
+            f"schema {target.schema!r} of {target.redacted} holds tables of another program "
+            f"({', '.join(sorted(names)[:5])}); it was left untouched. Choose another schema "
+            "with ?schema=NAME in the store URL."
+        )
+    rows = dict(
+        conn.execute(f"SELECT key, value FROM {target.schema}.meta").fetchall()
+    )
+    if rows.get("mark") != MARK:
+        raise StoreError(
+            f"schema {target.schema!r} of {target.redacted} is not an mpjobs store (its meta "
+            "table has no mpjobs mark); it was left untouched"
+        )
+    try:
+        return int(rows.get("version", "0"))
+    except ValueError:
+        raise StoreError(
+            f"schema {target.schema!r}: unreadable version {rows['version']!r}"
+        ) from None

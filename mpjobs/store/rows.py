@@ -1,0 +1,84 @@
+"""What the query modules need of a connector, whichever database is under it.
+
+The SQL of jobs, completions and schedules (jobs.py, completions.py, schedules.py) is
+written once, for SQLite and PostgreSQL alike: `?` placeholders (the PostgreSQL
+connector rewrites them), plain table names (its `search_path` names the app's schema),
+and statements both dialects accept. Where the two must differ, the query modules call
+one of the hooks below, and each connector answers for its database:
+
+- `_claim_rows`: SQLite's writer lock already serialises claims; PostgreSQL takes rows
+  with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other.
+- `_exclusive`: a read-then-write transaction (cancel, declare a schedule) that SQLite
+  serialises by its one writer needs a transaction lock on PostgreSQL.
+- `_owner_gone`: settling a dead owner's jobs; on PostgreSQL an owner whose session
+  was lost may come back (a server restart), so the settlement holds its lock.
+- `_fence`: the leader's writes check that it still leads (an epoch on PostgreSQL; on
+  SQLite the kernel's flock already makes two leaders impossible).
+- `_insert_fired`: a schedule's fire becomes a job at most once, even between two
+  overlapping leaders (a unique key on PostgreSQL).
+- `_fault`: whether a failed write failed because of the store (try again later) or
+  because of what it was given (quarantine the job instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from mpjobs.store.base import NewJob
+from mpjobs.store.sql import INSERT_JOB, job_params
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """The slice of a DB-API connection the queries use (sqlite3's, or a psycopg wrapper)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+
+class Rows:
+    """The base of every query module: the hooks a connector fills in (see above)."""
+
+    # Errors a unique index raises: a live job already has this unique key.
+    integrity_errors: tuple[type[Exception], ...] = ()
+
+    def _tx(self) -> contextlib.AbstractContextManager[Conn]:
+        """One write transaction, committed when the block ends, rolled back if it raises."""
+        raise NotImplementedError
+
+    def _conn(self) -> Conn:
+        """This thread's connection, for reads outside a transaction."""
+        raise NotImplementedError
+
+    def _fault(self, exc: BaseException) -> bool:
+        """True when a write failed because of the store's state (retry later)."""
+        raise NotImplementedError
+
+    def _claim_rows(
+        self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
+        limit: int,
+    ) -> list[Any]:
+        raise NotImplementedError
+
+    def _exclusive(self, conn: Conn, what: str) -> None:
+        """Serialise this transaction with every other one that names `what`."""
+
+    def _owner_gone(self, conn: Conn, owner: str) -> bool:
+        """Whether `owner` may be settled now (PostgreSQL: it has not come back)."""
+        return True
+
+    def _fence(self, conn: Conn) -> None:
+        """Refuse a leader's write once this process no longer leads."""
+
+    def _insert_fired(self, conn: Conn, job: NewJob, now: float) -> int | None:
+        """Insert one job a schedule fired; its id, or None if that fire is already a job."""
+        return int(conn.execute(INSERT_JOB + " RETURNING id", job_params(job, now)).fetchone()[0])
