@@ -16,19 +16,15 @@ busy worker and failover after SIGKILL of the leader: the SQLite bench's own sce
 (`run.Bench.recovery`, `run.Bench.failover`, and `push` and `latency` too), run with
 `$MPJOBS_STORE` pointing the benchmark tasks at PostgreSQL.
 
-The server is tests/pgharness.py's `PgCluster` when that file is there; otherwise a
-stand-in of the same shape (`LocalCluster`: initdb + postgres from the PostgreSQL
-binaries on this machine, as an unprivileged user when run as root).
+The server is tests/pgharness.py's `PgCluster` (the PostgreSQL the tests use: the pgserver
+wheel's, else the system's), started with fsync on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import traceback
@@ -47,6 +43,7 @@ if TYPE_CHECKING:
 
 try:
     import psycopg
+    import psycopg.sql
 except ImportError:  # the bench extra is not installed: the section says so and skips
     psycopg = None  # type: ignore[assignment]
 
@@ -63,9 +60,9 @@ class PgConfig:
     competitor_push_n: int = 1_500  # about 2 s each at their rate
     push_many_n: int = 10_000
     push_many_batch: int = 5_000
-    drain_n: int = 20_000  # mpjobs
-    procrastinate_drain_n: int = 3_000  # 10-20 s: 150-280 jobs/s here, with the load
-    chancy_drain_n: int = 1_500  # about 17 s: Chancy drains about 90 jobs/s here
+    drain_n: int = 10_000  # mpjobs
+    procrastinate_drain_n: int = 2_500  # 10-17 s: 150-280 jobs/s here, with the load
+    chancy_drain_n: int = 1_000  # about 14 s: Chancy drains 70-100 jobs/s here
     latency_samples: int = 100
     kills: int = 10
     failovers: int = 10
@@ -87,86 +84,21 @@ class Cluster(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def url(self, dbname: str = "postgres", host: str = "127.0.0.1") -> str: ...
-    def create_database(self, name: str) -> None: ...
-
-
-def pg_bindir() -> Path:
-    for cand in [shutil.which("initdb"), *sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))]:
-        if cand:
-            return Path(cand).resolve().parent
-    raise RuntimeError("no PostgreSQL server binaries (initdb) on this machine")
-
-
-class LocalCluster:
-    """A throwaway server in `base_dir`, until tests/pgharness.py exists.
-
-    PostgreSQL refuses to run as root, so as root the data directory belongs to the
-    `postgres` user (or `nobody`) and initdb/pg_ctl run as that user.
-    """
-
-    def __init__(self, base_dir: Path) -> None:
-        self.base = base_dir
-        self.datadir = base_dir / "data"
-        self.log_path = base_dir / "postgres.log"
-        self.port = 0
-        self._bin = pg_bindir()
-        self._user: str | None = None
-        if os.geteuid() == 0:
-            for name in ("postgres", "nobody"):
-                with contextlib.suppress(KeyError):
-                    pwd.getpwnam(name)
-                    self._user = name
-                    break
-
-    def _run(self, *args: str) -> None:
-        cmd = [str(self._bin / args[0]), *args[1:]]
-        if self._user:
-            cmd = ["runuser", "-u", self._user, "--", *cmd]
-        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode:
-            raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stderr.strip()}")
-
-    def start(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        if self._user:
-            pw = pwd.getpwnam(self._user)
-            os.chown(self.base, pw.pw_uid, pw.pw_gid)
-        if not (self.datadir / "PG_VERSION").exists():
-            self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-                      "-E", "UTF8", "--no-instructions")  # fmt: skip
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        opts = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
-        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.log_path), "-o", opts,
-                  "-w", "-t", "60", "start")  # fmt: skip
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
-
-    def url(self, dbname: str = "postgres", host: str = "127.0.0.1") -> str:
-        return f"postgresql://postgres@{host}:{self.port}/{dbname}"
-
-    def create_database(self, name: str) -> None:
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+    def create_database(self, name: str) -> object: ...
 
 
 @contextlib.contextmanager
 def server() -> Iterator[tuple[Cluster, dict[str, Any]]]:
-    """The harness's cluster if it is there, else the stand-in; made durable (fsync on).
+    """The tests' throwaway cluster, durable (fsync on, checked: `durable`).
 
     Its directory is a fresh one directly under the system's temp dir, not inside the
     bench's (mode 0700, root's when run as root), which the server's user could not enter.
     """
     base = Path(tempfile.mkdtemp(prefix="mpjobs-bench-pg-"))
-    try:
-        from tests.pgharness import PgCluster
+    from tests.pgharness import PgCluster  # the repository root is on sys.path (-m)
 
-        cluster: Cluster = PgCluster(base, fsync=True)
-        kind = "tests.pgharness.PgCluster"
-    except ImportError:
-        cluster, kind = LocalCluster(base), "benchmarks.postgres.LocalCluster (stand-in)"
+    cluster: Cluster = PgCluster(base, fsync=True)
+    kind = "tests.pgharness.PgCluster"
     try:
         cluster.start()
         try:
@@ -277,7 +209,7 @@ def on_postgres(app: mpjobs.App) -> bool:
 def probe(url: str, home: Path) -> None:
     """Fail with BackendMissing unless `App(store=url)` really stores in PostgreSQL."""
     try:
-        app = mpjobs.App(home=home, store=url)  # type: ignore[call-arg]
+        app = mpjobs.App(home=home, store=url)
         ok = on_postgres(app)
     except Exception as exc:  # the lead's backend may not exist yet, in any of many ways
         raise BackendMissing(f"backend not available: {type(exc).__name__}: {exc}") from exc
@@ -288,30 +220,47 @@ def probe(url: str, home: Path) -> None:
 @contextlib.contextmanager
 def store_env(url: str) -> Iterator[None]:
     """`$MPJOBS_STORE` for the benchmark tasks' apps (declared with store=None), the way
-    a user points an unchanged app at PostgreSQL; restored after."""
-    old = os.environ.get("MPJOBS_STORE")
+    a user points an unchanged app at PostgreSQL; restored after. Also
+    `$MPJOBS_LOG_LEVEL=ERROR`: from a process with threads (the PG backend's), app.start()
+    execs `mpjobs run`, which logs at INFO, where run.py silenced the forked pools."""
+    saved = {k: os.environ.get(k) for k in ("MPJOBS_STORE", "MPJOBS_LOG_LEVEL")}
     os.environ["MPJOBS_STORE"] = url
+    os.environ["MPJOBS_LOG_LEVEL"] = "ERROR"
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("MPJOBS_STORE", None)
-        else:
-            os.environ["MPJOBS_STORE"] = old
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
-def mpjobs_drain(bench: run.Bench, n: int, timeout: float) -> dict[str, float]:
+def mpjobs_drain(bench: run.Bench, url: str, n: int, timeout: float) -> dict[str, float]:
+    """Like the SQLite drain: the observer counts SCHEDULED + RUNNING rows on a connection
+    of its own (both counts answered from partial indexes), as for the competitors."""
+    from mpjobs.store.postgres.url import parse
+
     home = bench.home("pg-drain")
     app = tasks.rehome(tasks.app, home)
     if not on_postgres(app):
         raise BackendMissing("backend not available: $MPJOBS_STORE not honoured")
     app.push_many([tasks.noop.schedule() for _ in range(n)])
+    target = parse(url)
+    jobs = psycopg.sql.Identifier(target.schema, "jobs")
+    count = psycopg.sql.SQL(
+        "SELECT (SELECT count(*) FROM {jobs} WHERE status = 'SCHEDULED') + "
+        "(SELECT count(*) FROM {jobs} WHERE status = 'RUNNING')"
+    ).format(jobs=jobs)
 
-    def remaining() -> int:
-        return sum(sum(by_status.values()) for by_status in app.store.queue_depths().values())
+    with psycopg.connect(target.dsn, autocommit=True) as obs:
 
-    with run.pool_of(app, 2):
-        return run.measure_drain(remaining, n, timeout=timeout)
+        def remaining() -> int:
+            row = obs.execute(count).fetchone()
+            return int(row[0]) if row else 0
+
+        with run.pool_of(app, 2):
+            return run.measure_drain(remaining, n, timeout=timeout)
 
 
 def mpjobs_section(
@@ -339,10 +288,11 @@ def mpjobs_section(
             "recovery": ["recovery_p50_ms", "recovery_p99_ms"],
             "failover": ["failover_p50_ms", "failover_p99_ms"]}  # fmt: skip
     for name in ("push", "drain", "latency", "recovery", "failover"):
-        with store_env(with_schema(url, f"bench_{name}")):
+        scenario_url = with_schema(url, f"bench_{name}")
+        with store_env(scenario_url):
             try:
                 if name == "drain":
-                    r = mpjobs_drain(sub, cfg.drain_n, cfg.drain_timeout)
+                    r = mpjobs_drain(sub, scenario_url, cfg.drain_n, cfg.drain_timeout)
                     out["drain_jobs_per_s"] = round(r["rate"])
                     log(f"mpjobs: drained {cfg.drain_n} no-op jobs in {r['seconds']:.2f}s")
                     continue
