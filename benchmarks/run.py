@@ -502,9 +502,16 @@ class Bench:
         per_job = self.out["async_serial_s"] / self.cfg.async_serial_n
         self.out["async_serial_projected_s"] = round(per_job * self.cfg.async_n, 1)
 
+    # -- 10. PostgreSQL: mpjobs, procrastinate and Chancy on one server -------------------
+
+    def postgres(self) -> None:
+        from benchmarks import postgres  # needs the bench extra (psycopg, procrastinate, chancy)
+
+        postgres.run_section(self, quick=self.cfg == QUICK)
+
 
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
-             "drain", "backlog", "async_drain"]  # fmt: skip
+             "drain", "backlog", "async_drain", "postgres"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).
@@ -625,6 +632,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(table(out))
+    if "_postgres" in out:
+        from benchmarks import postgres
+
+        print("\n" + postgres.table(out))
     print(f"\n{out['_meta']['seconds']} s in all; load average {out['_meta']['loadavg_at_end']}")
     write_json(out, args.json)
     print(f"wrote {args.json}")
