@@ -25,7 +25,9 @@ lint: $(STAMP)
 examples: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_examples.py
 
+# The bench extra brings procrastinate and Chancy, measured beside mpjobs on PostgreSQL.
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks.run
 
 bench-quick: $(STAMP)

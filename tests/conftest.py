@@ -195,6 +195,14 @@ def logfile(tmp_path: Path) -> Iterator[Path]:
         handler.close()
 
 
+def store_opened(home: Path) -> bool:
+    """Whether the home's store can be opened without creating one: the SQLite file
+    exists, or (on PostgreSQL, where the store is elsewhere) the home does."""
+    if os.environ.get("MPJOBS_STORE"):
+        return home.is_dir()
+    return (home / "mpjobs.db").exists()
+
+
 def log_lines(path: Path, text: str) -> list[str]:
     return [line for line in path.read_text().splitlines() if text in line]
 

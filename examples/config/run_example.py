@@ -25,11 +25,13 @@ OWN_HOME = not os.environ.get("MPJOBS_HOME")
 BASE = Path(os.environ.get("MPJOBS_HOME") or tempfile.mkdtemp(prefix="mpjobs-config-"))
 
 
-def ran(app: mpjobs.App) -> dict[str, int]:
-    """How many jobs of each config entry (the job name is the entry's id) succeeded."""
+def ran(app: mpjobs.App, since: float) -> dict[str, int]:
+    """How many jobs of each config entry (the job name is the entry's id) succeeded,
+    of those made since `since` (a PostgreSQL store may hold an earlier run's too)."""
     counts: dict[str, int] = {}
     for rec in app.store.list_jobs("SUCCESS", None, 1000):
-        counts[rec.name] = counts.get(rec.name, 0) + 1
+        if rec.created_at >= since:
+            counts[rec.name] = counts.get(rec.name, 0) + 1
     return counts
 
 
@@ -37,12 +39,15 @@ def wait_until_ran(
     app: mpjobs.App, proc: subprocess.Popen[bytes], timeout: float
 ) -> dict[str, int]:
     deadline = time.monotonic() + timeout
+    since = time.time()
     counts: dict[str, int] = {}
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"mpjobs run exited early with code {proc.returncode}")
-        if (app.home.path / "mpjobs.db").exists():
-            counts = ran(app)
+        # Not before the pool has made the store (SQLite in the home; a PostgreSQL
+        # store named by $MPJOBS_STORE is elsewhere, and ready once the pool is up).
+        if app.store_url is not None or (app.home.path / "mpjobs.db").exists():
+            counts = ran(app, since)
             if (
                 counts.get("heartbeat", 0) >= 2
                 and "daily-report" in counts

@@ -34,6 +34,20 @@ class Account:
     deliberate: bool = False
 
 
+def without_journal(running: list[JobRecord], how: str) -> Account:
+    """The account of an owner whose journal is out of reach: it ran on another host.
+
+    With a store shared by hosts (PostgreSQL), the host that settles a dead host's
+    workers cannot read their journals. A worker runs its claimed jobs in claim order
+    (priority, due time, id), so the first of them still RUNNING is the one it had
+    begun: it is charged the attempt (a job that kills its host must not be retried for
+    ever), and the rest, never begun, go back with theirs refunded. An outcome it had
+    journaled but not yet committed is lost with its host, so that job runs again.
+    """
+    first = min(running, key=lambda j: (j.priority, j.exec_at, j.id), default=None)
+    return Account(frozenset() if first is None else frozenset({first.id}), {}, how)
+
+
 def settle(account: Account, job: JobRecord, now: float) -> Completion:
     """The new state of `job`, still RUNNING under the dead owner of `account`.
 

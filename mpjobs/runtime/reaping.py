@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from mpjobs.backoff import doubling
+from mpjobs.coordination.locks import is_alive
 from mpjobs.coordination.processes import BOOT_ERROR
 from mpjobs.home import Home
 from mpjobs.limits import Watch
@@ -83,7 +84,10 @@ def bury(ledger: Ledger, backend: Backend, child: Child, how: str, stopping: boo
     """
     home = backend.store.home
     with contextlib.suppress(OSError):
-        backend.liveness.alive(child.token)  # takes its free lock, removing the file
+        # Only the local file: taking its free lock removes it. Never the backend's
+        # liveness here, which on PostgreSQL asks the server: a supervisor must not
+        # fail to bury a child because the store cannot be reached.
+        is_alive(home.proc_lock(child.token))
     if child.kind != "worker":
         remove_journal(home.kill_note(child.token))  # notes are for settling workers
         ledger.bury(child.token, child.pid, how, None, False, settle=False)

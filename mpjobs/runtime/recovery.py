@@ -40,14 +40,20 @@ def settle(
     neighbour's cancel), so its interrupted job is put back without using an attempt.
     """
     path = store.home.journal(token)
-    try:
-        started, done = read_journal(path)
-    except OSError as exc:  # what it finished is unknown: settle later, not now
-        raise StoreError(f"cannot read the journal {path}: {exc}") from exc
-    noted_target, noted_deliberate = read_kill_note(store.home.kill_note(token))
-    account = rules.Account(
-        frozenset(started), done, how, target or noted_target, deliberate or noted_deliberate
-    )
+    if store.url is not None and not path.exists() and target is None:
+        # A shared store: a worker of this host always has its journal until it has
+        # nothing left to settle, so a missing one means it ran on another host.
+        running = [r for r in store.list_jobs("RUNNING", None, 100_000) if r.owner == token]
+        account = rules.without_journal(running, f"{how} (on another host)")
+    else:
+        try:
+            started, done = read_journal(path)
+        except OSError as exc:  # what it finished is unknown: settle later, not now
+            raise StoreError(f"cannot read the journal {path}: {exc}") from exc
+        noted_target, noted_deliberate = read_kill_note(store.home.kill_note(token))
+        account = rules.Account(
+            frozenset(started), done, how, target or noted_target, deliberate or noted_deliberate
+        )
     now = time.time()
     settled = store.recover(token, lambda job: rules.settle(account, job, now), now)
     for done_with in (path, store.home.kill_note(token)):

@@ -270,12 +270,12 @@ class Worker:
         between a start in a millisecond and one behind a crowd of woken processes.
         """
         now = time.time()
-        if self.store.has_due(self.queues, now):
+        if self._retrying(self.store.has_due, self.queues, now):
             return True
         if not self.idle.held:
             self._take_turn()
             return False  # look again from the top: we may have waited a while
-        nxt = self.store.next_exec_at(self.queues)
+        nxt = self._retrying(self.store.next_exec_at, self.queues)
         timeout = IDLE_CAP if nxt is None else min(IDLE_CAP, max(0.0, nxt - now))
         ready = self.watcher.wait(timeout, extra=(self._wake_r,))
         if self._wake_r in ready:
@@ -335,7 +335,7 @@ class Worker:
             except self.app.backend.unavailable + (OSError,) as exc:  # noqa: RUF005 (mypy)
                 delay = backoff.next()
                 log.error(
-                    "worker %s: store write failed (%s); retrying in %.1fs", self.slot, exc, delay
+                    "worker %s: store call failed (%s); retrying in %.1fs", self.slot, exc, delay
                 )
                 if self.stopping:
                     raise

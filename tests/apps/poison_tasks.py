@@ -125,12 +125,12 @@ def arm_loop_fault(flag: str) -> int:
     retry would ride out) when the worker's journal holds a finished job, once.
     """
     from mpjobs.runtime.journal import read_journal
-    from mpjobs.store.sqlite import SqliteStore
 
-    original = SqliteStore.status_of
+    store_class = type(app.store)  # SQLite's or PostgreSQL's
+    original = store_class.status_of
     procs = Path(app.home.path) / "procs"
 
-    def status_of(self: SqliteStore, job_id: int) -> str | None:
+    def status_of(self: Any, job_id: int) -> str | None:
         if not os.path.exists(flag):  # the pool has one worker: one journal
             for path in procs.glob("*.journal"):
                 _started, done = read_journal(path)
@@ -139,7 +139,7 @@ def arm_loop_fault(flag: str) -> int:
                     raise RuntimeError("injected: the worker's loop fails here")
         return original(self, job_id)
 
-    SqliteStore.status_of = status_of  # type: ignore[method-assign]
+    store_class.status_of = status_of  # type: ignore[method-assign]
     return os.getpid()
 
 

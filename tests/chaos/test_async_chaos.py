@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,14 +33,8 @@ DEADLINE = 60.0
 pytestmark = pytest.mark.timeout(120)
 
 
-
-
 def _in_flight(app: mpjobs.App, pid: int) -> int:
-    with sqlite3.connect(f"file:{app.home.db}?mode=ro", uri=True, timeout=10) as conn:
-        (n,) = conn.execute(
-            "SELECT count(*) FROM jobs WHERE status = 'RUNNING' AND pid = ?", (pid,)
-        ).fetchone()
-    return int(n)
+    return sum(1 for r in app.store.list_jobs("RUNNING", None, 10_000) if r.pid == pid)
 
 
 def test_kill_workers_running_many_async_jobs(home: Path, tmp_path: Path) -> None:

@@ -288,6 +288,7 @@ def test_start_raises_when_the_exec_supervisor_dies_before_it_is_up(
     assert app.store.list_processes() == []
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_start_gives_up_on_a_supervisor_that_cannot_come_up(
     app: mpjobs.App, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

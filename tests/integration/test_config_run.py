@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import psutil
 import pytest
 from config_tasks import labels
-from conftest import wait_for
+from conftest import store_opened, wait_for
 
 import mpjobs
 from mpjobs.config_apply import apply_config, check_file
@@ -163,7 +163,7 @@ def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def open_home(home: Path) -> mpjobs.App:
-    wait_for(lambda: (home / "mpjobs.db").exists(), timeout=20, what="the store to appear")
+    wait_for(lambda: store_opened(home), timeout=20, what="the store to appear")
     return mpjobs.App(home=home)
 
 

@@ -122,6 +122,7 @@ def test_read_only_home(home: Path, tmp_path: Path, logfile: Path) -> None:
             _chattr("-i", *files)
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_disk_full(home: Path, tmp_path: Path, logfile: Path) -> None:
     home.mkdir(mode=0o700)
     mount = subprocess.run(
@@ -147,6 +148,7 @@ def test_disk_full(home: Path, tmp_path: Path, logfile: Path) -> None:
         subprocess.run(["umount", "-l", str(home)], capture_output=True)
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_connection_opened_while_read_only_heals(home: Path) -> None:
     """SQLite keeps a connection opened on an unwritable file read-only: the store reopens it."""
     if shutil.which("chattr") is None:

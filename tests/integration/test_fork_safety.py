@@ -32,6 +32,7 @@ def _pool_pids(pool: mpjobs.Pool) -> list[int]:
     return [pool.pid, *pool.workers(), *([coordinator] if coordinator else [])]
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_every_pool_process_holds_its_own_sqlite_locks(home: Path) -> None:
     """/proc/locks: a process with the store's -shm open holds a POSIX lock on it."""
     app = fork_tasks.make_app(home)

@@ -344,6 +344,7 @@ def store_users_without_lock(home: Path, roles: dict[int, str]) -> dict[int, str
             if procfs.has_open(pid, shm) and pid not in holders}  # fmt: skip
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 @pytest.mark.timeout(60)
 def test_gunicorn_every_pool_process_holds_its_own_sqlite_locks(
     request: pytest.FixtureRequest, jobs_app: mpjobs.App, home: Path, tmp_path: Path
@@ -365,6 +366,7 @@ def test_gunicorn_every_pool_process_holds_its_own_sqlite_locks(
         )
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 @pytest.mark.timeout(60)
 def test_gunicorn_web_workers_hold_their_own_sqlite_locks(
     request: pytest.FixtureRequest, jobs_app: mpjobs.App, home: Path, tmp_path: Path

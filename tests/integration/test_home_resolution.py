@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import store_opened, wait_for
 
 import mpjobs
 from mpjobs import JobStatus
@@ -44,7 +44,7 @@ def _one_error_line(r: subprocess.CompletedProcess[str]) -> str:
 
 
 def _ticks_in(home: Path) -> int:
-    if not (home / "mpjobs.db").exists():
+    if not store_opened(home):
         return 0
     app = mpjobs.App(home=home)
     sched = app.get_schedule("tick")
@@ -111,7 +111,7 @@ def test_app_declared_with_another_home_is_refused_and_with_the_same_home_runs(
             cwd=tmp_path, env=_env(DECLARED_HOME="h"), stdout=out, stderr=out,
         )  # fmt: skip
     try:
-        wait_for(lambda: proc.poll() is not None or (home / "mpjobs.db").exists(), 20,
+        wait_for(lambda: proc.poll() is not None or store_opened(home), 20,
                  what="the store")  # fmt: skip
         assert proc.poll() is None, log.read_text()
         job = mpjobs.App(home=home).schedule("declared_home:hello").now()
@@ -130,6 +130,7 @@ READ_ONLY = [
 ]
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 @pytest.mark.parametrize("command", READ_ONLY, ids=" ".join)
 def test_read_only_command_on_a_missing_home_says_so_and_creates_nothing(
     tmp_path: Path, command: tuple[str, ...]
@@ -146,6 +147,7 @@ def test_read_only_command_on_a_missing_home_says_so_and_creates_nothing(
     assert sorted(os.listdir(tmp_path)) == []
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 @pytest.mark.parametrize("command", READ_ONLY, ids=" ".join)
 def test_read_only_command_on_a_home_without_store_creates_no_store(
     tmp_path: Path, command: tuple[str, ...]

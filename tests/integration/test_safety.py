@@ -21,6 +21,7 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_home_is_created_0700(tmp_path: Path) -> None:
     home = tmp_path / "a" / "home"
     App(home=home).schedule("tasks:noop").delay(60)
@@ -45,6 +46,7 @@ def test_group_writable_home_is_refused(tmp_path: Path) -> None:
         App(home=home).jobs()
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_store_writable_by_others_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "home"
     App(home=home).schedule("tasks:noop").delay(60)
@@ -60,6 +62,7 @@ def test_store_writable_by_others_is_refused(tmp_path: Path) -> None:
         App(home=home).jobs()
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_corrupt_store_is_refused_and_untouched(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
@@ -74,6 +77,7 @@ def test_corrupt_store_is_refused_and_untouched(tmp_path: Path) -> None:
     assert not (home / "mpjobs.db-wal").exists() or (home / "mpjobs.db-wal").stat().st_size == 0
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_text_file_as_store_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
@@ -86,6 +90,7 @@ def test_text_file_as_store_is_refused(tmp_path: Path) -> None:
     assert digest(db) == before
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_foreign_sqlite_store_is_refused_and_untouched(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)

@@ -70,6 +70,7 @@ def _push_with_bound(home: Path, seconds: float) -> subprocess.CompletedProcess[
                           text=True, timeout=30, env=env)  # fmt: skip
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_a_writer_behind_a_stopped_flock_holder_gives_up_naming_it(home: Path) -> None:
     mpjobs.App(home=home).store  # noqa: B018 - create the store
     with stopped_holder(HOLD_FLOCK, home / "write.lock") as holder:
@@ -82,6 +83,7 @@ def test_a_writer_behind_a_stopped_flock_holder_gives_up_naming_it(home: Path) -
     assert took < 15, "the wait is bounded by MPJOBS_LOCK_TIMEOUT, not forever"
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_a_writer_behind_another_programs_sqlite_lock_gives_up_naming_it(home: Path) -> None:
     mpjobs.App(home=home).store  # noqa: B018
     with stopped_holder(HOLD_SQLITE, home / "mpjobs.db") as holder:

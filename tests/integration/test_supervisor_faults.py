@@ -157,6 +157,7 @@ def test_a_stopped_pool_leaves_no_files_behind(app: mpjobs.App) -> None:
     assert not left, f"files left behind: {left}"
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_the_wal_is_truncated_after_checkpoints(app: mpjobs.App) -> None:
     """A burst of writes grows the WAL; the leader's checkpoints must shrink it again."""
     wal = app.home.path / "mpjobs.db-wal"

@@ -24,14 +24,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mpjobs.backoff import Backoff
 from mpjobs.coordination import leader, listener, notify
 from mpjobs.coordination.locks import LivenessLock
+from mpjobs.errors import StoreError
 from mpjobs.home import Home
 from mpjobs.store import backend, base
 from mpjobs.store.jobs import JobQueries
 from mpjobs.store.postgres.connection import UNAVAILABLE, PgConnector, advisory_key, dead_after
 from mpjobs.store.postgres.queries import PgQueries
-from mpjobs.store.postgres.relay import FALLBACK_POLL, Relay
+from mpjobs.store.postgres.relay import Relay
 from mpjobs.store.postgres.sessions import SessionLock, SessionLost, is_free
 from mpjobs.store.postgres.url import StoreUrl, parse
 from mpjobs.store.schedules import ProcessQueries, ScheduleQueries
@@ -83,12 +85,12 @@ class PgHeld:
     def watch(self, on_lost: Callable[[str], None]) -> None:
         """Call `on_lost(why)` if the session is gone for good (see `_regain`)."""
 
-        def lost(why: str) -> None:
-            if self._regain(why):
+        def lost(why: SessionLost) -> None:
+            if not why.silent and self._regain(str(why)):
                 self.lock._watcher = None
                 self.watch(on_lost)
             else:
-                on_lost(why)
+                on_lost(str(why))
 
         self.lock.watch(lost)
 
@@ -107,7 +109,7 @@ class PgHeld:
             self.lock.ping(RENEW_PING)
             return False
         except SessionLost as exc:
-            return self._regain(str(exc), window=RENEW_PING)
+            return not exc.silent and self._regain(str(exc), window=RENEW_PING)
 
     def _regain(self, why: str, window: float | None = None) -> bool:
         """Take the lock again on a new session (a server restart), within RELOCK_WINDOW.
@@ -177,7 +179,21 @@ class PgLeadership(leader.Leadership):
         self.lock = SessionLock(owner.target, "leader", "leader")  # type: ignore[assignment]
 
     def campaign(self) -> None:
-        super().campaign()
+        """Wait for the lock on the server; a lost connection (a restart) is waited out.
+
+        The wait itself can be broken only by a signal handler that raises.
+        """
+        failing = Backoff(0.1, 2.0)
+        while True:
+            try:
+                super().campaign()
+                break
+            except StoreError as exc:  # SessionLost, or no connection yet
+                delay = failing.next()
+                if failing.failures == 1:
+                    log.warning("candidate: lost the store while waiting to lead (%s); "
+                                "waiting again", exc)  # fmt: skip
+                time.sleep(delay)
         lock: SessionLock = self.lock  # type: ignore[assignment]
         conn = lock.connection
         assert conn is not None
@@ -193,7 +209,7 @@ class PgLeadership(leader.Leadership):
 
     def watch(self, on_lost: Callable[[str], None]) -> None:
         lock: SessionLock = self.lock  # type: ignore[assignment]
-        lock.watch(on_lost)
+        lock.watch(lambda why: on_lost(str(why)))
 
     def resign(self) -> None:
         self._owner.store.fence_epoch = None
@@ -201,16 +217,14 @@ class PgLeadership(leader.Leadership):
 
 
 class PgWatcher(notify.Watcher):
-    """The local doorbell's watcher, capped at FALLBACK_POLL, keeping the relay up."""
+    """The local doorbell's watcher, keeping the host's relay up (see Relay.cap)."""
 
     def __init__(self, directory: Path, relay: Relay) -> None:
         super().__init__(directory)
         self._relay = relay
 
     def wait(self, timeout: float | None, extra: tuple[int, ...] = ()) -> list[int]:
-        self._relay.ensure()
-        return super().wait(FALLBACK_POLL if timeout is None else min(timeout, FALLBACK_POLL),
-                            extra)  # fmt: skip
+        return super().wait(self._relay.cap(timeout), extra)
 
 
 class PgListener(listener.Listener):
@@ -219,14 +233,10 @@ class PgListener(listener.Listener):
         self._relay = relay
 
     def wait(self, seen: int, timeout: float | None) -> None:
-        self._relay.ensure()
-        super().wait(seen, FALLBACK_POLL if timeout is None else min(timeout, FALLBACK_POLL))
+        super().wait(seen, self._relay.cap(timeout))
 
     async def wait_async(self, seen: int, timeout: float | None) -> None:
-        self._relay.ensure()
-        await super().wait_async(
-            seen, FALLBACK_POLL if timeout is None else min(timeout, FALLBACK_POLL)
-        )
+        await super().wait_async(seen, self._relay.cap(timeout))
 
 
 class PgDoorbell:

@@ -64,27 +64,37 @@ class Relay:
         if thread is not None and thread is not threading.current_thread():
             thread.join(FALLBACK_POLL + 1.0)
 
-    def ensure(self) -> None:
-        """Run the relay in this process unless some process of the host already does."""
+    def cap(self, timeout: float | None) -> float | None:
+        """How long a wait of this process may sleep: as asked, if this process relays
+        (it cannot lose its relay without dying), else FALLBACK_POLL at most, so that a
+        relay that died elsewhere is taken over and nothing waits on it for long."""
+        if self.ensure():
+            return timeout
+        return FALLBACK_POLL if timeout is None else min(timeout, FALLBACK_POLL)
+
+    def ensure(self) -> bool:
+        """Run the relay in this process unless some process of the host already does;
+        True if this process runs it."""
         if self._pid != os.getpid():  # a forked child inherits no relay
             self._pid, self._thread, self._mutex = os.getpid(), None, threading.Lock()
             self._lock = FileLock(self._lock.path)
         self._used = time.monotonic()
         thread = self._thread
         if thread is not None and thread.is_alive():
-            return
+            return True
         with self._mutex:
             if self._thread is not None and self._thread.is_alive():
-                return
+                return True
             try:
                 if not self._lock.acquire(blocking=False):
-                    return
+                    return False
             except OSError as exc:
                 log.warning("cannot take %s: %s", self._lock.path, exc)
-                return
+                return False
             self._stop.clear()
             self._thread = RelayThread(target=self._run, name="mpjobs-pg-relay", daemon=True)
             self._thread.start()
+            return True
 
     def _ring(self) -> None:
         if self._bell is None:

@@ -33,10 +33,25 @@ from mpjobs.store.postgres.url import StoreUrl
 log = logging.getLogger("mpjobs.store")
 
 PING_EVERY = 1.0  # how often a holder checks its session (at most; a short bound checks more)
+# A check waits this share of the bound for its answer. With PING_EVERY, a holder cut off
+# from the server notices within about a quarter of the bound, while the server ends its
+# session only after two thirds of it (connection.keepalive_settings): the holder has
+# stopped before another host can take over its jobs.
+PING_SHARE = 1 / 6
 
 
 class SessionLost(StoreError):
-    """The dedicated session of a lock ended, or stopped answering in time."""
+    """The dedicated session of a lock ended, or stopped answering in time (`silent`).
+
+    A session that ended (the server restarted and closed it) may be taken again at
+    once; one that went silent means the server cannot be reached, and by the time a
+    new connection could tell, the server may have ended the old session and another
+    host taken over: its holder stops at once instead.
+    """
+
+    def __init__(self, message: str, silent: bool = False) -> None:
+        super().__init__(message)
+        self.silent = silent
 
 
 def bounded_query(conn: psycopg.Connection[Any], sql: str, timeout: float | None) -> Any:
@@ -70,7 +85,7 @@ def bounded_query(conn: psycopg.Connection[Any], sql: str, timeout: float | None
         return value
     except psycopg.Error as exc:
         _close(conn)
-        raise SessionLost(f"the session ended: {exc}") from exc
+        raise SessionLost(f"the session ended: {str(exc).strip()}") from exc
     except BaseException:
         _close(conn)
         raise
@@ -80,7 +95,7 @@ def _wait(fd: int, deadline: float | None, write: bool = False) -> None:
     while True:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            raise SessionLost(f"no answer from the server within the bound ({dead_after():g}s)")
+            raise SessionLost("no answer from the server in time", silent=True)
         slice_ = 0.2 if left is None else min(0.2, left)  # signal handlers run in between
         r, w, x = select.select([] if write else [fd], [fd] if write else [], [fd], slice_)
         if r or w or x:
@@ -129,7 +144,7 @@ class SessionLock:
                 got = True
             else:
                 got = bounded_query(
-                    conn, f"SELECT pg_try_advisory_lock({self.key})", dead_after() / 3
+                    conn, f"SELECT pg_try_advisory_lock({self.key})", dead_after() * PING_SHARE
                 ) == "t"
         except BaseException:
             _close(conn)
@@ -155,9 +170,10 @@ class SessionLock:
             conn = self._conn
             if conn is None:
                 raise SessionLost("the lock was released")
-            bounded_query(conn, "SELECT 1", dead_after() / 3 if timeout is None else timeout)
+            bound = dead_after() * PING_SHARE if timeout is None else timeout
+            bounded_query(conn, "SELECT 1", bound)
 
-    def watch(self, on_lost: Callable[[str], None]) -> None:
+    def watch(self, on_lost: Callable[[SessionLost], None]) -> None:
         """Check the session from a daemon thread; call `on_lost(why)` once it is gone."""
         if self._watcher is not None:
             return
@@ -173,7 +189,7 @@ class SessionLock:
                     self.ping()
                 except SessionLost as exc:
                     if not self._stop.is_set():
-                        on_lost(str(exc))
+                        on_lost(exc)
                     return
                 except Exception:  # a bug of ours: keep watching
                     log.exception("cannot check the session of %s", self.name)
