@@ -149,7 +149,8 @@ class Coordinator:
             log.error("leader: cannot note its leadership in the store yet: %s", exc)
         sweeps = 0
         next_sweep = 0.0
-        self._first_seen_dead: dict[str, float] = {}
+        self._first_seen_dead: dict[str, float] = {}  # owners seen dead (recover_dead_owners)
+        self._first_seen_gone: dict[str, float] = {}  # rows seen dead (forget_dead_processes)
         failing = Backoff(SWEEP_INTERVAL, 5.0)  # while the store refuses (full, read-only)
         while not self.stopping:
             self._give_way_if_hung()
@@ -166,7 +167,7 @@ class Coordinator:
                         if sweeps % CHECKPOINT_EVERY == 0:
                             self.store.checkpoint()
                         if sweeps % FORGET_EVERY == 0:
-                            forget_dead_processes(self.backend)
+                            forget_dead_processes(self.backend, self._first_seen_gone)
                         if sweeps % PURGE_EVERY == 1 and self.app.result_ttl is not None:
                             self.store.purge(time.time() - self.app.result_ttl)
                         next_sweep = time.monotonic() + SWEEP_INTERVAL

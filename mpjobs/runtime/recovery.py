@@ -78,19 +78,21 @@ def recover_dead_owners(backend: Backend, first_seen: dict[str, float] | None = 
     store, alive = backend.store, backend.liveness.alive
     count = 0
     owners = [o for o in store.running_owners() if not alive(o)]
+    if first_seen is not None:  # one that came back, or was settled, starts afresh
+        for gone in set(first_seen) - set(owners):
+            del first_seen[gone]
     if not owners:
         return 0
     parents = {p.token: p.parent for p in store.list_processes()}
     now = time.monotonic()
     for owner in owners:
         parent = parents.get(owner)
-        if (
-            first_seen is not None
-            and parent
-            and alive(parent)
-            and rules.wait_for_parent(now - first_seen.setdefault(owner, now))
-        ):
-            continue
+        if first_seen is not None:
+            dead_for = now - first_seen.setdefault(owner, now)
+            if dead_for < backend.settle_grace:
+                continue  # it may be taking its liveness back (a server restart)
+            if parent and alive(parent) and rules.wait_for_parent(dead_for):
+                continue
         count += len(settle(store, owner))
         store.unregister_process(owner)
         if first_seen is not None:
@@ -98,10 +100,19 @@ def recover_dead_owners(backend: Backend, first_seen: dict[str, float] | None = 
     return count
 
 
-def forget_dead_processes(backend: Backend) -> None:
-    """Drop process rows (for `mpjobs status`) whose process is gone."""
+def forget_dead_processes(backend: Backend, first_seen: dict[str, float] | None = None) -> None:
+    """Drop process rows (for `mpjobs status`) whose process is gone (for the backend's
+    settle grace, with the leader's `first_seen`)."""
     store = backend.store
-    for proc in store.list_processes():
-        if not backend.liveness.alive(proc.token):
-            settle(store, proc.token)
-            store.unregister_process(proc.token)
+    now = time.monotonic()
+    dead = [p.token for p in store.list_processes() if not backend.liveness.alive(p.token)]
+    if first_seen is not None:
+        for back in set(first_seen) - set(dead):
+            del first_seen[back]
+    for token in dead:
+        if first_seen is not None and now - first_seen.setdefault(token, now) < (
+            backend.settle_grace
+        ):
+            continue
+        settle(store, token)
+        store.unregister_process(token)

@@ -159,6 +159,16 @@ class Backend(Protocol):
         ...
 
     @property
+    def settle_grace(self) -> float:
+        """Seconds an owner must stay dead before the leader settles it (0: at once).
+
+        Where a live process can lose its liveness for a moment (a server restart
+        ends every session), the leader gives it this long to take it back, so the
+        jobs of a live process are not settled under it.
+        """
+        ...
+
+    @property
     def unavailable(self) -> tuple[type[Exception], ...]:
         """The errors that mean the store cannot be used now (a full disk, a lock held
         too long, a lost connection): the caller keeps what it holds and tries later."""

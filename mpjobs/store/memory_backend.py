@@ -182,6 +182,10 @@ class MemoryBackend:
         return None
 
     @property
+    def settle_grace(self) -> float:
+        return 0.0  # a lock of this backend is free only once its holder is dead
+
+    @property
     def unavailable(self) -> tuple[type[Exception], ...]:
         return (StoreError,)
 

@@ -103,6 +103,10 @@ class SqliteBackend:
         return leader.stale_leader(self._home, timeout)
 
     @property
+    def settle_grace(self) -> float:
+        return 0.0  # a lock of this backend is free only once its holder is dead
+
+    @property
     def unavailable(self) -> tuple[type[Exception], ...]:
         return _UNAVAILABLE
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from mpjobs.backoff import Backoff
 from mpjobs.coordination import leader, listener, notify
-from mpjobs.coordination.locks import LivenessLock
+from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.errors import StoreError
 from mpjobs.home import Home
 from mpjobs.store import backend, base
@@ -34,7 +34,7 @@ from mpjobs.store.jobs import JobQueries
 from mpjobs.store.postgres.connection import UNAVAILABLE, PgConnector, advisory_key, dead_after
 from mpjobs.store.postgres.queries import PgQueries
 from mpjobs.store.postgres.relay import Relay
-from mpjobs.store.postgres.sessions import SessionLock, SessionLost, is_free
+from mpjobs.store.postgres.sessions import SessionLock, SessionLost, is_free, ping_every
 from mpjobs.store.postgres.url import StoreUrl, parse
 from mpjobs.store.schedules import ProcessQueries, ScheduleQueries
 
@@ -43,6 +43,11 @@ log = logging.getLogger("mpjobs.store")
 RELOCK_WINDOW = 3.0  # seconds a process with a lost session tries to take its lock again
 RENEW_EVERY = 5.0  # a supervisor looks at its session this often, at most
 RENEW_PING = 0.25  # and waits this long for the answer
+
+
+def relock_window() -> float:
+    """How long a process that lost its session tries to take its lock back."""
+    return min(RELOCK_WINDOW, dead_after() / 5)
 
 
 class PgStore(PgQueries, JobQueries, ScheduleQueries, ProcessQueries, base.Store):
@@ -109,9 +114,11 @@ class PgHeld:
             self.lock.ping(RENEW_PING)
             return False
         except SessionLost as exc:
-            return not exc.silent and self._regain(str(exc), window=RENEW_PING)
+            # A supervisor owns no jobs: a settlement meanwhile only dropped its row,
+            # which the caller writes again.
+            return not exc.silent and self._regain(str(exc), RENEW_PING, settled_ok=True)
 
-    def _regain(self, why: str, window: float | None = None) -> bool:
+    def _regain(self, why: str, window: float | None = None, settled_ok: bool = False) -> bool:
         """Take the lock again on a new session (a server restart), within RELOCK_WINDOW.
 
         True only if nobody settled this process meanwhile: a settlement removes its
@@ -120,7 +127,7 @@ class PgHeld:
         """
         log.warning("process %d lost its store session (%s); taking its lock again",
                     os.getpid(), why)  # fmt: skip
-        window = min(RELOCK_WINDOW, dead_after() / 5) if window is None else window
+        window = relock_window() if window is None else window
         deadline = time.monotonic() + window
         self.lock.release()
         self.lock._stop.clear()
@@ -133,7 +140,7 @@ class PgHeld:
                         f"SELECT 1 FROM {self.store.target.schema}.processes WHERE token = %s",
                         (self.token,),
                     ).fetchone()
-                    if row is None:
+                    if row is None and not settled_ok:
                         log.error("process %d: its jobs were settled while it was cut off",
                                   os.getpid())  # fmt: skip
                         return False
@@ -165,6 +172,10 @@ class PgLiveness:
         return PgHeld(local, lock, self._owner.store)
 
     def alive(self, token: str) -> bool:
+        """Alive if its local flock is held (a process of this host, even while its
+        session is being restored), else if its session lock is held."""
+        if is_alive(self._owner.home.proc_lock(token)):
+            return True
         key = advisory_key(self._owner.target.schema, token)
         return not is_free(self._owner.store._conn(), key)
 
@@ -298,6 +309,12 @@ class PgBackend:
 
     def silent_leader(self, timeout: float) -> leader.Beat | None:
         return leader.stale_leader(self._home, timeout)
+
+    @property
+    def settle_grace(self) -> float:
+        """Long enough for a live process to notice a lost session and take its lock
+        back (a check, then RELOCK_WINDOW), plus a second: see PgHeld._regain."""
+        return ping_every() + relock_window() + 1.0
 
     @property
     def unavailable(self) -> tuple[type[Exception], ...]:

@@ -54,6 +54,11 @@ class SessionLost(StoreError):
         self.silent = silent
 
 
+def ping_every() -> float:
+    """How often a holder checks its session."""
+    return min(PING_EVERY, dead_after() / 10)
+
+
 def bounded_query(conn: psycopg.Connection[Any], sql: str, timeout: float | None) -> Any:
     """Run `sql` on `conn`'s socket and return its first value, within `timeout` s.
 
@@ -181,7 +186,7 @@ class SessionLock:
         pid = os.getpid()
 
         def run() -> None:
-            every = min(PING_EVERY, dead_after() / 10)
+            every = ping_every()
             while not self._stop.wait(every):
                 if os.getpid() != pid:  # pragma: no cover - threads do not cross a fork
                     return
