@@ -89,7 +89,7 @@ def recover_dead_owners(backend: Backend, first_seen: dict[str, float] | None = 
         parent = parents.get(owner)
         if first_seen is not None:
             dead_for = now - first_seen.setdefault(owner, now)
-            if dead_for < backend.settle_grace:
+            if dead_for < backend.settle_grace(owner):
                 continue  # it may be taking its liveness back (a server restart)
             if parent and alive(parent) and rules.wait_for_parent(dead_for):
                 continue
@@ -111,7 +111,7 @@ def forget_dead_processes(backend: Backend, first_seen: dict[str, float] | None 
             del first_seen[back]
     for token in dead:
         if first_seen is not None and now - first_seen.setdefault(token, now) < (
-            backend.settle_grace
+            backend.settle_grace(token)
         ):
             continue
         settle(store, token)

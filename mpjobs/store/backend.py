@@ -158,13 +158,14 @@ class Backend(Protocol):
         """The leader, if it is alive and has shown no sign of life for `timeout` s."""
         ...
 
-    @property
-    def settle_grace(self) -> float:
-        """Seconds an owner must stay dead before the leader settles it (0: at once).
+    def settle_grace(self, token: str) -> float:
+        """Seconds the owner `token` must stay dead before the leader settles it (0: at
+        once).
 
         Where a live process can lose its liveness for a moment (a server restart
         ends every session), the leader gives it this long to take it back, so the
-        jobs of a live process are not settled under it.
+        jobs of a live process are not settled under it; a death this host's kernel
+        vouches for needs no grace.
         """
         ...
 

@@ -181,8 +181,7 @@ class MemoryBackend:
     def silent_leader(self, timeout: float) -> backend.SilentLeader | None:
         return None
 
-    @property
-    def settle_grace(self) -> float:
+    def settle_grace(self, token: str) -> float:
         return 0.0  # a lock of this backend is free only once its holder is dead
 
     @property

@@ -102,8 +102,7 @@ class SqliteBackend:
     def silent_leader(self, timeout: float) -> leader.Beat | None:
         return leader.stale_leader(self._home, timeout)
 
-    @property
-    def settle_grace(self) -> float:
+    def settle_grace(self, token: str) -> float:
         return 0.0  # a lock of this backend is free only once its holder is dead
 
     @property

@@ -74,7 +74,7 @@ def _ride_out_fault(
             assert expect in str(exc_info.value)
             release.touch()  # the job ends, and its worker cannot record the result
             # back-off 0.1, 0.2, 0.4, 0.8 s: the fault lasts a while
-            wait_for(lambda: len(log_lines(logfile, "store write failed")) >= 4, 15,
+            wait_for(lambda: len(log_lines(logfile, "store call failed")) >= 4, 15,
                      what="the worker to report the failed writes")  # fmt: skip
             idle = [p for p in pool.workers() if p != busy]
             for pid in idle:  # a worker dies meanwhile: its replacement cannot boot yet
@@ -103,6 +103,7 @@ def _chattr(flag: str, *paths: Path) -> None:
     subprocess.run(["chattr", flag, *map(str, paths)], check=True, capture_output=True)
 
 
+@pytest.mark.sqlite_only  # about the SQLite file or its locks
 def test_read_only_home(home: Path, tmp_path: Path, logfile: Path) -> None:
     if shutil.which("chattr") is None:
         pytest.skip("no chattr")

@@ -57,7 +57,7 @@ def test_store_writable_by_others_is_refused(tmp_path: Path) -> None:
     from mpjobs.store import sqlite as sq
 
     sq._STORES.pop(home.absolute(), None)
-    backends._BACKENDS.pop(home.absolute(), None)
+    backends._BACKENDS.pop((home.absolute(), None), None)
     with pytest.raises(mpjobs.UnsafeHomeError, match=r"mpjobs\.db"):
         App(home=home).jobs()
 

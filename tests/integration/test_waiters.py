@@ -53,12 +53,13 @@ def idle_waiters(
         proc.wait(10)
 
 
-@pytest.mark.parametrize("mode", MODES)
 def _threads() -> int:
     """Threads, but for a PostgreSQL store's relay (which runs beside any waiter)."""
     return sum(1 for t in threading.enumerate() if not getattr(t, "mpjobs_fork_safe", False))
 
 
+@pytest.mark.sqlite_only  # the process's one listener; on PostgreSQL each check is a round trip
+@pytest.mark.parametrize("mode", MODES)
 def test_ten_thousand_idle_waiters_cost_under_one_percent_of_a_core(
     home: Path, tmp_path: Path, mode: str
 ) -> None:
@@ -76,6 +77,7 @@ def test_ten_thousand_idle_waiters_cost_under_one_percent_of_a_core(
     assert instances <= (1 if mode == "inotify" else 0), f"{instances} inotify instances"
 
 
+@pytest.mark.sqlite_only  # the process's one listener; on PostgreSQL each check is a round trip
 @pytest.mark.parametrize("mode", MODES)
 def test_every_idle_waiter_wakes_when_its_job_ends(
     app: mpjobs.App, home: Path, tmp_path: Path, mode: str

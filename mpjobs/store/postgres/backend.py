@@ -34,6 +34,7 @@ from mpjobs.store.jobs import JobQueries
 from mpjobs.store.postgres.connection import UNAVAILABLE, PgConnector, advisory_key, dead_after
 from mpjobs.store.postgres.queries import PgQueries
 from mpjobs.store.postgres.relay import Relay
+from mpjobs.store.postgres.schema import migrate
 from mpjobs.store.postgres.sessions import SessionLock, SessionLost, is_free, ping_every
 from mpjobs.store.postgres.url import StoreUrl, parse
 from mpjobs.store.schedules import ProcessQueries, ScheduleQueries
@@ -158,6 +159,8 @@ class PgLiveness:
 
     def __init__(self, owner: PgBackend) -> None:
         self._owner = owner
+        # Tokens whose local flock this process found free: dead, on the kernel's word.
+        self.died_here: set[str] = set()
 
     def hold(self, token: str) -> PgHeld:
         local = LivenessLock(self._owner.home.proc_lock(token))
@@ -174,8 +177,13 @@ class PgLiveness:
     def alive(self, token: str) -> bool:
         """Alive if its local flock is held (a process of this host, even while its
         session is being restored), else if its session lock is held."""
-        if is_alive(self._owner.home.proc_lock(token)):
+        path = self._owner.home.proc_lock(token)
+        existed = path.exists()
+        if is_alive(path):
             return True
+        if existed:
+            self.died_here.add(token)
+            return False  # its kernel says so: no need to ask the server
         key = advisory_key(self._owner.target.schema, token)
         return not is_free(self._owner.store._conn(), key)
 
@@ -284,6 +292,7 @@ class PgBackend:
         if store is None:
             with self._store_lock:
                 if self._store is None:
+                    migrate(self.target)
                     self._store = PgStore(self._home, self.target, self.host_id)
                 store = self._store
         return store
@@ -310,10 +319,12 @@ class PgBackend:
     def silent_leader(self, timeout: float) -> leader.Beat | None:
         return leader.stale_leader(self._home, timeout)
 
-    @property
-    def settle_grace(self) -> float:
-        """Long enough for a live process to notice a lost session and take its lock
-        back (a check, then RELOCK_WINDOW), plus a second: see PgHeld._regain."""
+    def settle_grace(self, token: str) -> float:
+        """None for a process of this host whose flock its death freed; else long
+        enough for a live process to notice a lost session and take its lock back (a
+        check, then RELOCK_WINDOW), plus a second: see PgHeld._regain."""
+        if token in self._liveness.died_here:
+            return 0.0
         return ping_every() + relock_window() + 1.0
 
     @property

@@ -183,7 +183,8 @@ _UNAVAILABLE_PG = (psycopg.OperationalError, pg_errors.TransactionRollback,
 
 
 class PgConnector(Rows):
-    """One connection per thread to the app's schema, vetted and migrated on first use."""
+    """One connection per thread to the app's schema (vetted and migrated by schema.py
+    before the first one is made)."""
 
     integrity_errors = (pg_errors.UniqueViolation,)
 
@@ -199,9 +200,6 @@ class PgConnector(Rows):
         channel = f"mpjobs_{target.schema}"
         self.channel = channel
         self._notify_commit = f"NOTIFY {channel}, '{host_id}'; COMMIT"
-        from mpjobs.store.postgres import schema as schema_mod
-
-        schema_mod.migrate(self, target)
 
     # -- connections -----------------------------------------------------------------
 

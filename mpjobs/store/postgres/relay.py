@@ -58,11 +58,9 @@ class Relay:
         self._stop = threading.Event()
 
     def close(self) -> None:
-        """Stop relaying (the next `ensure()` starts again)."""
+        """Stop relaying: the thread ends within FALLBACK_POLL, freeing its connection
+        and its lock (not waited for: nothing depends on the moment)."""
         self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(FALLBACK_POLL + 1.0)
 
     def cap(self, timeout: float | None) -> float | None:
         """How long a wait of this process may sleep: as asked, if this process relays

@@ -10,16 +10,14 @@ so the first processes of many hosts starting at once migrate exactly once.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
 from mpjobs.errors import StoreError
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
-
-if TYPE_CHECKING:
-    from mpjobs.store.postgres.connection import PgConnector
-    from mpjobs.store.postgres.url import StoreUrl
+from mpjobs.store.postgres.connection import advisory_key, connect
+from mpjobs.store.postgres.url import StoreUrl
 
 log = logging.getLogger("mpjobs.store")
 
@@ -115,10 +113,8 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 
-def migrate(connector: PgConnector, target: StoreUrl) -> None:
+def migrate(target: StoreUrl) -> None:
     """Vet the app's schema and bring it up to date, once, whoever starts first."""
-    from mpjobs.store.postgres.connection import advisory_key, connect
-
     key = advisory_key(target.schema, "migrate")
     conn = connect(target, "migrate", search_path=False)
     try:
