@@ -139,18 +139,36 @@ def processes(
 
 
 def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
+    """run.py's bounded poll, every 10 ms (the competitors offer nothing to wait on).
+
+    Imported here, not at the top: the competitors' workers import this module as
+    their app, and need none of the bench."""
+    from benchmarks import run
+
+    return run.wait_until(pred, timeout, what, every=0.01)
 
 
-class Procrastinate:
+class _Observed:
+    """What both drivers share: an observer's connection counting unfinished jobs, and
+    their workers started as CLI processes with the DSN in the environment."""
+
+    remaining_sql = ""
+    dsn_env = ""
+    dsn: str
+    obs: psycopg.Connection[Any]
+
+    def remaining(self) -> int:
+        row = self.obs.execute(self.remaining_sql).fetchone()
+        return int(row[0]) if row else 0
+
+    def _workers(self, cmds: list[list[str]]) -> contextlib.AbstractContextManager[object]:
+        return processes(cmds, {**os.environ, self.dsn_env: self.dsn})
+
+
+class Procrastinate(_Observed):
     name = "procrastinate"
+    remaining_sql = "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+    dsn_env = PROCRASTINATE_DSN_ENV
     workers_note = "2 processes x concurrency 1 (`procrastinate worker`)"
 
     def __init__(self, dsn: str) -> None:
@@ -179,11 +197,6 @@ class Procrastinate:
     def push_stamp(self, path: str) -> None:
         p_stamp.defer(path=path)
 
-    def remaining(self) -> int:
-        sql = "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
-        row = self.obs.execute(sql).fetchone()
-        return int(row[0]) if row else 0
-
     @contextlib.contextmanager
     def workers(self) -> Iterator[None]:
         cmd = [
@@ -196,8 +209,7 @@ class Procrastinate:
             "--concurrency",
             "1",
         ]
-        env = {**os.environ, PROCRASTINATE_DSN_ENV: self.dsn}
-        with processes([cmd, cmd], env):
+        with self._workers([cmd, cmd]):
             yield
 
     def close(self) -> None:
@@ -205,8 +217,12 @@ class Procrastinate:
         self._stack.close()
 
 
-class ChancyDriver:
+class ChancyDriver(_Observed):
     name = "chancy"
+    remaining_sql = (
+        "SELECT count(*) FROM chancy_jobs WHERE state IN ('pending', 'running', 'retrying')"
+    )
+    dsn_env = CHANCY_DSN_ENV
     workers_note = "1 process, queue concurrency 2 on its ProcessExecutor (`chancy worker start`)"
 
     def __init__(self, dsn: str) -> None:
@@ -237,11 +253,6 @@ class ChancyDriver:
     def push_stamp(self, path: str) -> None:
         self.app.sync_push(c_stamp.job.with_kwargs(path=path))
 
-    def remaining(self) -> int:
-        sql = "SELECT count(*) FROM chancy_jobs WHERE state IN ('pending', 'running', 'retrying')"
-        row = self.obs.execute(sql).fetchone()
-        return int(row[0]) if row else 0
-
     @contextlib.contextmanager
     def workers(self) -> Iterator[None]:
         cmd = [
@@ -253,8 +264,7 @@ class ChancyDriver:
             "worker",
             "start",
         ]
-        env = {**os.environ, CHANCY_DSN_ENV: self.dsn}
-        with processes([cmd], env):
+        with self._workers([cmd]):
             yield
 
     def close(self) -> None:

@@ -83,7 +83,7 @@ def pg_base_url() -> str:
         try:
             url = os.environ.get("MPJOBS_TEST_PG_URL")
             if not url:
-                import pgharness
+                from tests import pgharness
 
                 url = pgharness.cluster_for_session().url()
             _PG["url"] = url

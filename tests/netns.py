@@ -39,6 +39,8 @@ import threading
 import weakref
 from pathlib import Path
 
+from tests.pgharness import pid_alive
+
 __all__ = ["NetNs", "available"]
 
 # Namespace names are "mpjns-<prefix>-<pid>-<n>": the pid lets a later run remove leftovers of
@@ -96,22 +98,12 @@ def available() -> str | None:
     return reason
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale() -> None:
     """Delete namespaces (their veths go with them) and routes left by runs now gone."""
     for line in _ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         m = re.fullmatch(re.escape(_MARK) + r".*-(\d+)-\d+", name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             _ip("netns", "delete", name, check=False)
     for line in _ip("-4", "route", "show", "type", "blackhole", check=False).stdout.splitlines():
         fields = line.split()

@@ -184,6 +184,17 @@ def _make_traversable(path: Path) -> None:
             p.chmod(mode | stat.S_IXOTH)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (ours or, as root, another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PgCluster:
     """One PostgreSQL server with its data directory under `base_dir`.
 
@@ -244,15 +255,7 @@ class PgCluster:
     @property
     def running(self) -> bool:
         pid = self._read_pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid is not None and pid_alive(pid)
 
     def url(self, dbname: str = "postgres", host: str = "127.0.0.1") -> str:
         """A libpq URL for `dbname`; `host` may be an address or a socket directory (a path)."""

@@ -30,10 +30,9 @@ from typing import Any
 import psutil
 
 from mpjobs.coordination.locks import FileLock, is_alive
-from mpjobs.errors import ConfigError
 from mpjobs.files import write_json_atomic
 from mpjobs.home import Home
-from mpjobs.scheduling.durations import parse_duration
+from mpjobs.scheduling.durations import duration_from_env
 
 log = logging.getLogger("mpjobs.leader")
 
@@ -50,16 +49,7 @@ def leader_timeout() -> float:
     Every process of a home must agree on it, so it is an environment setting rather
     than an option of one pool.
     """
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        value = parse_duration(raw, what=TIMEOUT_ENV)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if value <= 0:
-        raise ConfigError(f"invalid {TIMEOUT_ENV} {raw!r}: must be more than 0 seconds")
-    return value
+    return duration_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT, 0)
 
 
 def beat_path(home: Home) -> Path:

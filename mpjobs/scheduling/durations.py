@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import re
 
-__all__ = ["parse_bytes", "parse_daily_time", "parse_duration"]
+from mpjobs.errors import ConfigError
+
+__all__ = ["duration_from_env", "parse_bytes", "parse_daily_time", "parse_duration"]
 
 _DURATION_HINT = "expected seconds or a string such as '30s', '5m', '2h32m'"
 
@@ -153,3 +156,21 @@ def parse_daily_time(value: str) -> tuple[int, int] | None:
     if hour > 23 or minute > 59:
         raise ValueError(f"invalid time of day {value!r}: expected HH:MM between 00:00 and 23:59")
     return hour, minute
+
+
+def duration_from_env(name: str, default: float, low: float, high: float = float("inf")) -> float:
+    """A host-wide bound from the environment variable `name` (seconds, or "30s"),
+    `default` when unset; ConfigError naming the variable when it is not a duration in
+    [low, high] (low excluded when 0). Every process of a home must agree on such a
+    bound, so it is a setting of the environment rather than an option of one pool."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = parse_duration(raw, what=name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not (low < value if low == 0 else low <= value) or value > high:
+        bounds = f"more than {low:g} seconds" if high == float("inf") else f"{low:g} to {high:g} s"
+        raise ConfigError(f"invalid {name} {raw!r}: must be {bounds}")
+    return value

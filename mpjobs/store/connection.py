@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import logging
 import os
 import sqlite3
@@ -45,7 +44,6 @@ from mpjobs.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("mpjobs.store")
 
-LOCK_TIMEOUT = 30.0  # the default bound of one write's wait for the locks ($MPJOBS_LOCK_TIMEOUT)
 ABORT_GRACE = 0.5  # seconds a stopping process still waits for the locks (set_wait_abort)
 BUSY_MS = 100  # SQLite waits this long in C per try; we retry in Python up to the deadline
 WAL_WRITE_LOCK = 120  # byte of `-shm` that SQLite's WAL write lock covers (WALINDEX_LOCK_OFFSET)
@@ -72,21 +70,6 @@ def _aborted() -> bool:
 
 def _abort_after(start: float) -> Callable[[], bool]:
     return lambda: time.monotonic() - start >= ABORT_GRACE and _aborted()
-
-
-@functools.cache
-def lock_timeout() -> float:
-    """The default bound of a write's wait: $MPJOBS_LOCK_TIMEOUT seconds, else 30."""
-    raw = os.environ.get("MPJOBS_LOCK_TIMEOUT")
-    if raw is None:
-        return LOCK_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise StoreError(f"MPJOBS_LOCK_TIMEOUT must be a number of seconds > 0, got {raw!r}")
-    return value
 
 
 class _Handle:
@@ -223,25 +206,6 @@ class Connector(Rows):
         self._local = threading.local()
 
     # -- bounded waits ---------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def lock_budget(self, seconds: float) -> Iterator[None]:
-        """Writes of this thread inside the block wait at most `seconds` for the locks.
-
-        The supervisor uses a short budget so that its watchdog and signal handling
-        never stall behind another process's transaction: a write that cannot be made
-        now is retried on a later turn of its loop.
-        """
-        old = getattr(self._local, "budget", None)
-        self._local.budget = seconds
-        try:
-            yield
-        finally:
-            self._local.budget = old
-
-    def _budget(self) -> float:
-        budget: float | None = getattr(self._local, "budget", None)
-        return lock_timeout() if budget is None else budget
 
     def _too_long(self, what: str, budget: float, holders: set[int]) -> StoreError:
         stopped = " (this process is stopping)" if _aborted() else ""

@@ -23,11 +23,32 @@ one of the hooks below, and each connector answers for its database:
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from mpjobs.errors import StoreError
 from mpjobs.store.base import NewJob
 from mpjobs.store.sql import INSERT_JOB, job_params
+
+LOCK_TIMEOUT = 30.0  # the default bound of one write's wait for the locks ($MPJOBS_LOCK_TIMEOUT)
+
+
+@functools.cache
+def lock_timeout() -> float:
+    """The default bound of a write's wait: $MPJOBS_LOCK_TIMEOUT seconds, else 30."""
+    raw = os.environ.get("MPJOBS_LOCK_TIMEOUT")
+    if raw is None:
+        return LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise StoreError(f"MPJOBS_LOCK_TIMEOUT must be a number of seconds > 0, got {raw!r}")
+    return value
 
 
 class Cursor(Protocol):
@@ -50,6 +71,26 @@ class Rows:
 
     # Errors a unique index raises: a live job already has this unique key.
     integrity_errors: tuple[type[Exception], ...] = ()
+    _local: threading.local  # the connector's per-thread state
+
+    @contextlib.contextmanager
+    def lock_budget(self, seconds: float) -> Iterator[None]:
+        """Writes of this thread inside the block wait at most `seconds` for the locks.
+
+        The supervisor uses a short budget so that its watchdog and signal handling
+        never stall behind another process's transaction: a write that cannot be made
+        now is retried on a later turn of its loop.
+        """
+        old = getattr(self._local, "budget", None)
+        self._local.budget = seconds
+        try:
+            yield
+        finally:
+            self._local.budget = old
+
+    def _budget(self) -> float:
+        budget: float | None = getattr(self._local, "budget", None)
+        return lock_timeout() if budget is None else budget
 
     def _tx(self) -> contextlib.AbstractContextManager[Conn]:
         """One write transaction, committed when the block ends, rolled back if it raises."""

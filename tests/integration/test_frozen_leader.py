@@ -101,6 +101,10 @@ def test_a_stopped_leader_is_killed_and_replaced_by_another_pool(
             os.killpg(first.pid, signal.SIGSTOP)  # the pool is a process group of its own
         else:
             os.kill(old, signal.SIGSTOP)
+        # From when it has stopped: a thread of it on the other core may still be
+        # finishing a tick when kill() returns.
+        wait_for(lambda: psutil.Process(old).status() == psutil.STATUS_STOPPED, 10,
+                 what="the leader to stop")  # fmt: skip
         t0 = time.monotonic()
         new_pid, t_tick = replaced(ticks, fires, old, t0)
         assert t_tick - t0 < BOUND + MARGIN, f"replaced after {t_tick - t0:.2f}s"

@@ -181,9 +181,11 @@ class PgLiveness:
         existed = path.exists()
         if is_alive(path):
             return True
-        if existed:
+        if existed or self._owner.home.journal(token).exists():
+            # A flock found free, or a worker's journal left in this home with no flock
+            # beside it: a process of this host, dead on its kernel's word.
             self.died_here.add(token)
-            return False  # its kernel says so: no need to ask the server
+            return False
         key = advisory_key(self._owner.target.schema, token)
         return not is_free(self._owner.store._conn(), key)
 

@@ -37,10 +37,9 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from mpjobs.errors import ConfigError, StoreError
+from mpjobs.errors import StoreError
 from mpjobs.home import Home
-from mpjobs.scheduling.durations import parse_duration
-from mpjobs.store.connection import lock_timeout
+from mpjobs.scheduling.durations import duration_from_env
 from mpjobs.store.postgres.url import StoreUrl
 from mpjobs.store.rows import Cursor, Rows
 
@@ -64,16 +63,7 @@ def dead_after() -> float:
     jobs stay RUNNING before another host recovers them (the server's keepalives end
     the cut-off session), and how long a cut-off worker goes on running its job.
     """
-    raw = os.environ.get(DEAD_AFTER_ENV, "").strip()
-    if not raw:
-        return DEAD_AFTER
-    try:
-        value = parse_duration(raw, what=DEAD_AFTER_ENV)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if not 3 <= value <= 3600:
-        raise ConfigError(f"invalid {DEAD_AFTER_ENV} {raw!r}: must be 3 s to 1 h")
-    return value
+    return duration_from_env(DEAD_AFTER_ENV, DEAD_AFTER, 3, 3600)
 
 
 def keepalive_settings(bound: float) -> dict[str, int]:
@@ -240,19 +230,8 @@ class PgConnector(Rows):
 
     # -- bounded waits ---------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def lock_budget(self, seconds: float) -> Iterator[None]:
-        """Writes of this thread inside the block wait at most `seconds` for row locks."""
-        old = getattr(self._local, "budget", None)
-        self._local.budget = seconds
-        try:
-            yield
-        finally:
-            self._local.budget = old
-
     def _budget_ms(self) -> int:
-        budget: float | None = getattr(self._local, "budget", None)
-        return max(1, int((lock_timeout() if budget is None else budget) * 1000))
+        return max(1, int(self._budget() * 1000))
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[PgConn]:

@@ -118,6 +118,8 @@ def migrate(target: StoreUrl) -> None:
     key = advisory_key(target.schema, "migrate")
     conn = connect(target, "migrate", search_path=False)
     try:
+        if _current(conn, target):
+            return  # the common case, for every process after the first: one query
         conn.execute(f"SET lock_timeout = {MIGRATE_WAIT_MS}")
         conn.execute("SELECT pg_advisory_lock(%s)", (key,))
         version = _version(conn, target)
@@ -144,6 +146,18 @@ def migrate(target: StoreUrl) -> None:
         raise StoreError(f"cannot prepare the store {target.redacted}: {exc}") from exc
     finally:
         conn.close()  # ends the session, and with it the advisory lock
+
+
+def _current(conn: psycopg.Connection[Any], target: StoreUrl) -> bool:
+    """Whether the schema is ours and at this version already, asked without a lock."""
+    try:
+        row = conn.execute(
+            f"SELECT (SELECT value FROM {target.schema}.meta WHERE key = 'mark'), "
+            f"(SELECT value FROM {target.schema}.meta WHERE key = 'version')"
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return False  # no schema or no meta table: the locked path decides
+    return row is not None and row[0] == MARK and row[1] == str(SCHEMA_VERSION)
 
 
 def _version(conn: psycopg.Connection[Any], target: StoreUrl) -> int:
