@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
 
+# Two test processes (pytest-xdist), a file each at a time: most tests wait on real
+# processes rather than compute, and each process starts its own PostgreSQL server.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check mpjobs tests examples benchmarks

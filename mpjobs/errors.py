@@ -24,6 +24,11 @@ class StoreError(MpjobsError):
     """The store file is corrupt, foreign, from a newer mpjobs, or cannot be used."""
 
 
+class OwnerAlive(StoreError):
+    """A dead-looking owner still holds its liveness (or its session is still closing):
+    it is not settled now, and whoever asked tries again later."""
+
+
 class NotFoundError(MpjobsError, LookupError):
     """A schedule (or other row) named by a handle is no longer in the store.
 

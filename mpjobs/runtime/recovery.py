@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from mpjobs.errors import StoreError
+from mpjobs.errors import OwnerAlive, StoreError
 from mpjobs.rules import recovery as rules
 from mpjobs.rules.recovery import Target
 from mpjobs.runtime.journal import read_journal, read_kill_note, remove_journal
@@ -93,7 +93,10 @@ def recover_dead_owners(backend: Backend, first_seen: dict[str, float] | None = 
                 continue  # it may be taking its liveness back (a server restart)
             if parent and alive(parent) and rules.wait_for_parent(dead_for):
                 continue
-        count += len(settle(store, owner))
+        try:
+            count += len(settle(store, owner))
+        except OwnerAlive:
+            continue  # its session is still closing, or it came back: look again later
         store.unregister_process(owner)
         if first_seen is not None:
             first_seen.pop(owner, None)
@@ -114,5 +117,8 @@ def forget_dead_processes(backend: Backend, first_seen: dict[str, float] | None 
             backend.settle_grace(token)
         ):
             continue
-        settle(store, token)
+        try:
+            settle(store, token)
+        except OwnerAlive:
+            continue
         store.unregister_process(token)

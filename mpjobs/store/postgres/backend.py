@@ -27,7 +27,7 @@ from typing import Any
 from mpjobs.backoff import Backoff
 from mpjobs.coordination import leader, listener, notify
 from mpjobs.coordination.locks import LivenessLock, is_alive
-from mpjobs.errors import StoreError
+from mpjobs.errors import OwnerAlive, StoreError
 from mpjobs.home import Home
 from mpjobs.store import backend, base
 from mpjobs.store.jobs import JobQueries
@@ -41,6 +41,7 @@ from mpjobs.store.schedules import ProcessQueries, ScheduleQueries
 
 log = logging.getLogger("mpjobs.store")
 
+OWNER_WAIT = 2.0  # the longest a settlement waits for a dead owner's session to close
 RELOCK_WINDOW = 3.0  # seconds a process with a lost session tries to take its lock again
 RENEW_EVERY = 5.0  # a supervisor looks at its session this often, at most
 RENEW_PING = 0.25  # and waits this long for the answer
@@ -60,10 +61,19 @@ class PgStore(PgQueries, JobQueries, ScheduleQueries, ProcessQueries, base.Store
         The lock (a transaction lock, released at commit) keeps an owner that comes
         back (its session restored after a server restart) from taking it during the
         settlement; the row's removal in the same transaction tells it afterwards that
-        its jobs were settled without it (PgHeld._regain).
+        its jobs were settled without it (PgHeld._regain). A process that was just
+        reaped may still hold its lock for a few milliseconds, while the server closes
+        its session: the lock is tried for up to the caller's lock budget (at most
+        OWNER_WAIT), then OwnerAlive says to try again later, journal kept.
         """
-        if not is_free(conn, advisory_key(self.target.schema, owner)):
-            return False
+        key = advisory_key(self.target.schema, owner)
+        deadline = time.monotonic() + min(OWNER_WAIT, self._budget())
+        pause = 0.001
+        while not is_free(conn, key):
+            if time.monotonic() >= deadline:
+                raise OwnerAlive(f"process {owner} still holds its liveness in the store")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
         conn.execute("DELETE FROM processes WHERE token = ?", (owner,))
         return True
 
