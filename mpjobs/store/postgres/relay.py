@@ -14,6 +14,7 @@ notification or a dead relay costs one poll of about a second.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -56,6 +57,7 @@ class Relay:
         self._bell: int | None = None
         self._used = time.monotonic()
         self._stop = threading.Event()
+        self._atexit = False
 
     def close(self) -> None:
         """Stop relaying: the thread ends within FALLBACK_POLL, freeing its connection
@@ -90,6 +92,9 @@ class Relay:
                 log.warning("cannot take %s: %s", self._lock.path, exc)
                 return False
             self._stop.clear()
+            if not self._atexit:
+                atexit.register(self._stop.set)
+                self._atexit = True
             self._thread = RelayThread(target=self._run, name="mpjobs-pg-relay", daemon=True)
             self._thread.start()
             return True
@@ -128,6 +133,8 @@ class Relay:
                         if note.payload != self.host_id:
                             self._ring()
             except Exception as exc:
+                if self._idle():
+                    return  # closing (at exit the server may be going first): say nothing
                 failures += 1
                 if failures == 1:
                     log.warning("store %s: the notification relay lost its connection (%s); "
