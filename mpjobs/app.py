@@ -65,6 +65,8 @@ class App:
         self._home: Home | None = None
         self._store_arg = store_from(store) if store is not None else None
         self._env_store: str | None = None  # the last $MPJOBS_STORE seen, once checked
+        self._backend: Backend | None = None
+        self._backend_home: Home | None = None  # the home _backend was looked up for
         self.imports = list(imports)
         self.result_ttl = None if result_ttl is None else parse_duration(result_ttl)
         self.tasks: dict[str, Task[Any, Any]] = {}
@@ -96,12 +98,21 @@ class App:
 
     @property
     def backend(self) -> Backend:
-        """What this app's processes share: store, leadership, liveness, doorbell."""
-        return open_backend(self.home, self.store_url)
+        """What this app's processes share: store, leadership, liveness, doorbell.
+
+        Looked up once per home the app is pointed at ($MPJOBS_STORE is read then):
+        every push comes this way.
+        """
+        home = self._home
+        if home is not None and self._backend_home is home:
+            return self._backend  # type: ignore[return-value]
+        backend = open_backend(self.home, self.store_url)
+        self._backend, self._backend_home = backend, self._home
+        return backend
 
     @property
     def store(self) -> Store:
-        return open_backend(self.home, self.store_url).store
+        return self.backend.store
 
     def _rehome(self, home: str | os.PathLike[str]) -> None:
         """Point the app at `home` (`mpjobs run --home`), unless it was declared elsewhere.

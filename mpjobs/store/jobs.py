@@ -17,7 +17,7 @@ from mpjobs.store.completions import CompletionQueries
 from mpjobs.store.rows import Conn
 from mpjobs.store.sql import (
     FINISHED_SQL,
-    INSERT_JOB,
+    INSERT_JOB_ID,
     JOB_COLS,
     LIVE_SQL,
     grouped_inserts,
@@ -32,7 +32,7 @@ class JobQueries(CompletionQueries):
         with self._tx() as conn:
             if all(j.unique_key is None for j in jobs):
                 if len(jobs) == 1:
-                    cur = conn.execute(INSERT_JOB + " RETURNING id", job_params(jobs[0], now))
+                    cur = conn.execute(INSERT_JOB_ID, job_params(jobs[0], now))
                     return [(int(cur.fetchone()[0]), True)]
                 for sql, rows in grouped_inserts(jobs, now):
                     conn.executemany(sql, rows)
@@ -42,7 +42,7 @@ class JobQueries(CompletionQueries):
             out: list[tuple[int, bool]] = []
             for j in jobs:
                 try:
-                    cur = conn.execute(INSERT_JOB + " RETURNING id", job_params(j, now))
+                    cur = conn.execute(INSERT_JOB_ID, job_params(j, now))
                     out.append((int(cur.fetchone()[0]), True))
                 except self.integrity_errors:
                     row = conn.execute(

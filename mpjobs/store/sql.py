@@ -17,6 +17,7 @@ INSERT_JOB = (
     "max_attempts, retry_backoff, timeout, memory_limit, unique_key, schedule_id, "
     f"status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'{SCHEDULED}',?)"
 )
+INSERT_JOB_ID = INSERT_JOB + " RETURNING id"
 # Statuses are spelled into the SQL (from base's constants, once, here), not bound:
 # SQLite uses a partial index (schema.py) only for a query whose WHERE names the same
 # literal, and the claim and completion statements are the hot path.
