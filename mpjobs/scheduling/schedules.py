@@ -78,6 +78,9 @@ def _options(builder: JobBuilder) -> dict[str, Any]:
     return opts
 
 
+STARTUP_SLACK = 5.0  # seconds: how far before the declaration a "startup" anchor may lie
+
+
 def declare(builder: JobBuilder, trigger: Trigger) -> Schedule:
     """Create or update the schedule; the same id (given, or derived) is one schedule."""
     now = time.time()  # before opening the store: a start="startup" anchor is "now" too
@@ -92,10 +95,17 @@ def declare(builder: JobBuilder, trigger: Trigger) -> Schedule:
         )
         sid = f"{builder.name}@{h.hexdigest()[:10]}"
     existing = store.get_schedule(sid)
+    since = now
     if existing is not None and _shape(json.loads(existing.trigger)) == _shape(spec):
         spec = json.loads(existing.trigger)  # keep the first declaration's phase
         trigger = trigger_from_spec(spec)
-    first = trigger.next_after(now - 1e-3)
+    elif isinstance(trigger, IntervalTrigger) and 0 <= now - trigger.anchor < STARTUP_SLACK:
+        # A new `start="startup"` anchor was read from the clock when the trigger was
+        # built, a moment before `now`; a busy machine can make that moment long, and
+        # the first fire (at the anchor) must not be skipped for it. (An anchor further
+        # in the past, a datetime, is not caught up on.)
+        since = trigger.anchor
+    first = trigger.next_after(since - 1e-3)
     store.upsert_schedule(
         ScheduleRecord(
             id=sid, name=builder._options.get("name") or builder.name, func=builder.func,

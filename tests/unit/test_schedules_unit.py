@@ -225,3 +225,21 @@ def test_concurrent_declarations_keep_the_first_phase(
     after = app.store.get_schedule(first.id)
     assert after is not None and before is not None
     assert (after.trigger, after.next_run_time) == (before.trigger, before.next_run_time)
+
+
+def test_a_startup_anchor_read_a_while_before_the_declaration_still_fires_first(
+    tmp_path: Path,
+) -> None:
+    """A busy machine may run a while between reading the anchor and declaring: the
+    first fire is still the anchor itself (it was skipped when over 1 ms passed)."""
+    import time
+
+    import mpjobs
+    from mpjobs.scheduling.schedules import declare
+    from mpjobs.scheduling.triggers import IntervalTrigger
+
+    app = mpjobs.App(tmp_path / "home", store=None)
+    anchor = time.time() - 0.5  # as if the declaring thread was preempted for 0.5 s
+    sched = declare(app.schedule("tasks:noop"), IntervalTrigger(0.1, anchor))
+    rec = app.store.get_schedule(sched.id)
+    assert rec is not None and rec.next_run_time == anchor
