@@ -119,8 +119,7 @@ class JobQueries(CompletionQueries):
         """Settle every job a dead `owner` still holds, each as `decide` says."""
         with self._tx() as conn:
             self._fence(conn)
-            if not self._owner_gone(conn, owner):
-                return []
+            self._owner_gone(conn, owner)
             rows = [
                 JobRecord(*r)
                 for r in conn.execute(

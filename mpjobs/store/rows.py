@@ -113,9 +113,9 @@ class Rows:
     def _exclusive(self, conn: Conn, what: str) -> None:
         """Serialise this transaction with every other one that names `what`."""
 
-    def _owner_gone(self, conn: Conn, owner: str) -> bool:
-        """Whether `owner` may be settled now (PostgreSQL: it has not come back)."""
-        return True
+    def _owner_gone(self, conn: Conn, owner: str) -> None:
+        """Raise OwnerAlive unless `owner` may be settled now (PostgreSQL: unless it has
+        come back, or its session is still closing)."""
 
     def _fence(self, conn: Conn) -> None:
         """Refuse a leader's write once this process no longer leads."""

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks import wait_released
+
 import mpjobs
 
 app = mpjobs.App()
@@ -67,11 +69,7 @@ def hold(n: int, log: str, release: str, timeout: float = 60.0) -> int:
     leaves a job blocked for ever.
     """
     record(log, "start", n)
-    deadline = time.monotonic() + timeout
-    while not Path(release).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{release} never appeared")
-        time.sleep(0.005)
+    wait_released(release, timeout)
     record(log, "end", n)
     return n
 

@@ -55,7 +55,7 @@ def relock_window() -> float:
 class PgStore(PgQueries, JobQueries, ScheduleQueries, ProcessQueries, base.Store):
     """A `Store` over the app's schema in a PostgreSQL database."""
 
-    def _owner_gone(self, conn: Any, owner: str) -> bool:
+    def _owner_gone(self, conn: Any, owner: str) -> None:
         """Settle `owner` only while holding its lock, and drop its process row with it.
 
         The lock (a transaction lock, released at commit) keeps an owner that comes
@@ -75,7 +75,6 @@ class PgStore(PgQueries, JobQueries, ScheduleQueries, ProcessQueries, base.Store
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
         conn.execute("DELETE FROM processes WHERE token = ?", (owner,))
-        return True
 
 
 def host_id(home: Home) -> str:
@@ -103,7 +102,6 @@ class PgHeld:
 
         def lost(why: SessionLost) -> None:
             if not why.silent and self._regain(str(why)):
-                self.lock._watcher = None
                 self.watch(on_lost)
             else:
                 on_lost(str(why))
@@ -141,7 +139,6 @@ class PgHeld:
         window = relock_window() if window is None else window
         deadline = time.monotonic() + window
         self.lock.release()
-        self.lock._stop.clear()
         while True:
             try:
                 if self.lock.acquire(blocking=False):

@@ -29,7 +29,6 @@ import hashlib
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -297,17 +296,6 @@ class PgConnector(Rows):
 
     def checkpoint(self) -> None:
         """Nothing to do: the server checkpoints its own write-ahead log."""
-
-    def wait_ready(self, deadline: float) -> None:
-        """Retry connecting until `deadline` (time.monotonic()): a server that restarts."""
-        while True:
-            try:
-                self._conn().execute("SELECT 1").fetchone()
-                return
-            except (psycopg.Error, StoreError):
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.1)
 
 
 UNAVAILABLE: tuple[type[Exception], ...] = (*_UNAVAILABLE_PG, StoreError)

@@ -158,6 +158,7 @@ class SessionLock:
             _close(conn)
             return False
         self._conn = conn
+        self._stop.clear()  # held again (after a release): watchable again
         return True
 
     def release(self) -> None:
@@ -179,15 +180,19 @@ class SessionLock:
             bounded_query(conn, "SELECT 1", bound)
 
     def watch(self, on_lost: Callable[[SessionLost], None]) -> None:
-        """Check the session from a daemon thread; call `on_lost(why)` once it is gone."""
-        if self._watcher is not None:
+        """Check the session from a daemon thread; call `on_lost(why)` once it is gone.
+
+        One watcher at a time; `on_lost` may call `watch` again (a lock taken back), and
+        the new thread replaces the one that called it.
+        """
+        current = self._watcher
+        if current is not None and current.is_alive() and current is not threading.current_thread():
             return
-        self._stop.clear()
         pid = os.getpid()
 
         def run() -> None:
             every = ping_every()
-            while not self._stop.wait(every):
+            while not self._stop.wait(every) and self._watcher is threading.current_thread():
                 if os.getpid() != pid:  # pragma: no cover - threads do not cross a fork
                     return
                 try:
