@@ -65,12 +65,12 @@ class Relay:
         self._stop.set()
 
     def cap(self, timeout: float | None) -> float | None:
-        """How long a wait of this process may sleep: as asked, if this process relays
-        (it cannot lose its relay without dying), else FALLBACK_POLL at most, so that a
-        relay that died elsewhere is taken over and nothing waits on it for long."""
-        if self.ensure():
-            return timeout
-        return FALLBACK_POLL if timeout is None else min(timeout, FALLBACK_POLL)
+        """How long a wait of this process may sleep: if this process relays, up to half
+        of IDLE_AFTER (each wait is a use, so the relay does not idle out under a long
+        wait); else FALLBACK_POLL at most, so that a relay that died elsewhere is taken
+        over and nothing waits on it for long."""
+        most = IDLE_AFTER / 2 if self.ensure() else FALLBACK_POLL
+        return most if timeout is None else min(timeout, most)
 
     def ensure(self) -> bool:
         """Run the relay in this process unless some process of the host already does;
