@@ -184,6 +184,17 @@ def _make_traversable(path: Path) -> None:
             p.chmod(mode | stat.S_IXOTH)
 
 
+def _remove_at_exit(path: Path) -> None:
+    """Remove `path` when this process exits; a forked child's exit leaves it alone."""
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process `pid` exists (ours or, as root, another user's)."""
     try:
@@ -213,8 +224,7 @@ class PgCluster:
         bindir: Path | None = None,
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
-        self.datadir = self.base_dir / "data"
-        self.log_path = self.base_dir / "postgres.log"
+        self._root = self.base_dir  # where the server's own files are: see _prepare_dirs
         self.fsync = fsync
         self.settings: dict[str, str] = dict(settings or {})
         self._bindir = bindir
@@ -224,6 +234,14 @@ class PgCluster:
         self._lock = threading.RLock()
 
     # -- facts -------------------------------------------------------------------------------
+
+    @property
+    def datadir(self) -> Path:
+        return self._root / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self._root / "postgres.log"
 
     @property
     def bindir(self) -> Path:
@@ -349,12 +367,26 @@ class PgCluster:
         return _ensure_system_user() if os.geteuid() == 0 else None
 
     def _prepare_dirs(self) -> None:
-        """Data dir, log and socket dir owned by the server's user, reachable through /tmp."""
+        """Data dir, log and socket dir owned by the server's user, reachable through /tmp.
+
+        Run as root, the server runs as its own user, who must pass through every directory
+        above its data. Under pytest's tmp_path that cannot last: each pytest session that
+        starts takes o+x off /tmp/pytest-of-root again, and a server of another session
+        then fails on its next file open. So its files go in a directory of their own in
+        /tmp, linked from `base_dir`, and removed when the process that made it exits.
+        """
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        user = self._run_as()
+        if user is not None and self._root == self.base_dir:
+            self._root = Path(tempfile.mkdtemp(prefix="mpjpg-"))
+            self._root.chmod(0o711)
+            with contextlib.suppress(OSError):
+                (self.base_dir / "server").symlink_to(self._root)
+            _remove_at_exit(self._root)
         self.datadir.mkdir(exist_ok=True)
         self.datadir.chmod(0o700)
         self.log_path.touch()
-        socket_dir = self.base_dir / "sock"
+        socket_dir = self._root / "sock"
         if len(str(socket_dir)) <= _MAX_SOCKET_DIR:
             socket_dir.mkdir(exist_ok=True)
             self._own_socket_dir = False
@@ -362,11 +394,10 @@ class PgCluster:
             socket_dir = Path(tempfile.mkdtemp(prefix="mpjpg-"))
             self._own_socket_dir = True
         self._socket_dir = socket_dir
-        user = self._run_as()
         if user is not None:
             for path in (self.datadir, self.log_path, socket_dir):
                 os.chown(path, user.pw_uid, user.pw_gid)
-            _make_traversable(self.base_dir)
+            _make_traversable(self._root)
             _make_traversable(socket_dir)
             _make_traversable(self.bindir)
 

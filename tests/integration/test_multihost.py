@@ -225,10 +225,33 @@ def store_answers(app: mpjobs.App, timeout: float = 10.0) -> None:
 
 
 def wait_terminal(app: mpjobs.App, jobs: list[mpjobs.Job], timeout: float) -> None:
-    wait_for(
-        lambda: all(j.status in TERMINAL for j in jobs), timeout, home=app.home.path,
-        what="every job to end",
-    )  # fmt: skip
+    """Wait for every job to end; on failure, say where each one that did not is stuck."""
+    try:
+        wait_for(
+            lambda: all(j.status in TERMINAL for j in jobs), timeout, home=app.home.path,
+            what="every job to end",
+        )  # fmt: skip
+    except AssertionError:
+        print(stuck_report(app, jobs))
+        raise
+
+
+def stuck_report(app: mpjobs.App, jobs: list[mpjobs.Job]) -> str:
+    """The rows of the jobs not yet terminal, their owners' liveness, and the process rows."""
+    store, lines = app.store, []
+    for job in jobs:
+        rec = store.get(int(job.id))
+        if rec is None or rec.status in TERMINAL:
+            continue
+        alive = rec.owner is not None and app.backend.liveness.alive(rec.owner)
+        lines.append(
+            f"job {rec.id}: {rec.status} owner={rec.owner} pid={rec.pid} attempts="
+            f"{rec.attempts} exec_at-now={rec.exec_at - time.time():.3f} owner alive={alive}"
+            f" error={(rec.error or '')[-300:]!r}"
+        )  # fmt: skip
+    for proc in store.list_processes():
+        lines.append(f"process {proc.kind} {proc.token} pid={proc.pid} parent={proc.parent}")
+    return "\n".join(lines)
 
 
 @pytest.fixture
@@ -622,8 +645,8 @@ def test_server_restart_mid_stream(
             print(f"all {STREAM} jobs ended {time.monotonic() - restarted_at:.3f} s after "
                   f"the restart")  # fmt: skip
             store_answers(app)
-            wait_terminal(app, list(jobs.values()), 30)
             try:
+                wait_terminal(app, list(jobs.values()), 30)
                 assert_once_each(jobs, log)
             except AssertionError:
                 print("host A's log:\n" + logfile.read_text()[-6000:])
