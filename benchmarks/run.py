@@ -510,8 +510,16 @@ class Bench:
         postgres.run_section(self, quick=self.cfg == QUICK)
 
 
+    # -- 11. scale: the watchdog with 16 memory-limited jobs, drain by worker count ------
+
+    def scale(self) -> None:
+        from benchmarks import scale
+
+        self.out.update(scale.run(quick=self.cfg == QUICK))
+
+
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
-             "drain", "backlog", "async_drain", "postgres"]  # fmt: skip
+             "drain", "backlog", "async_drain", "scale", "postgres"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).
@@ -562,6 +570,14 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("async_serial_s", "s", None, False),
     ("async_serial_overhead_s", "s", None, False),
     ("async_serial_projected_s", "s", None, False),
+    ("tree_sample_table_us", "us", None, False),
+    ("tree_sample_psutil_us", "us", None, False),
+    ("supervisor_cpu_16_jobs_no_limit_percent", "% core", None, False),
+    ("supervisor_cpu_16_memory_limited_percent", "% core", 5.0, False),
+    ("drain_1_workers_per_s", "jobs/s", None, True),
+    ("drain_2_workers_per_s", "jobs/s", None, True),
+    ("drain_4_workers_per_s", "jobs/s", None, True),
+    ("drain_8_workers_per_s", "jobs/s", None, True),
 ]
 
 

@@ -36,6 +36,13 @@ async def nap(seconds: float) -> None:
 
 
 @app.task
+def sleeper(marker: str, seconds: float) -> None:
+    """The scale scenario's watched job: note that it runs, then sleep."""
+    Path(marker).touch()
+    time.sleep(seconds)
+
+
+@app.task
 def stamp() -> float:
     """The wall-clock time at which the job started running."""
     return time.time()

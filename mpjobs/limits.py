@@ -12,10 +12,14 @@ import contextlib
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psutil
 
 from mpjobs.scheduling.durations import parse_bytes, parse_duration
+
+if TYPE_CHECKING:
+    from mpjobs.runtime.proctable import ProcTable
 
 MEMORY_SAMPLE_INTERVAL = 0.02  # 50 Hz: an allocation spree cannot overshoot by much
 
@@ -135,13 +139,18 @@ class Watch:
         return None
 
 
-def shared_rss(proc: psutil.Process) -> Callable[[], int]:
-    """The tree's RSS, sampled on first use and then remembered: one per supervisor pass."""
+def shared_rss(proc: psutil.Process, table: ProcTable | None = None) -> Callable[[], int]:
+    """The tree's RSS, sampled on first use and then remembered: one per supervisor pass.
+
+    With a `table` (runtime/proctable.py) the tree is found without reading every
+    process of the host; psutil's walk is the fallback where /proc cannot be listed.
+    """
     memo: list[int] = []
 
     def sample() -> int:
         if not memo:
-            memo.append(tree_rss(proc))
+            rss = None if table is None else table.tree_rss(proc.pid)
+            memo.append(tree_rss(proc) if rss is None else rss)
         return memo[0]
 
     return sample

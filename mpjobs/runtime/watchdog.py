@@ -26,6 +26,7 @@ from mpjobs.home import Home
 from mpjobs.limits import Watch, align, shared_rss
 from mpjobs.runtime.journal import read_journal
 from mpjobs.runtime.ledger import Ledger
+from mpjobs.runtime.proctable import ProcTable
 from mpjobs.runtime.reaping import Child
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Watchdog:
     def __init__(self, report_fd: int) -> None:
         self._fd = report_fd
         self._buf = b""
+        self._procs = ProcTable()  # the host's process tree, for memory samples
 
     def read_reports(self, children: dict[int, Child]) -> None:
         try:
@@ -71,7 +73,9 @@ class Watchdog:
                 grace = float(parts[5]) if len(parts) > 5 else 0.0
                 watch = Watch(int(parts[2]), time.monotonic(), timeout or None,
                               memory or None, child.proc, grace)  # fmt: skip
-                align(watch, child.watches.values())
+                # with the memory watches of every child, so that one pass (one listing
+                # of /proc) samples them all, not one pass per worker
+                align(watch, (w for c in children.values() for w in c.watches.values()))
                 child.watches[watch.job_id] = watch
             elif parts[0] == "E":
                 child.watches.pop(int(parts[2]), None)
@@ -83,10 +87,11 @@ class Watchdog:
         memory limits share one RSS sample of the worker per pass.
         """
         now = time.monotonic()
+        self._procs.new_pass()
         for child in list(children.values()):
             if child.kill is not None or not child.watches or child.proc is None:
                 continue
-            rss = shared_rss(child.proc)
+            rss = shared_rss(child.proc, self._procs)
             for watch in child.watches.values():
                 reason = watch.check(now, rss)
                 if reason is not None:
