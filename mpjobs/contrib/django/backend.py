@@ -209,7 +209,12 @@ class MpjobsBackend(BaseTaskBackend):  # type: ignore[misc]
                 f"and Django's database {self.settings.database!r} on PostgreSQL (psycopg 3)"
             )
         conn.ensure_connection()
-        return conn.connection
+        raw = conn.connection
+        if raw.info.transaction_status == 0:  # IDLE: atomic() has sent nothing yet
+            # psycopg would make the push's transaction block a transaction of its own
+            # and commit it; a first statement opens Django's, and the push nests in it.
+            raw.execute("SELECT 1")
+        return raw
 
     # -- reading ---------------------------------------------------------------------
 
