@@ -29,9 +29,9 @@ import pytest
 pytest.importorskip("django")
 pytest.importorskip("django_tasks")
 
-import django  # noqa: E402
+import django
 
-from tests.conftest import pg_base_url, wait_for  # noqa: E402
+from tests.conftest import pg_base_url, wait_for
 
 MANAGE = Path(__file__).resolve().parents[1] / "apps" / "djproject" / "manage.py"
 CONF = MANAGE.parent / "gunicorn_conf.py"
@@ -240,8 +240,8 @@ def test_a_worker_killed_mid_task_is_recovered(project: Path) -> None:
 
 def test_mpjobs_options_pass_through_and_bad_ones_fail_early(project: Path) -> None:
     from django.core.exceptions import ImproperlyConfigured
-
     from djproject.shop.tasks import add
+
     from mpjobs.contrib.django import MpjobsBackend, with_options
     from mpjobs.contrib.django.compat import InvalidTask
 
@@ -272,9 +272,7 @@ def test_mpjobs_options_pass_through_and_bad_ones_fail_early(project: Path) -> N
         add.get_result("not-an-id")
 
 
-def test_under_gunicorn_a_view_enqueues_and_the_pool_runs_it(
-    project: Path, tmp_path: Path
-) -> None:
+def test_under_gunicorn_a_view_enqueues_and_the_pool_runs_it(project: Path, tmp_path: Path) -> None:
     from web_helpers import Server
 
     server = Server(
@@ -346,6 +344,7 @@ def test_enqueue_in_transaction_on_postgres(tmp_path: Path) -> None:
 def test_results_map_every_terminal_status(project: Path) -> None:
     """TIMEOUT, PERMANENTLY_FAILED and a lost worker are FAILED with the reason in errors."""
     from djproject.shop.tasks import add
+
     from mpjobs.contrib.django import results
     from mpjobs.contrib.django.backend import MpjobsBackend
 

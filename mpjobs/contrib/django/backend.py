@@ -149,8 +149,7 @@ class MpjobsBackend(BaseTaskBackend):  # type: ignore[misc]
         for ours, theirs in _DJANGO_OWNED.items():
             if ours in opts:
                 raise InvalidTask(
-                    f"mpjobs option {ours!r} of {task.module_path}: use Django's "
-                    f"{theirs!r} instead"
+                    f"mpjobs option {ours!r} of {task.module_path}: use Django's {theirs!r} instead"
                 )
         if opts:
             if self._probe is None:

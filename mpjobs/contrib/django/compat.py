@@ -11,25 +11,25 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from django.tasks import task_backends
     from django.tasks import exceptions as _exceptions
+    from django.tasks import task_backends
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
     from django.tasks.signals import task_enqueued, task_finished, task_started
 
     BUILTIN = True
 except ImportError:  # Django < 6: the backport
-    from django_tasks import exceptions as _exceptions  # type: ignore[no-redef]
-    from django_tasks import task_backends  # type: ignore[no-redef]
-    from django_tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef]
-    from django_tasks.base import (  # type: ignore[no-redef]
+    from django_tasks import exceptions as _exceptions
+    from django_tasks import task_backends
+    from django_tasks.backends.base import BaseTaskBackend
+    from django_tasks.base import (
         Task,
         TaskContext,
         TaskError,
         TaskResult,
         TaskResultStatus,
     )
-    from django_tasks.signals import (  # type: ignore[no-redef]
+    from django_tasks.signals import (
         task_enqueued,
         task_finished,
         task_started,
@@ -37,8 +37,8 @@ except ImportError:  # Django < 6: the backport
 
     BUILTIN = False
 
-InvalidTask: type[Exception] = getattr(_exceptions, "InvalidTask", None) or getattr(
-    _exceptions, "InvalidTaskError"
+InvalidTask: type[Exception] = (
+    getattr(_exceptions, "InvalidTask", None) or _exceptions.InvalidTaskError
 )
 TaskResultDoesNotExist: type[Exception] = _exceptions.TaskResultDoesNotExist
 

@@ -34,7 +34,7 @@ from mpjobs.contrib.django.compat import (
     task_started,
 )
 from mpjobs.contrib.django.results import Call, load_task, result_of
-from mpjobs.store.base import RUNNING, JobRecord
+from mpjobs.store.base import RUNNING, JobRecord, Store
 
 __all__ = ["current_record", "run_async_task", "run_task"]
 
@@ -50,12 +50,12 @@ def current_record(call: Call) -> JobRecord:
     an async worker several at once, so the job is told apart by the call's token,
     which is in its pickled payload verbatim.
     """
-    store = task_backends[call.alias].app.store
+    store: Store = task_backends[call.alias].app.store
     pid, token = os.getpid(), call.token.encode()
     for rec in store.list_jobs(RUNNING, None, _SCAN):
         if rec.pid == pid and rec.payload is not None and token in rec.payload:
             return rec
-    raise LookupError(f"no RUNNING job of this process ({pid}) holds the call of {call.module_path}")
+    raise LookupError(f"no RUNNING job of process {pid} holds this call of {call.module_path}")
 
 
 def _started(task: Any, call: Call) -> Any:
@@ -96,7 +96,9 @@ def _arguments(task: Any, result: Any, args: list[Any]) -> list[Any]:
     return [TaskContext(task_result=result), *args] if task.takes_context else args
 
 
-def run_task(alias: str, module_path: str, args: list[Any], kwargs: dict[str, Any], token: str) -> Any:
+def run_task(
+    alias: str, module_path: str, args: list[Any], kwargs: dict[str, Any], token: str
+) -> Any:
     """Run a sync Django task; its return value is normalised to JSON types, as Django's."""
     call = Call(alias, module_path, args, kwargs, token)
     task = load_task(module_path)
