@@ -362,3 +362,20 @@ def test_results_map_every_terminal_status(project: Path) -> None:
     waiting = results.result_of(add, dataclasses.replace(rec, attempts=1, error="lost"), call)
     assert waiting.status == "READY" and waiting.attempts == 1  # a retry waits
     assert app().get_job(result.id).cancel()
+
+
+def test_django_connections_are_closed_before_a_fork(project: Path) -> None:
+    """What `manage.py mpjobs run` installs: no Django connection crosses a fork."""
+    from django.db import connection
+
+    from mpjobs.contrib.django.registry import close_connections_before_fork
+
+    close_connections_before_fork()
+    connection.ensure_connection()
+    assert connection.connection is not None
+    pid = os.fork()
+    if pid == 0:  # the child: it must not have inherited an open connection
+        os._exit(0 if connection.connection is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert connection.connection is None  # closed in the parent, before the fork

@@ -35,6 +35,7 @@ from mpjobs.contrib.django.compat import (
     Task,
     TaskResult,
     TaskResultDoesNotExist,
+    set_field,
     task_enqueued,
 )
 from mpjobs.contrib.django.results import RUN_ASYNC, RUN_SYNC, Call
@@ -179,8 +180,7 @@ class MpjobsBackend(BaseTaskBackend):  # type: ignore[misc]
             name=task.module_path, queue=task.queue_name, priority=-task.priority,
             **self.job_options(task),
         )  # fmt: skip
-        job_id = self._push(builder, task.run_after)
-        result = dataclasses.replace(result, id=job_id)
+        set_field(result, "id", self._push(builder, task.run_after))
         task_enqueued.send(type(self), task_result=result)
         return result
 

@@ -58,3 +58,8 @@ def survive(context, marker: str) -> dict[str, object]:
         time.sleep(60)  # the test kills this process long before
     Record.objects.create(label="survived", value=context.attempt, pid=os.getpid())
     return {"attempt": context.attempt}
+
+
+@task
+def noop() -> None:
+    """For the overhead figure in docs/django.md: a task that does nothing."""
