@@ -126,6 +126,8 @@ def test_enqueue_runs_in_a_worker_with_the_orm(project: Path) -> None:
     shown = manage("mpjobs", "jobs", "show", result.id)
     assert shown.returncode == 0, shown.stderr
     assert "djproject.shop.tasks.add" in shown.stdout and "SUCCESS" in shown.stdout
+    wrong = manage("mpjobs", "--backend", "nope", "status")
+    assert wrong.returncode == 2 and "nope" in wrong.stderr.splitlines()[-1]
     status = manage("mpjobs", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert "queues" in json.loads(status.stdout)
@@ -138,7 +140,8 @@ def test_run_after_is_honoured(project: Path) -> None:
         run_after = datetime.now(timezone.utc) + timedelta(seconds=1.5)
         result = add.using(run_after=run_after).enqueue(10, 1)
         assert result.status == "READY"
-        assert app().get_job(result.id).exec_at == run_after
+        due = app().get_job(result.id).exec_at
+        assert abs(due - run_after) < timedelta(milliseconds=1)
         finished(result)
     assert result.status == "SUCCESSFUL" and result.return_value == 11
     assert result.started_at >= run_after
@@ -262,6 +265,10 @@ def test_mpjobs_options_pass_through_and_bad_ones_fail_early(project: Path) -> N
         add.using(queue_name="not-listed")
     with pytest.raises(ImproperlyConfigured, match="nope"):
         MpjobsBackend("x", {"OPTIONS": {"nope": 1}})
+    with pytest.raises(ImproperlyConfigured, match="result_ttl"):
+        MpjobsBackend("x", {"OPTIONS": {"result_ttl": "soon"}})
+    with pytest.raises(ImproperlyConfigured, match="store"):
+        MpjobsBackend("x", {"OPTIONS": {"store": "mysql://nope"}})
     with pytest.raises(ImproperlyConfigured, match="QUEUES"):
         MpjobsBackend("x", {"QUEUES": ["ok", ""]})
     from mpjobs.contrib.django.compat import TaskResultDoesNotExist

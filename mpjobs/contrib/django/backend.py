@@ -39,6 +39,9 @@ from mpjobs.contrib.django.compat import (
     task_enqueued,
 )
 from mpjobs.contrib.django.results import RUN_ASYNC, RUN_SYNC, Call
+from mpjobs.errors import MpjobsError
+from mpjobs.scheduling.durations import parse_duration
+from mpjobs.store.postgres.url import store_from
 
 if TYPE_CHECKING:
     from mpjobs.app import App, JobBuilder
@@ -105,8 +108,23 @@ class BackendSettings:
                 raise ImproperlyConfigured(
                     f"TASKS[{alias!r}]['OPTIONS'][{name!r}] must be a string, got {value!r}"
                 )
+        where = f"TASKS[{alias!r}]['OPTIONS']"
         if not isinstance(settings.job_options, Mapping):
-            raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']['job_options'] must be a dict")
+            raise ImproperlyConfigured(f"{where}['job_options'] must be a dict")
+        if not isinstance(settings.enqueue_in_transaction, bool):
+            raise ImproperlyConfigured(f"{where}['enqueue_in_transaction'] must be True or False")
+        if not isinstance(settings.database, str):
+            raise ImproperlyConfigured(f"{where}['database'] must be a Django database alias")
+        if settings.store is not None:
+            try:
+                store_from(settings.store)
+            except (MpjobsError, ValueError) as exc:
+                raise ImproperlyConfigured(f"{where}['store']: {exc}") from None
+        if settings.result_ttl is not None:
+            try:
+                parse_duration(settings.result_ttl, what="result_ttl")
+            except (TypeError, ValueError) as exc:
+                raise ImproperlyConfigured(f"{where}['result_ttl']: {exc}") from None
         return settings
 
 

@@ -3,6 +3,8 @@
 import os
 from urllib.parse import parse_qs, urlparse
 
+import django
+
 SECRET_KEY = "test-only"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
@@ -11,7 +13,8 @@ ROOT_URLCONF = "djproject.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
-    "django_tasks",
+    # The backport is an app of its own before Django 6; Django 6 has django.tasks built in.
+    *(["django_tasks"] if django.VERSION < (6,) else []),
     "mpjobs.contrib.django",
     "djproject.shop",
 ]

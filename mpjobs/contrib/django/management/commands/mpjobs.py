@@ -17,9 +17,11 @@ argument, so `--help`, errors and exit codes are mpjobs' own.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from mpjobs.home import home_path
@@ -43,7 +45,10 @@ def mpjobs_argv(argv: Sequence[str]) -> list[str]:
             raise CommandError("--backend needs an alias of settings.TASKS")
     if not rest or rest[0].startswith("-"):
         return rest  # `--help`, `--version`, or nothing: mpjobs' parser answers
-    backend = task_backends[alias]
+    try:
+        backend = task_backends[alias]
+    except ImproperlyConfigured as exc:  # an alias not in TASKS, or a backend that won't load
+        raise CommandError(f"--backend {alias}: {exc}") from None
     if not isinstance(backend, MpjobsBackend):
         raise CommandError(f"TASKS[{alias!r}] is a {type(backend).__name__}, not an MpjobsBackend")
     command, *tail = rest
@@ -62,7 +67,11 @@ def run_mpjobs(argv: Sequence[str]) -> int:
     from mpjobs.cli import main
     from mpjobs.contrib.django.registry import close_connections_before_fork
 
-    args = mpjobs_argv(argv)
+    try:
+        args = mpjobs_argv(argv)
+    except CommandError as exc:  # as mpjobs' own CLI reports a usage error: one line, exit 2
+        print(f"mpjobs: error: {exc}", file=sys.stderr)
+        return 2
     if args and args[0] == "run":
         close_connections_before_fork()
     return main(args)
