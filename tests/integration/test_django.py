@@ -64,12 +64,12 @@ def manage(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def workers(project: Path, n: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+def workers(project: Path, n: int = 2, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """`python manage.py mpjobs run --workers N` for the test; stopped with SIGTERM after."""
-    log = open(project / "pool.log", "ab")  # noqa: SIM115 - closed below
+    log = open(project / "pool.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, str(MANAGE), "mpjobs", "run", "--workers", str(n),
-         "--graceful-timeout", "5"],
+         "--graceful-timeout", "5", *extra],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -110,10 +110,25 @@ pytestmark = pytest.mark.sqlite_only
 def test_enqueue_runs_in_a_worker_with_the_orm(project: Path) -> None:
     from djproject.shop.tasks import add
 
-    with workers(project):
-        result = add.enqueue(2, 3)
-        assert result.status == "READY" and result.id.isdigit()
-        finished(result)
+    from mpjobs.contrib.django.compat import task_enqueued
+
+    sent: list[Any] = []
+
+    def on_enqueued(sender: Any, task_result: Any, **kw: Any) -> None:
+        sent.append(task_result.id)
+
+    task_enqueued.connect(on_enqueued)
+    try:
+        with workers(project):
+            result = add.enqueue(2, 3)
+            assert result.status == "READY" and result.id.isdigit()
+            finished(result)
+    finally:
+        task_enqueued.disconnect(on_enqueued)
+    assert sent == [result.id]
+    # task_started / task_finished were sent in the worker: django-tasks logs them
+    log = (project / "pool.log").read_text()
+    assert f"Task id={result.id} path=djproject.shop.tasks.add state=SUCCESSFUL" in log
     assert result.status == "SUCCESSFUL"
     assert result.return_value == 5
     assert result.attempts == 1 and result.errors == []
@@ -194,6 +209,19 @@ def test_a_failure_reaches_result_errors(project: Path) -> None:
     assert "boom at 7" in error.traceback and "in fail" in error.traceback
     with pytest.raises(ValueError):
         result.return_value  # noqa: B018 - Django raises for a failed task
+
+
+def test_async_worker_runs_async_and_sync_tasks_at_once(project: Path) -> None:
+    """`--concurrency 2`: async tasks on the worker's loop, sync ones in its threads."""
+    from djproject.shop.tasks import add, async_add, whoami
+
+    with workers(project, 1, "--concurrency", "2"):
+        rs = [async_add.enqueue(1, 2), add.enqueue(3, 4), whoami.enqueue("c"), add.enqueue(5, 6)]
+        for r in rs:
+            finished(r)
+    assert [r.status for r in rs] == ["SUCCESSFUL"] * 4
+    assert rs[0].return_value["sum"] == 3 and rs[1].return_value == 7
+    assert rs[2].return_value == {"attempt": 1, "id": rs[2].id, "tag": "c"}
 
 
 def test_get_result_from_another_process(project: Path) -> None:
@@ -279,20 +307,30 @@ def test_mpjobs_options_pass_through_and_bad_ones_fail_early(project: Path) -> N
         add.get_result("not-an-id")
 
 
-def test_under_gunicorn_a_view_enqueues_and_the_pool_runs_it(project: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+def test_under_gunicorn_a_view_enqueues_and_the_pool_runs_it(
+    project: Path, tmp_path: Path, preload: bool
+) -> None:
+    """The pool forked by gunicorn's arbiter (mpjobs' hooks) runs what a Django view enqueued.
+
+    Without preload_app the arbiter sets Django up when it loads the pool's App
+    (`registry:default`); with it, the WSGI app did, and has used the database.
+    """
     from web_helpers import Server
 
+    env = {**_project_env(project), "WEB_PRELOAD": "1" if preload else "0"}
     server = Server(
         ["gunicorn", "-c", str(CONF), "djproject.wsgi:application"], project / "home",
-        tmp_path, _project_env(project),
+        tmp_path, env,
     )  # fmt: skip
+    total = 1042 + preload
     try:
         server.wait_up()
-        sent = server.get("/enqueue?x=40&y=2")
+        sent = server.get(f"/enqueue?x={total - 2}&y=2")
         assert sent["pid"] != os.getpid()
         app().get_job(str(sent["id"])).wait(timeout=30)
-        assert server.get(f"/result/{sent['id']}") == {"status": "SUCCESSFUL", "value": 42}
-        (row,) = [r for r in records("add") if r.value == 42]
+        assert server.get(f"/result/{sent['id']}") == {"status": "SUCCESSFUL", "value": total}
+        (row,) = [r for r in records("add") if r.value == total]
         assert row.pid not in (sent["pid"], server.proc.pid)  # a pool worker ran it
         assert server.stop() == 0
     except BaseException:
