@@ -26,12 +26,11 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("django")
-pytest.importorskip("django_tasks")
+django = pytest.importorskip("django")
+if django.VERSION < (6,):
+    pytest.importorskip("django_tasks")  # the backport; Django 6 has django.tasks built in
 
-import django
-
-from tests.conftest import pg_base_url, wait_for
+from tests.conftest import pg_base_url, wait_for  # noqa: E402
 
 MANAGE = Path(__file__).resolve().parents[1] / "apps" / "djproject" / "manage.py"
 CONF = MANAGE.parent / "gunicorn_conf.py"
