@@ -70,16 +70,15 @@ def __getattr__(name: str) -> Any:
 
     if not apps.ready:
         django.setup()
-    from mpjobs.contrib.django.backend import MpjobsBackend
     from mpjobs.contrib.django.compat import task_backends
 
     try:
         backend = task_backends[name]
     except Exception as exc:
         raise AttributeError(f"no task backend {name!r} in settings.TASKS: {exc}") from None
-    if not isinstance(backend, MpjobsBackend):
+    app = getattr(backend, "app", None)  # an MpjobsBackend (not imported: backend imports us)
+    if not isinstance(app, App):
         raise AttributeError(f"TASKS[{name!r}] is a {type(backend).__name__}, not an MpjobsBackend")
     close_connections_before_fork()
-    app = backend.app
     globals()[name] = app  # findable by name from now on (find_app_target)
     return app
