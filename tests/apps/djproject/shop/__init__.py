@@ -1,0 +1,1 @@
+"""The test project app: a model the tasks write with the ORM."""
