@@ -121,6 +121,20 @@ def test_push_many_inside_the_callers_transaction(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM orders").fetchone() == (1,)
 
 
+def test_push_many_begins_the_callers_transaction_if_it_has_not(tmp_path: Path) -> None:
+    """A non-autocommit connection that has sent nothing yet (Django's atomic() before
+    its first query) is idle: the push begins the caller's transaction, it does not
+    commit one of its own, so a rollback takes the jobs with it."""
+    url = pg_store_url()
+    app = mpjobs.App(tmp_path / "h", store=url)
+    base = url.split("?schema=")[0].split("&schema=")[0]
+    with psycopg.connect(base, autocommit=False) as conn:
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        app.push_many([app.schedule("tasks:add", 1, 1)], connection=conn)
+        conn.rollback()
+    assert app.jobs() == []
+
+
 def test_push_many_on_a_connection_needs_postgres(tmp_path: Path) -> None:
     app = mpjobs.App(tmp_path / "h", store=None)
     app._store_arg = None

@@ -136,6 +136,12 @@ import importlib, os, sys, traceback
 # for mpjobs itself; nothing of mpjobs is imported here.
 for name in ("asyncio", "cloudpickle", "psutil", "sqlite3", "zoneinfo", "filelock", "json"):
     importlib.import_module(name)
+# Optional extras, when installed (Django is heavy: each child would import it afresh).
+for name in ("django.db.models", "django.core.management.base", "django_tasks", "psycopg"):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
 assert not [m for m in sys.modules if m.startswith("mpjobs")]
 failed = []
 for name in sys.argv[1:]:

@@ -71,6 +71,11 @@ class PgQueries(PgConnector):
         statements, then the caller's path is restored; the notification is sent with
         the caller's commit, to every host, this one included.
         """
+        if not user.autocommit and user.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            # The caller's transaction has not begun yet (Django's atomic() before its
+            # first query): begin it, or transaction() below would open and COMMIT one
+            # of its own, and the jobs would outlive the caller's rollback.
+            user.execute("SELECT 1")
         with user.transaction():  # a savepoint in the caller's transaction, or one of its own
             old = user.execute("SELECT current_setting('search_path')").fetchone()
             user.execute("SELECT set_config('search_path', %s, true)", (self.target.schema,))
