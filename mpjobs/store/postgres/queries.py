@@ -71,7 +71,8 @@ class PgQueries(PgConnector):
         statements, then the caller's path is restored; the notification is sent with
         the caller's commit, to every host, this one included.
         """
-        if not user.autocommit and user.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        idle = user.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if idle and not user.autocommit:
             # The caller's transaction has not begun yet (Django's atomic() before its
             # first query): begin it, or transaction() below would open and COMMIT one
             # of its own, and the jobs would outlive the caller's rollback.
