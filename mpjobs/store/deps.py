@@ -21,6 +21,7 @@ theirs: the work is bounded by the edges, each resolved once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from mpjobs.errors import ConfigError, NotFoundError
 from mpjobs.store.base import CANCELLED, SCHEDULED, SUCCESS, TERMINAL, NewJob
 from mpjobs.store.rows import Conn, Rows
-from mpjobs.store.sql import FINISHED_SQL, INSERT_JOB_ID, job_params
+from mpjobs.store.sql import FINISHED_SQL, INSERT_JOB_ID, grouped_inserts, job_params
 
 # 9999-12-31T23:59:59 UTC: "not before its dependencies", still a valid datetime.
 WAITING_AT = 253402300799.0
@@ -70,23 +71,22 @@ class DepQueries(Rows):
             raise ConfigError("unique_key cannot be combined with depends_on or a group")
         with self._tx() as conn:
             status = self._lock_parents(conn, sorted({p for d in deps for p in d}))
-            ids: list[int] = []
+            rows: list[NewJob] = []
+            plan: list[tuple[list[int], list[int], list[int], float]] = []
+            for j, parents in zip(jobs, deps, strict=True):
+                ps = sorted(set(parents))
+                open_ = [p for p in ps if status[p] != SUCCESS]
+                failed = [p for p in open_ if status[p] in _FAILED]
+                waiting = bool(open_) and not failed
+                rows.append(dataclasses.replace(j, exec_at=WAITING_AT) if waiting else j)
+                plan.append((ps, open_, failed, j.exec_at))
+            ids = self._insert_many(conn, rows, now)
             edges: list[tuple[int, int, int]] = []
             waits: list[tuple[int, int, float]] = []
             doomed: list[tuple[int, int, str]] = []
-            for j, parents in zip(jobs, deps, strict=True):
-                parents = sorted(set(parents))
-                open_ = [p for p in parents if status[p] != SUCCESS]
-                failed = [p for p in open_ if status[p] in _FAILED]
-                at = j.exec_at
-                if open_ and not failed:
-                    j.exec_at = WAITING_AT
-                try:
-                    child = int(conn.execute(INSERT_JOB_ID, job_params(j, now)).fetchone()[0])
-                finally:
-                    j.exec_at = at
-                ids.append(child)
-                edges += [(p, child, int(p not in open_ or p in failed)) for p in parents]
+            for child, (ps, open_, failed, at) in zip(ids, plan, strict=True):
+                pending = set(open_).difference(failed)  # a set: a chord has 10,000 parents
+                edges += [(p, child, int(p not in pending)) for p in ps]
                 if failed:
                     doomed.append((child, failed[0], status[failed[0]]))
                 elif open_:
@@ -107,6 +107,16 @@ class DepQueries(Rows):
             for child, parent, st in doomed:
                 self._doom(conn, child, f"dependency job {parent} ended {st}", now)
             return ids
+
+    def _insert_many(self, conn: Conn, jobs: Sequence[NewJob], now: float) -> list[int]:
+        """Insert jobs without unique keys; their ids in order. SQLite's way (the one
+        writer makes a batch's rowids contiguous); PostgreSQL's store COPYs instead."""
+        if len(jobs) == 1:
+            return [int(conn.execute(INSERT_JOB_ID, job_params(jobs[0], now)).fetchone()[0])]
+        for sql, rows in grouped_inserts(jobs, now):
+            conn.executemany(sql, rows)
+        end = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+        return list(range(end - len(jobs) + 1, end + 1))
 
     def _lock_parents(self, conn: Conn, parents: list[int]) -> dict[int, str]:
         """The parents' statuses, their rows locked until commit; NotFoundError if one

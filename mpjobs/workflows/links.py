@@ -35,7 +35,8 @@ def check_depends_on(value: Any) -> None:
 
 
 def _same_store(a: Store, b: Store) -> bool:
-    return a.home.path == b.home.path and a.url == b.url
+    """One PostgreSQL store is shared by the homes of many hosts; SQLite is the home's."""
+    return a.url == b.url and (a.url is not None or a.home.path == b.home.path)
 
 
 def dep_ids(store: Store, deps: Iterable[Any]) -> list[int]:

@@ -88,7 +88,7 @@ def test_retry_of_parent_releases_nothing(store: Store) -> None:
     now = time.time()
     ((a, _),) = store.push([new("a")], now)
     (b,) = store.push_linked([new("b")], [[a]], None, now)
-    (rec,) = store.claim("w", 1, None, 1, time.time())
+    (_rec,) = store.claim("w", 1, None, 1, time.time())
     store.complete("w", [Completion(a, SCHEDULED, exec_at=now)], now)
     assert store.status_of(a) == SCHEDULED and not due(store, b)
     run(store, a)
@@ -99,7 +99,7 @@ def test_completion_applied_twice_releases_once(store: Store) -> None:
     now = time.time()
     a, b = (i for i, _ in store.push([new("a"), new("b")], now))
     (c,) = store.push_linked([new("c")], [[a, b]], None, now)
-    (rec,) = store.claim("w", 1, None, 1, time.time())
+    (_rec,) = store.claim("w", 1, None, 1, time.time())
     store.complete("w", [Completion(a, SUCCESS)], now)
     store.complete("w", [Completion(a, SUCCESS)], now)  # e.g. settled again from a journal
     assert not due(store, c)
