@@ -216,7 +216,7 @@ class App:
         if connection is None and _waits(builders):  # some depend on others: workflows/
             from mpjobs.workflows.links import push_linked
 
-            return push_linked(builders)
+            return push_linked(self.store, builders)
         now = time.time()
         rows = [b.new_job(now) for b in builders]
         if not rows:
@@ -397,7 +397,7 @@ class JobBuilder:
         if "depends_on" in self._options:  # waits for other jobs: workflows/links.py
             from mpjobs.workflows.links import push_linked
 
-            return push_linked([self], exec_at=exec_at)[0]
+            return push_linked(self.app.store, [self], exec_at=exec_at)[0]
         now = time.time()
         store = self.app.store
         ((job_id, _created),) = store.push([self.new_job(now, exec_at)], now)

@@ -16,7 +16,7 @@ from mpjobs import serialization
 from mpjobs.errors import MpjobsError
 from mpjobs.home import Home
 from mpjobs.store.backends import open_backend
-from mpjobs.store.base import SUCCESS
+from mpjobs.store.base import SUCCESS, Store
 
 if TYPE_CHECKING:
     from mpjobs.app import JobBuilder
@@ -37,11 +37,10 @@ def fed(spec: tuple[Any, ...]) -> Any:
     return fn(values if many else values[0], *args, **kwargs)
 
 
-def feeding(builder: JobBuilder, ids: list[int], many: bool) -> JobBuilder:
-    """`builder` as a job that receives the results of `ids` (a list if `many`)."""
+def feeding(store: Store, builder: JobBuilder, ids: list[int], many: bool) -> JobBuilder:
+    """`builder` as a job that receives the results of `ids` of `store` (a list if `many`)."""
     from mpjobs.app import JobBuilder
 
-    store = builder.app.store
     spec = (str(store.home.path), store.url, ids, many, builder.func, builder.func_pickle,
             builder.args, builder.kwargs)  # fmt: skip
     fed_b = JobBuilder(builder.app, FEED, None, builder.name, (spec,), {}, builder._options)

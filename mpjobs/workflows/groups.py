@@ -84,7 +84,8 @@ class Group:
         """A chord: `builder`'s job runs once every member succeeded, with the list of
         their results (push order) as first argument; cancelled if one fails for good."""
         ids = [int(j.id) for j in self.jobs]
-        (job,) = links.push_linked([feeding(builder, ids, many=True)], extra=[ids])
+        fed = feeding(self._store, builder, ids, many=True)
+        (job,) = links.push_linked(self._store, [fed], extra=[ids])
         return job
 
     def cancel(self, terminate: bool = False) -> int:
@@ -105,7 +106,8 @@ def push_group(app: App, builders: Iterable[JobBuilder]) -> Group:
             raise TypeError(f"app.group() takes job builders (task.schedule(...)): {b!r} "
                             "is not a job builder")
     gid = uuid.uuid4().hex
-    return Group(app.store, gid, links.push_linked(todo, group_id=gid))
+    store = app.store
+    return Group(store, gid, links.push_linked(store, todo, group_id=gid))
 
 
 def get_group(app: App, group_id: str) -> Group | None:
@@ -118,5 +120,6 @@ def then(job: Job, builder: JobBuilder) -> Job:
     """`job.then(builder)`: a chain link receiving `job`'s result as first argument."""
     store = builder.app.store
     (parent,) = links.dep_ids(store, [job])
-    (child,) = links.push_linked([feeding(builder, [parent], many=False)], extra=[[parent]])
+    fed = feeding(store, builder, [parent], many=False)
+    (child,) = links.push_linked(store, [fed], extra=[[parent]])
     return child

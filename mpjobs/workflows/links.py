@@ -64,6 +64,7 @@ def has_deps(builders: Sequence[JobBuilder]) -> bool:
 
 
 def push_linked(
+    store: Store,
     builders: Sequence[JobBuilder],
     extra: Sequence[Sequence[int]] | None = None,
     group_id: str | None = None,
@@ -72,10 +73,23 @@ def push_linked(
     """Push builders with their dependencies (and `extra` ones each) in one transaction."""
     if not builders:
         return []
-    store = builders[0].app.store
     now = time.time()
     rows = [b.new_job(now, exec_at) for b in builders]
     deps = [deps_of(store, b) for b in builders]
     if extra is not None:
         deps = [d + list(e) for d, e in zip(deps, extra, strict=True)]
     return [Job(store, i) for i in store.push_linked(rows, deps, group_id, now)]
+
+
+def link_lines(store: Store, job_id: int, most: int = 10) -> list[str]:
+    """What `mpjobs jobs show` prints of a job's dependencies and dependents (none: [])."""
+    parents, children = store.links(job_id)
+    out: list[str] = []
+    if parents:
+        shown = ", ".join(f"{i} ({st})" for i, st, _ in store.outcomes_of(parents[:most]))
+        more = f", ... and {len(parents) - most} more" if len(parents) > most else ""
+        out.append(f"  depends on: {shown}{more}")
+    if children:
+        more = f", ... and {len(children) - most} more" if len(children) > most else ""
+        out.append(f"  dependents: {', '.join(map(str, children[:most]))}{more}")
+    return out

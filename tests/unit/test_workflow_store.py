@@ -159,3 +159,16 @@ def test_version_1_store_migrates(tmp_path: Path) -> None:
     (b,) = store.push_linked([new("b")], [[a]], None, time.time())
     assert store.links(b) == ([a], [])
     assert store.status_of(a) == SCHEDULED and store.get(b).status != RUNNING  # type: ignore[union-attr]
+
+
+def test_link_lines_for_jobs_show(store: Store) -> None:
+    from mpjobs.workflows.links import link_lines
+
+    now = time.time()
+    parents = [i for i, _ in store.push([new(f"p{i}") for i in range(12)], now)]
+    (c,) = store.push_linked([new("c")], [parents], None, now)
+    (line,) = link_lines(store, c)
+    assert line.startswith(f"  depends on: {parents[0]} (SCHEDULED), ")
+    assert line.endswith("... and 2 more")
+    assert link_lines(store, parents[0]) == [f"  dependents: {c}"]
+    assert link_lines(store, c + 1) == []
