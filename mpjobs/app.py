@@ -406,6 +406,12 @@ class JobBuilder:
     def now(self) -> Job:
         return self._push(time.time())
 
+    def after(self, job: Job) -> Job:
+        """`job.then(this)`: run after `job` succeeds, with its result as first argument."""
+        from mpjobs.workflows.groups import then
+
+        return then(job, self)
+
     def delay(self, delay: float | str | timedelta) -> Job:
         return self._push(time.time() + parse_duration(delay, what="delay"))
 

@@ -209,6 +209,4 @@ class Job:
     def then(self, builder: JobBuilder) -> Job:
         """Push `builder`'s job to run after this one succeeds, with its result as first
         argument (a chain: `a.then(b).then(c)`); see docs/workflows.md."""
-        from mpjobs.workflows.groups import then
-
-        return then(self, builder)
+        return builder.after(self)  # the builder side knows workflows (no import cycle)

@@ -147,10 +147,12 @@ class DepQueries(Rows):
     def _resolve(self, conn: Conn, finished: Sequence[int], now: float) -> None:
         """Resolve the edges of jobs that may just have ended; a no-op for the rest.
 
-        The common case (no job of the batch has a dependent) is one indexed UPDATE
-        that matches nothing. An edge is resolved only once its parent is terminal, and
+        The common case (no job of the batch has a dependent) is one read of job_deps'
+        primary key that finds nothing. An edge is resolved only once its parent is terminal, and
         only once (done = 0 -> 1), so a completion applied twice releases nothing twice.
         """
+        if not finished or not self._any_edge(conn, finished):
+            return  # the plain fast path: a read of job_deps' primary key, no write
         frontier = list(finished)
         while frontier:
             edges: list[tuple[int, int]] = []
@@ -166,6 +168,9 @@ class DepQueries(Rows):
                 ]
             if not edges:
                 return
+            # Rows are locked in child order, so two completions that release the same
+            # children (on PostgreSQL, at once) cannot deadlock on them.
+            edges.sort(key=lambda e: (e[1], e[0]))
             status = self._statuses(conn, sorted({p for p, _ in edges}))
             met = Counter(c for p, c in edges if status.get(p) == SUCCESS)
             frontier = []
@@ -177,6 +182,18 @@ class DepQueries(Rows):
                     frontier.append(child)
             for child, n in met.items():
                 self._met(conn, child, n)
+
+    def _any_edge(self, conn: Conn, ids: Sequence[int]) -> bool:
+        """Whether a job of `ids` has an unresolved dependent: probes of the primary key."""
+        for chunk in _chunks(ids):
+            row = conn.execute(
+                f"SELECT 1 FROM job_deps WHERE parent IN ({_marks(len(chunk))}) AND done = 0 "
+                "LIMIT 1",
+                list(chunk),
+            ).fetchone()
+            if row is not None:
+                return True
+        return False
 
     def _met(self, conn: Conn, child: int, n: int) -> None:
         """`n` more parents of `child` succeeded; the statement that reaches 0 releases it."""

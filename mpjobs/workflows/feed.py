@@ -39,10 +39,8 @@ def fed(spec: tuple[Any, ...]) -> Any:
 
 def feeding(store: Store, builder: JobBuilder, ids: list[int], many: bool) -> JobBuilder:
     """`builder` as a job that receives the results of `ids` of `store` (a list if `many`)."""
-    from mpjobs.app import JobBuilder
-
     spec = (str(store.home.path), store.url, ids, many, builder.func, builder.func_pickle,
             builder.args, builder.kwargs)  # fmt: skip
-    fed_b = JobBuilder(builder.app, FEED, None, builder.name, (spec,), {}, builder._options)
+    fed_b = type(builder)(builder.app, FEED, None, builder.name, (spec,), {}, builder._options)
     fed_b._exec_at = builder._exec_at
     return fed_b

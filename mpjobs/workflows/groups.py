@@ -99,10 +99,8 @@ def push_group(app: App, builders: Iterable[JobBuilder]) -> Group:
     todo = list(builders)
     if not todo:
         raise ValueError("a group needs at least one job")
-    from mpjobs.app import JobBuilder
-
     for b in todo:
-        if not isinstance(b, JobBuilder):
+        if not callable(getattr(b, "new_job", None)):  # a JobBuilder (no import: no cycle)
             raise TypeError(f"app.group() takes job builders (task.schedule(...)): {b!r} "
                             "is not a job builder")
     gid = uuid.uuid4().hex
