@@ -213,7 +213,9 @@ class App:
         back. See docs/multihost.md.
         """
         builders = list(builders)
-        if connection is None and _waits(builders):  # some depend on others: workflows/
+        if _waits(builders):  # some depend on others: workflows/
+            if connection is not None:
+                raise ConfigError("jobs with depends_on cannot be pushed with connection=...")
             from mpjobs.workflows.links import push_linked
 
             return push_linked(self.store, builders)
