@@ -153,3 +153,28 @@ def test_chord_of_10000_noop_members(wapp: mpjobs.App, store_backend: str) -> No
     took = time.monotonic() - t0
     print(f"{store_backend}: 10,000-member chord pushed in {pushed:.2f} s, done in {took:.2f} s")
     assert all(o[1] == "SUCCESS" for o in wapp.store.outcomes_of([int(j.id) for j in group.jobs]))
+
+
+@pytest.mark.postgres_only
+def test_a_version_1_postgres_schema_migrates(tmp_path: Path) -> None:
+    """A schema made by the previous release gains the workflow tables on first open."""
+    import psycopg
+    from conftest import pg_store_url
+
+    from mpjobs.store.postgres.schema import MARK, MIGRATIONS
+
+    url = pg_store_url()
+    base, schema = url.split("?schema=")[0].split("&schema=")[0], url.rsplit("schema=", 1)[1]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET search_path = {schema}")
+        for statement in MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('mark', %s), ('version', '1')", (MARK,))
+    app = mpjobs.App(tmp_path / "h", store=url)
+    a = app.schedule("workflow_tasks:noop").now()
+    b = app.schedule("workflow_tasks:noop").options(depends_on=[a]).now()
+    assert app.store.links(int(b.id)) == ([int(a.id)], [])
+    with psycopg.connect(base, autocommit=True) as conn:
+        row = conn.execute(f"SELECT value FROM {schema}.meta WHERE key = 'version'").fetchone()
+    assert row == ("2",)
