@@ -66,7 +66,7 @@ class CompletionQueries(DepQueries):
         for c in rest:
             self._apply(conn, owner, c, now)
         # Workflows (deps.py): in this transaction, so no crash separates a parent's
-        # end from its children's release; one indexed no-op UPDATE when none waits.
+        # end from its children's release; one primary-key read when none waits.
         self._resolve(conn, [c.job_id for c in done if c.status != SCHEDULED], now)
 
     def _apply(self, conn: Conn, owner: str, c: Completion, now: float) -> Completion:
