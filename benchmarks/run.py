@@ -502,6 +502,14 @@ class Bench:
         per_job = self.out["async_serial_s"] / self.cfg.async_serial_n
         self.out["async_serial_projected_s"] = round(per_job * self.cfg.async_n, 1)
 
+    # -- workflows: a 10,000-member group with a chord against independent jobs --------
+
+    def workflows(self) -> None:
+        from benchmarks import workflows
+
+        n = 2_000 if self.cfg == QUICK else 10_000
+        self.out.update(workflows.run(self.home("workflows"), n))
+
     # -- 10. PostgreSQL: mpjobs, procrastinate and Chancy on one server -------------------
 
     def postgres(self) -> None:
@@ -519,7 +527,7 @@ class Bench:
 
 
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
-             "drain", "backlog", "async_drain", "scale", "postgres"]  # fmt: skip
+             "drain", "backlog", "async_drain", "scale", "workflows", "postgres"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).
@@ -578,6 +586,10 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("drain_2_workers_per_s", "jobs/s", None, True),
     ("drain_4_workers_per_s", "jobs/s", None, True),
     ("drain_8_workers_per_s", "jobs/s", None, True),
+    ("wf_independent_push_per_s", "/s", None, True),
+    ("wf_group_chord_push_per_s", "/s", None, True),
+    ("wf_independent_complete_per_s", "jobs/s", None, True),
+    ("wf_group_chord_complete_per_s", "jobs/s", None, True),
 ]
 
 

@@ -22,12 +22,14 @@ from mpjobs.job import Job, JobStatus
 from mpjobs.limits import Limit
 from mpjobs.pool import Pool
 from mpjobs.scheduling.schedules import Schedule
+from mpjobs.workflows import Group
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
     "ConfigError",
+    "Group",
     "HomeError",
     "Job",
     "JobBuilder",

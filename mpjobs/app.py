@@ -25,6 +25,7 @@ from mpjobs.options import (
     DEFAULTS,
     JOB_OPTIONS,
     SCHEDULE_OPTIONS,
+    WORKFLOW_OPTIONS,
     Shape,
     check_options,
 )
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from mpjobs.pool import Pool
     from mpjobs.scheduling.lifecycle import LifecycleTask
     from mpjobs.scheduling.schedules import Schedule
+    from mpjobs.workflows import Group
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -210,6 +212,13 @@ class App:
         your own rows, or vanish with your rollback; mpjobs neither commits nor rolls
         back. See docs/multihost.md.
         """
+        builders = list(builders)
+        if _waits(builders):  # some depend on others: workflows/
+            if connection is not None:
+                raise ConfigError("jobs with depends_on cannot be pushed with connection=...")
+            from mpjobs.workflows.links import push_linked
+
+            return push_linked(self.store, builders)
         now = time.time()
         rows = [b.new_job(now) for b in builders]
         if not rows:
@@ -224,6 +233,18 @@ class App:
                 )
             return [Job(store, i) for i, _ in push_in(connection, rows, now)]
         return [Job(store, i) for i, _ in store.push(rows, now)]
+
+    def group(self, builders: Iterable[JobBuilder]) -> Group:
+        """Push jobs as a group, in one transaction; see docs/workflows.md."""
+        from mpjobs.workflows.groups import push_group
+
+        return push_group(self, builders)
+
+    def get_group(self, group_id: str) -> Group | None:
+        """The group of that id, from any process; None if there is none."""
+        from mpjobs.workflows.groups import get_group
+
+        return get_group(self, group_id)
 
     def get_job(self, job_id: str | int) -> Job | None:
         try:
@@ -343,7 +364,7 @@ class JobBuilder:
 
     def options(self, **options: Any) -> JobBuilder:
         """A copy with per-job options layered over the task's (dramatiq-style lookup)."""
-        check_options(options, JOB_OPTIONS | SCHEDULE_OPTIONS)
+        check_options(options, JOB_OPTIONS | SCHEDULE_OPTIONS | WORKFLOW_OPTIONS)
         merged = {**self._options, **options}
         resolve_limits(merged.get("timeout"), merged.get("memory_limit"), merged.get("limits"))
         b = JobBuilder(
@@ -375,6 +396,10 @@ class JobBuilder:
         )  # fmt: skip
 
     def _push(self, exec_at: float) -> Job:
+        if "depends_on" in self._options:  # waits for other jobs: workflows/links.py
+            from mpjobs.workflows.links import push_linked
+
+            return push_linked(self.app.store, [self], exec_at=exec_at)[0]
         now = time.time()
         store = self.app.store
         ((job_id, _created),) = store.push([self.new_job(now, exec_at)], now)
@@ -382,6 +407,12 @@ class JobBuilder:
 
     def now(self) -> Job:
         return self._push(time.time())
+
+    def after(self, job: Job) -> Job:
+        """`job.then(this)`: run after `job` succeeds, with its result as first argument."""
+        from mpjobs.workflows.groups import then
+
+        return then(job, self)
 
     def delay(self, delay: float | str | timedelta) -> Job:
         return self._push(time.time() + parse_duration(delay, what="delay"))
@@ -413,3 +444,8 @@ class JobBuilder:
         if parsed is None:
             raise ValueError(f"invalid daily time {hhmm!r}: expected HH:MM")
         return declare(self, DailyTrigger(parsed[0], parsed[1], tz))
+
+
+def _waits(builders: list[JobBuilder]) -> bool:
+    """Whether a job of `builders` depends on others (checked per push: cheap)."""
+    return any("depends_on" in b._options for b in builders)

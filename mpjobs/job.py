@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpjobs import serialization
 from mpjobs.coordination.notify import deadline_left
@@ -28,6 +28,9 @@ from mpjobs.store.backend import Doorbell, Listener
 from mpjobs.store.backends import open_backend
 from mpjobs.store.base import JobRecord, JobStatus, Store
 from mpjobs.store.postgres.url import redact
+
+if TYPE_CHECKING:
+    from mpjobs.app import JobBuilder
 
 __all__ = ["Job", "JobStatus"]
 
@@ -200,3 +203,10 @@ class Job:
 
     async def cancel_async(self, terminate: bool = False) -> bool:
         return await asyncio.to_thread(self.cancel, terminate)
+
+    # -- workflows -------------------------------------------------------------------
+
+    def then(self, builder: JobBuilder) -> Job:
+        """Push `builder`'s job to run after this one succeeds, with its result as first
+        argument (a chain: `a.then(b).then(c)`); see docs/workflows.md."""
+        return builder.after(self)  # the builder side knows workflows (no import cycle)

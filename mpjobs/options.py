@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_RETRY_BACKOFF",
     "JOB_OPTIONS",
     "SCHEDULE_OPTIONS",
+    "WORKFLOW_OPTIONS",
     "Shape",
     "check_options",
 ]
@@ -37,6 +38,9 @@ JOB_OPTIONS = {
 SCHEDULE_OPTIONS = {
     "coalesce", "misfire_grace_time", "max_instances", "max_failures", "jitter", "id",
 }  # fmt: skip
+
+# Per job only (`.options()`), never a task's default: what a job waits for (workflows/).
+WORKFLOW_OPTIONS = {"depends_on"}
 
 DEFAULTS: dict[str, Any] = {
     "queue": DEFAULT_QUEUE,
@@ -65,6 +69,10 @@ def check_options(options: dict[str, Any], allowed: set[str]) -> None:
     limits = options.get("limits")
     if limits is not None and not all(isinstance(x, Limit) for x in limits):
         raise TypeError("limits must be a list of mpjobs.Limit")
+    if "depends_on" in options:
+        from mpjobs.workflows.links import check_depends_on
+
+        check_depends_on(options["depends_on"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from mpjobs.errors import StoreError
 from mpjobs.store import base
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, Completion, Decide, JobRecord, NewJob
 from mpjobs.store.completions import CompletionQueries
+from mpjobs.store.deps import WAITING_AT
 from mpjobs.store.rows import Conn
 from mpjobs.store.sql import (
     FINISHED_SQL,
@@ -135,6 +136,7 @@ class JobQueries(CompletionQueries):
                 except Exception as exc:  # one job's bad record must not stop the rest
                     c = base.quarantined(Completion(job.id, base.FAILED), exc, "cannot settle")
                 settled.append((job, self._apply(conn, owner, c, now)))
+            self._resolve(conn, [job.id for job, _ in settled], now)  # deps.py
             conn.execute(
                 "UPDATE jobs SET owner = NULL, pid = NULL WHERE owner = ? AND status = ?",
                 (owner, CANCELLED),
@@ -185,6 +187,7 @@ class JobQueries(CompletionQueries):
             )  # fmt: skip
             if cur.rowcount != 1:
                 return False, None
+            self._resolve(conn, [job_id], now)  # its dependents are cancelled (deps.py)
             return True, owner if running else None
 
     def retry(self, job_id: int, now: float) -> bool:
@@ -247,7 +250,11 @@ class JobQueries(CompletionQueries):
         qsql, qargs = queue_filter(queues)
         r = (
             self._conn()
-            .execute(f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}'{qsql}", qargs)
+            .execute(
+                f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}' "
+                f"AND exec_at < {WAITING_AT!r}{qsql}",  # not a job waiting for others
+                qargs,
+            )
             .fetchone()
         )
         return None if r is None or r[0] is None else float(r[0])

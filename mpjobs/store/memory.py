@@ -37,13 +37,15 @@ from mpjobs.store.base import (
     ProcessRecord,
     ScheduleRecord,
 )
+from mpjobs.store.deps import WAITING_AT
+from mpjobs.store.memory_deps import MemoryDeps
 
 log = logging.getLogger("mpjobs.store")
 
 _SCHEDULE_FIELDS = {"state", "next_run_time", "trigger", "failures", "updated_at", "options"}
 
 
-class MemoryStore:
+class MemoryStore(MemoryDeps):
     """A `Store` in a dict, each operation atomic under one lock; rings after each write."""
 
     def __init__(self, home: Home) -> None:
@@ -131,6 +133,7 @@ class MemoryStore:
     def _complete_many(self, owner: str, done: Sequence[Completion], now: float) -> None:
         for c in done:
             self._apply(owner, c, now)
+        self._resolve([c.job_id for c in done], now)  # workflows: memory_deps.py
 
     def _apply(self, owner: str, c: Completion, now: float) -> Completion:
         try:
@@ -183,6 +186,7 @@ class MemoryStore:
                 except Exception as exc:
                     c = base.quarantined(Completion(job.id, FAILED), exc, "cannot settle")
                 settled.append((job, self._apply(owner, c, now)))
+            self._resolve([job.id for job, _ in settled], now)
             for r in self._jobs.values():
                 if r.status == CANCELLED and r.owner == owner:
                     r.owner = r.pid = None
@@ -215,6 +219,7 @@ class MemoryStore:
             r.status, r.finished_at = CANCELLED, now
             r.error = "cancelled while running" if running else "cancelled"
             r.owner = r.owner if running else None
+            self._resolve([job_id], now)
             return True, r.owner
 
     def retry(self, job_id: int, now: float) -> bool:
@@ -250,7 +255,8 @@ class MemoryStore:
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None:
         with self.changed:
             times = [r.exec_at for r in self._jobs.values()
-                     if r.status == SCHEDULED and (not queues or r.queue in queues)]  # fmt: skip
+                     if r.status == SCHEDULED and r.exec_at < WAITING_AT
+                     and (not queues or r.queue in queues)]  # fmt: skip
             return min(times, default=None)
 
     def queue_depths(self) -> dict[str, dict[str, int]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -79,6 +79,33 @@ MIGRATIONS: dict[int, list[str]] = {
             parent TEXT,
             started_at REAL NOT NULL,
             info TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ],
+    2: [
+        # Workflows (store/deps.py): an edge per dependency, resolved once (done).
+        """
+        CREATE TABLE job_deps (
+            parent INTEGER NOT NULL,
+            child INTEGER NOT NULL,
+            done INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (parent, child)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX job_deps_child ON job_deps(child)",
+        # A waiting job's count of parents not yet succeeded, and when it asked to run.
+        """
+        CREATE TABLE job_waits (
+            job_id INTEGER PRIMARY KEY,
+            remaining INTEGER NOT NULL,
+            exec_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE job_groups (
+            group_id TEXT NOT NULL,
+            job_id INTEGER NOT NULL,
+            PRIMARY KEY (group_id, job_id)
         ) WITHOUT ROWID
         """,
     ],

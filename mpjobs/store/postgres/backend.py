@@ -20,7 +20,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,10 @@ def relock_window() -> float:
 
 class PgStore(PgQueries, JobQueries, ScheduleQueries, ProcessQueries, base.Store):
     """A `Store` over the app's schema in a PostgreSQL database."""
+
+    def _insert_many(self, conn: Any, jobs: Sequence[base.NewJob], now: float) -> list[int]:
+        """Workflows' batch insert (store/deps.py): COPY, ids drawn in push order."""
+        return self._copy(conn, jobs, now)
 
     def _owner_gone(self, conn: Any, owner: str) -> None:
         """Settle `owner` only while holding its lock, and drop its process row with it.

@@ -21,7 +21,7 @@ from mpjobs.store.postgres.url import StoreUrl
 
 log = logging.getLogger("mpjobs.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MARK = "mpjobs store"
 MIGRATE_WAIT_MS = 60_000  # a migration elsewhere takes well under a second
 
@@ -109,6 +109,32 @@ MIGRATIONS: dict[int, list[str]] = {
         )
         """,
         "INSERT INTO leader (id, epoch) VALUES (1, 0)",
+    ],
+    2: [
+        # Workflows (store/deps.py): an edge per dependency, resolved once (done).
+        """
+        CREATE TABLE job_deps (
+            parent bigint NOT NULL,
+            child bigint NOT NULL,
+            done integer NOT NULL DEFAULT 0,
+            PRIMARY KEY (parent, child)
+        )
+        """,
+        "CREATE INDEX job_deps_child ON job_deps (child)",
+        """
+        CREATE TABLE job_waits (
+            job_id bigint PRIMARY KEY,
+            remaining integer NOT NULL,
+            exec_at double precision NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE job_groups (
+            group_id text NOT NULL,
+            job_id bigint NOT NULL,
+            PRIMARY KEY (group_id, job_id)
+        )
+        """,
     ],
 }
 
