@@ -18,6 +18,7 @@ from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
 from mpjobs.limits import Limit, resolve_limits
 from mpjobs.observability.hooks import HookFn, Hooks, Middleware
+from mpjobs.observability.joblog import JobLog
 from mpjobs.options import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
@@ -72,7 +73,7 @@ class App:
         self.result_ttl = None if result_ttl is None else parse_duration(result_ttl)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.lifecycles: list[LifecycleTask] = []
-        self.hooks = Hooks.with_builtins()  # run in the workers: observability/hooks.py
+        self.hooks = Hooks([JobLog()])  # run in the workers: observability/hooks.py
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (App, (str(self.home.path), self.store_url))

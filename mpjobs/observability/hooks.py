@@ -141,13 +141,6 @@ class Hooks:
         self.middlewares: list[Middleware] = []
         self.extend(middlewares)
 
-    @classmethod
-    def with_builtins(cls) -> Hooks:
-        """mpjobs' own middleware: the job log lines."""
-        from mpjobs.observability.joblog import JobLog
-
-        return cls([JobLog()])
-
     def extend(self, middlewares: Iterable[Middleware]) -> None:
         if isinstance(middlewares, Middleware):
             raise ConfigError("app.middleware() takes a list of middleware, not one")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from mpjobs.home import Home
+    from mpjobs.store.counters import MetricCounts
 
 
 class JobStatus(str, enum.Enum):
@@ -277,6 +278,15 @@ class Store(Protocol):
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None: ...
     def queue_depths(self) -> dict[str, dict[str, int]]: ...
     def purge(self, before: float) -> int: ...
+
+    # metrics (store/counters.py)
+    def metric_counts(self, now: float) -> MetricCounts:
+        """The job counters summed over processes, and each queue's oldest due job."""
+        ...
+
+    def fold_counters(self, live: Sequence[str]) -> int:
+        """Merge the counter rows of processes not in `live` and gone; the number merged."""
+        ...
 
     # schedules
     def upsert_schedule(

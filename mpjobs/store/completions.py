@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 from mpjobs.rules.schedules import max_failures_of, tally
 from mpjobs.store import base
 from mpjobs.store.base import PERMANENTLY_FAILED, RUNNING, SCHEDULED, STOPPED, Completion
-from mpjobs.store.rows import Conn, Rows
+from mpjobs.store.counters import CounterQueries
+from mpjobs.store.rows import Conn
 
 log = logging.getLogger("mpjobs.store")
 
@@ -30,7 +31,7 @@ def _savepoint(conn: Conn) -> Iterator[None]:
     conn.execute("RELEASE outcome")
 
 
-class CompletionQueries(Rows):
+class CompletionQueries(CounterQueries):
     def _complete_many(
         self, conn: Conn, owner: str, done: Sequence[Completion], now: float
     ) -> None:
@@ -64,6 +65,7 @@ class CompletionQueries(Rows):
                 rest = plain + rest  # find the bad one(s), row by row
         for c in rest:
             self._apply(conn, owner, c, now)
+        self._count_finished(conn, owner, [c.job_id for c in done if c.status != SCHEDULED], now)
 
     def _apply(self, conn: Conn, owner: str, c: Completion, now: float) -> Completion:
         """Apply one completion, or quarantine its job if it cannot be written; the one applied.

@@ -31,6 +31,7 @@ class JobQueries(CompletionQueries):
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         with self._tx() as conn:
             if all(j.unique_key is None for j in jobs):
+                self._count_pushed(conn, jobs)
                 if len(jobs) == 1:
                     cur = conn.execute(INSERT_JOB_ID, job_params(jobs[0], now))
                     return [(int(cur.fetchone()[0]), True)]
@@ -50,6 +51,7 @@ class JobQueries(CompletionQueries):
                         (j.unique_key,),
                     ).fetchone()
                     out.append((int(row[0]), False))
+            self._count_pushed(conn, [j for j, (_, new) in zip(jobs, out, strict=True) if new])
             return out
 
     def claim(
@@ -80,6 +82,7 @@ class JobQueries(CompletionQueries):
                 ).fetchone()[0]
                 limit = max(1, min(limit, -(-ready // share)))
             rows = self._claim_rows(conn, owner, pid, qsql, qargs, now, limit)
+            self._count_started(conn, owner, rows)
         jobs = [JobRecord(*r) for r in rows]
         jobs.sort(key=lambda j: (j.priority, j.exec_at, j.id))
         return jobs
@@ -112,6 +115,7 @@ class JobQueries(CompletionQueries):
                 f"WHERE id = ? AND owner = ? AND status = '{RUNNING}'",
                 [(i, owner) for i in job_ids],
             )
+            self._count_released(conn, owner, job_ids)
 
     def recover(
         self, owner: str, decide: Decide, now: float
@@ -135,6 +139,7 @@ class JobQueries(CompletionQueries):
                 except Exception as exc:  # one job's bad record must not stop the rest
                     c = base.quarantined(Completion(job.id, base.FAILED), exc, "cannot settle")
                 settled.append((job, self._apply(conn, owner, c, now)))
+            self._count_finished(conn, owner, [job.id for job in rows], now)
             conn.execute(
                 "UPDATE jobs SET owner = NULL, pid = NULL WHERE owner = ? AND status = ?",
                 (owner, CANCELLED),

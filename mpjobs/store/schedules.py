@@ -10,6 +10,7 @@ import logging
 
 from mpjobs.rules.schedules import redeclared
 from mpjobs.store.base import ACTIVE, RUNNING, SCHEDULED, FireRule, ProcessRecord, ScheduleRecord
+from mpjobs.store.counters import CounterQueries
 from mpjobs.store.rows import Conn, Rows
 
 log = logging.getLogger("mpjobs.store")
@@ -18,7 +19,7 @@ _SCHED_COLS = ", ".join(ScheduleRecord.__dataclass_fields__)
 _PROC_COLS = ", ".join(ProcessRecord.__dataclass_fields__)
 
 
-class ScheduleQueries(Rows):
+class ScheduleQueries(CounterQueries):  # counts a fire's job as pushed
     def upsert_schedule(self, rec: ScheduleRecord, trigger_changed: bool = False) -> ScheduleRecord:
         """Declare a schedule; re-declaring the same id updates it as `redeclared` says."""
         with self._tx() as conn:
@@ -97,6 +98,7 @@ class ScheduleQueries(Rows):
                     job_id = self._insert_fired(conn, j, now)
                     if job_id is not None:
                         ids.append(job_id)
+                        self._count_pushed(conn, [j])
                 conn.execute(
                     "UPDATE schedules SET next_run_time = ? WHERE id = ?", (next_time, rec.id)
                 )

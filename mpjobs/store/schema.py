@@ -9,7 +9,7 @@ from __future__ import annotations
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -79,6 +79,22 @@ MIGRATIONS: dict[int, list[str]] = {
             parent TEXT,
             started_at REAL NOT NULL,
             info TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ],
+    # 2: per-process job counters for metrics (store/counters.py)
+    2: [
+        """
+        CREATE TABLE counters (
+            token TEXT NOT NULL,
+            name TEXT NOT NULL,
+            task TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            status TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            total REAL NOT NULL,
+            PRIMARY KEY (token, name, task, queue, status, bucket)
         ) WITHOUT ROWID
         """,
     ],

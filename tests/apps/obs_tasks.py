@@ -98,7 +98,9 @@ def flaky() -> None:
 @app.task
 def hold(marker: str, release: str, timeout: float = 60.0) -> int:
     """Mark that it runs, then wait for `release` to exist (bounded)."""
-    Path(marker).write_text(str(os.getpid()))
+    tmp = Path(f"{marker}.{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, marker)  # atomically: a test that sees the file never reads it empty
     deadline = time.monotonic() + timeout
     while not Path(release).exists() and time.monotonic() < deadline:
         time.sleep(0.01)

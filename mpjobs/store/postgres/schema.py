@@ -21,7 +21,7 @@ from mpjobs.store.postgres.url import StoreUrl
 
 log = logging.getLogger("mpjobs.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MARK = "mpjobs store"
 MIGRATE_WAIT_MS = 60_000  # a migration elsewhere takes well under a second
 
@@ -109,6 +109,22 @@ MIGRATIONS: dict[int, list[str]] = {
         )
         """,
         "INSERT INTO leader (id, epoch) VALUES (1, 0)",
+    ],
+    # 2: per-process job counters for metrics (store/counters.py)
+    2: [
+        """
+        CREATE TABLE counters (
+            token text NOT NULL,
+            name text NOT NULL,
+            task text NOT NULL,
+            queue text NOT NULL,
+            status text NOT NULL,
+            bucket integer NOT NULL,
+            n bigint NOT NULL,
+            total double precision NOT NULL,
+            PRIMARY KEY (token, name, task, queue, status, bucket)
+        )
+        """,
     ],
 }
 

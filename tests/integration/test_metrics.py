@@ -1,0 +1,145 @@
+"""Prometheus metrics of a running pool, scraped over HTTP from `serve()` in a process of
+its own and parsed with prometheus_client's parser; counts must equal the store's,
+also after workers were SIGKILLed mid-job (their jobs count when they are settled)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import obs_tasks as ot
+import pytest
+from conftest import started, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+import mpjobs
+from mpjobs.observability.metrics import exposition
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def obs_app(home: Path) -> mpjobs.App:
+    return ot.make_app(home)
+
+
+@pytest.fixture
+def metrics_url(obs_app: mpjobs.App, home: Path) -> Iterator[str]:
+    """`serve()` in a process of its own (as `mpjobs metrics` runs it)."""
+    obs_app.store  # noqa: B018 - create the store first
+    port = _free_port()
+    code = (
+        "import obs_tasks as ot; from mpjobs.observability.metrics import serve; "
+        f"serve(ot.make_app({str(home)!r}), port={port})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def up() -> bool:
+        assert proc.poll() is None, "the metrics server died"
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, 20, what="the metrics server")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return out
+
+
+def total(samples: list[tuple[dict[str, str], float]], **labels: str) -> float:
+    return sum(v for lab, v in samples if all(lab.get(k) == x for k, x in labels.items()))
+
+
+def test_counts_match_the_store_after_workers_are_killed(
+    obs_app: mpjobs.App, metrics_url: str, tmp_path: Path
+) -> None:
+    with started(obs_app, workers=2) as pool:
+        first = [ot.ok.schedule(i).now() for i in range(20)] + [
+            ot.boom.schedule("x").now() for _ in range(3)
+        ]
+        for job in first:
+            job.wait(30)
+        # Two jobs run, one per worker; both workers are SIGKILLed mid-job.
+        markers = [tmp_path / f"m{i}" for i in range(2)]
+        held = [
+            ot.hold.schedule(str(m), str(tmp_path / "never")).options(max_attempts=1).now()
+            for m in markers
+        ]
+        wait_for(lambda: all(m.exists() for m in markers), 30, what="both jobs running")
+        victims = {int(m.read_text()) for m in markers}
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        for job in held:
+            assert job.wait(30).status == mpjobs.JobStatus.FAILED  # worker lost
+        wait_for(lambda: len(set(pool.workers()) - victims) == 2, 30, what="new workers")
+        last = [ot.ok.schedule(i).now() for i in range(10)]
+        for job in last:
+            assert job.wait(30).status == mpjobs.JobStatus.SUCCESS
+        m = scrape(metrics_url)
+        live = set(pool.workers())
+
+    jobs = obs_app.store.list_jobs(None, None, 10_000)
+    assert len(jobs) == 35
+    by_status = Counter((j.name, j.status) for j in jobs)
+    finished = m["mpjobs_jobs_finished_total"]
+    for (task, status), n in by_status.items():
+        assert total(finished, task=task, status=status) == n, (task, status)
+    assert total(finished) == 35
+    assert total(m["mpjobs_jobs_pushed_total"]) == 35
+    assert total(m["mpjobs_jobs_started_total"]) == sum(j.attempts for j in jobs)
+    assert total(m["mpjobs_job_duration_seconds_count"]) == 35
+    inf = [v for lab, v in m["mpjobs_job_duration_seconds_bucket"] if lab["le"] == "+Inf"]
+    assert sum(inf) == 35
+    assert total(m["mpjobs_workers"]) == 2
+    assert {lab["pid"] for lab, _ in m["mpjobs_worker_rss_bytes"]} == {str(p) for p in live}
+    assert all(v > 1 << 20 for _, v in m["mpjobs_worker_rss_bytes"])
+    assert total(m["mpjobs_leader_present"]) == 1
+    assert total(m.get("mpjobs_queue_depth", []), queue="default") == 0
+    assert total(m.get("mpjobs_jobs_running", []), queue="default") == 0
+
+
+def test_gauges_of_a_backlog(obs_app: mpjobs.App, tmp_path: Path) -> None:
+    """No pool: jobs wait; the oldest's age and the depth come from the store."""
+    jobs = [ot.ok.schedule(i).now() for i in range(3)]
+    ot.ok.schedule(9).options(queue="later").delay(3600)
+    body, ctype = exposition(obs_app)
+    assert ctype.startswith("text/plain")
+    m: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            m.setdefault(s.name, []).append((dict(s.labels), s.value))
+    assert total(m["mpjobs_queue_depth"], queue="default") == 3
+    assert total(m["mpjobs_queue_depth"], queue="later") == 1
+    assert total(m["mpjobs_queue_oldest_waiting_seconds"], queue="default") > 0
+    assert total(m["mpjobs_queue_oldest_waiting_seconds"], queue="later") == 0  # not due
+    assert total(m["mpjobs_jobs_pushed_total"], queue="default") == len(jobs)
+    assert total(m["mpjobs_leader_present"]) == 0
