@@ -9,7 +9,15 @@ from __future__ import annotations
 import logging
 
 from mpjobs.rules.schedules import redeclared
-from mpjobs.store.base import ACTIVE, RUNNING, SCHEDULED, FireRule, ProcessRecord, ScheduleRecord
+from mpjobs.store.base import (
+    ACTIVE,
+    RUNNING,
+    SCHEDULED,
+    FireRule,
+    NewJob,
+    ProcessRecord,
+    ScheduleRecord,
+)
 from mpjobs.store.counters import CounterQueries
 from mpjobs.store.rows import Conn, Rows
 
@@ -76,6 +84,7 @@ class ScheduleQueries(CounterQueries):  # counts a fire's job as pushed
         any instant leaves either both or neither: each fire yields exactly one job.
         """
         ids: list[int] = []
+        fired: list[NewJob] = []
         with self._tx() as conn:
             self._fence(conn)
             due = [
@@ -98,10 +107,11 @@ class ScheduleQueries(CounterQueries):  # counts a fire's job as pushed
                     job_id = self._insert_fired(conn, j, now)
                     if job_id is not None:
                         ids.append(job_id)
-                        self._count_pushed(conn, [j])
+                        fired.append(j)
                 conn.execute(
                     "UPDATE schedules SET next_run_time = ? WHERE id = ?", (next_time, rec.id)
                 )
+            self._count_pushed(conn, fired)
         return ids
 
     def next_fire_time(self) -> float | None:

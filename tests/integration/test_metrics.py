@@ -4,6 +4,7 @@ also after workers were SIGKILLed mid-job (their jobs count when they are settle
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -143,3 +144,39 @@ def test_gauges_of_a_backlog(obs_app: mpjobs.App, tmp_path: Path) -> None:
     assert total(m["mpjobs_queue_oldest_waiting_seconds"], queue="later") == 0  # not due
     assert total(m["mpjobs_jobs_pushed_total"], queue="default") == len(jobs)
     assert total(m["mpjobs_leader_present"]) == 0
+
+
+def test_a_version_1_store_migrates_and_counts(
+    home: Path, tmp_path: Path, store_backend: str
+) -> None:
+    """A store made by the previous mpjobs (schema 1: no counters table) is migrated on
+    open, keeps its jobs, and counts from then on."""
+    ot.make_app(home)
+    old = ot.ok.schedule(1).now()
+    url = os.environ.get("MPJOBS_STORE")
+    if url:
+        import psycopg
+
+        schema = url.rsplit("schema=", 1)[1]
+        with psycopg.connect(url.split("?schema=")[0].split("&schema=")[0], autocommit=True) as c:
+            c.execute(f"DROP TABLE {schema}.counters")
+            c.execute(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'version'")
+    else:
+        import sqlite3
+
+        with sqlite3.connect(home / "mpjobs.db") as c:
+            c.execute("DROP TABLE counters")
+            c.execute("PRAGMA user_version = 1")
+        c.close()
+    code = (  # a new process: this one keeps its store open
+        "import sys, json, mpjobs; app = mpjobs.App(sys.argv[1]); "
+        "assert app.get_job(sys.argv[2]) is not None; "
+        "app.schedule('obs_tasks:ok', 2).now(); "
+        "print(json.dumps([(r.task, r.n) for r in app.store.metric_counts(0).counters "
+        "if r.name == 'pushed']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(home), old.id], capture_output=True, text=True,
+        timeout=60, check=True,
+    ).stdout
+    assert json.loads(out) == [["obs_tasks:ok", 1]]  # counted since the upgrade
