@@ -284,8 +284,8 @@ class Store(Protocol):
         """The job counters summed over processes, and each queue's oldest due job."""
         ...
 
-    def fold_counters(self, live: Sequence[str]) -> int:
-        """Merge the counter rows of processes not in `live` and gone; the number merged."""
+    def fold_counters(self) -> int:
+        """Merge the counter rows of processes that are gone; how many processes' rows."""
         ...
 
     # schedules

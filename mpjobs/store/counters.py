@@ -158,13 +158,16 @@ class CounterQueries(Rows):
         }
         return MetricCounts(rows, oldest)
 
-    def fold_counters(self, live: Sequence[str]) -> int:
-        """Merge the rows of tokens not in `live` into FOLDED rows; the rows merged.
+    def fold_counters(self) -> int:
+        """Merge the rows of processes that are gone into FOLDED rows; the tokens merged.
 
-        A pusher's token is kept while its pid lives on this host (other hosts' pushers
-        are left alone: their pids mean nothing here).
+        A worker's or coordinator's token is kept while the processes table has its row
+        (until it is settled and forgotten, recovery may still count its jobs); a
+        pusher's while its pid lives on this host (other hosts' pushers are left alone:
+        their pids mean nothing here).
         """
         with self._tx() as conn:
+            live = {str(r[0]) for r in conn.execute("SELECT token FROM processes")}
             tokens = [str(r[0]) for r in conn.execute("SELECT DISTINCT token FROM counters")]
             gone = [t for t in tokens if t != FOLDED and t not in live and _gone(t)]
             for part in _chunks(gone):

@@ -285,4 +285,5 @@ class JobQueries(CompletionQueries):
                 ).rowcount
             total += n
             if n < chunk:
+                self.fold_counters()  # the counter rows of processes gone (counters.py)
                 return total

@@ -90,7 +90,7 @@ class MemoryStore:
                 oldest[r.queue] = min(oldest.get(r.queue, r.exec_at), r.exec_at)
             return counters.MetricCounts(rows, oldest)
 
-    def fold_counters(self, live: Sequence[str]) -> int:
+    def fold_counters(self) -> int:
         return 0  # one process: nothing to fold
 
     def _insert(self, j: NewJob, now: float) -> int:

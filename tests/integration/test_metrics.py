@@ -180,3 +180,32 @@ def test_a_version_1_store_migrates_and_counts(
         timeout=60, check=True,
     ).stdout
     assert json.loads(out) == [["obs_tasks:ok", 1]]  # counted since the upgrade
+
+
+def _sums(app: mpjobs.App) -> Counter[tuple[str, str, str, int]]:
+    out: Counter[tuple[str, str, str, int]] = Counter()
+    for r in app.store.metric_counts(0).counters:
+        out[(r.name, r.task, r.status, r.bucket)] += r.n
+    return out
+
+
+def test_rows_of_gone_processes_fold_and_their_counts_stay(obs_app: mpjobs.App) -> None:
+    """Pushers and workers that are gone: their rows merge into one per key, sums kept."""
+    code = "import sys, mpjobs; mpjobs.App(sys.argv[1]).schedule('obs_tasks:ok', 1).now()"
+    for _ in range(3):  # three pushers that exit
+        subprocess.run([sys.executable, "-c", code, str(obs_app.home.path)], check=True,
+                       timeout=60)  # fmt: skip
+    with started(obs_app, workers=2) as pool:
+        wait_for(lambda: len(obs_app.store.list_jobs("SUCCESS", None, 10)) == 3, 30,
+                 home=obs_app.home.path, what="3 jobs done")  # fmt: skip
+        assert pool.workers()
+    before = _sums(obs_app)
+    assert before[("pushed", "obs_tasks:ok", "", 0)] == 3
+    assert before[("started", "obs_tasks:ok", "", 0)] == 3
+    assert sum(n for k, n in before.items() if k[0] == "finished") == 3
+    conn = obs_app.store._conn()  # type: ignore[attr-defined]
+    tokens = {r[0] for r in conn.execute("SELECT token FROM counters")}
+    # The leader folds at its purge sweeps too, so some may be folded already.
+    assert obs_app.store.fold_counters() == len(tokens - {"folded"})
+    assert _sums(obs_app) == before
+    assert {r[0] for r in conn.execute("SELECT token FROM counters")} == {"folded"}
