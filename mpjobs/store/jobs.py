@@ -277,6 +277,7 @@ class JobQueries(CompletionQueries):
         while True:
             with self._tx() as conn:
                 self._fence(conn)
+                self._catch_up_pushed(conn)  # count rows as pushed before they go
                 n = conn.execute(
                     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ? "
                     f"AND status NOT IN {LIVE_SQL} "
