@@ -10,6 +10,10 @@ process's rows stay when it dies (its counts must not vanish); `fold_counters` m
 the rows of processes that are gone into one row per key, so the table stays as small
 as the set of keys times the live processes.
 
+On SQLite a push writes no counter at all (`_catch_up_pushed`): its job row is the
+record, and the rows above a watermark are the pushes not folded into the counters
+yet. One writer at a time commits there, so no row is hot on SQLite anyway.
+
 The duration of a finished job, for the histogram, is the time from its claim to its
 recorded outcome (finished_at - started_at), which a killed worker's job has too.
 """

@@ -133,3 +133,29 @@ def test_only_overridden_methods_are_called() -> None:
 
     hooks = Hooks([Before()])
     assert len(hooks._fns["before_job"]) == 1 and not hooks._fns["after_job"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_counters_agree_between_the_backends(kind: str, tmp_path: Path) -> None:
+    """The same pushes, claims, give-backs and outcomes give the same counts."""
+    from mpjobs.home import Home
+    from mpjobs.store.backends import open_backend
+    from mpjobs.store.base import FAILED, NewJob
+    from mpjobs.store.memory_backend import MemoryBackend
+
+    home = Home.resolve(tmp_path / "home")
+    store = (open_backend(home) if kind == "sqlite" else MemoryBackend(home)).store
+    jobs = [NewJob("t", "m:f", None, None, q, 0, 0.0, 1, 0.0, None, None, None)
+            for q in ("a", "a", "a", "b")]  # fmt: skip
+    store.push(jobs, 1.0)
+    claimed = store.claim("w1", 1, None, 4, 2.0)
+    store.release("w1", [claimed[-1].id])  # handed back unstarted: not a start
+    store.complete("w1", [Completion(claimed[0].id, SUCCESS), Completion(claimed[1].id, FAILED)],
+                   2.003)  # fmt: skip
+    counts = store.metric_counts(9.0).counters
+    got = {(r.name, r.queue, r.status, r.bucket): r.n for r in counts if r.n}
+    assert got == {
+        ("pushed", "a", "", 0): 3, ("pushed", "b", "", 0): 1, ("started", "a", "", 0): 3,
+        ("finished", "a", "SUCCESS", 0): 1, ("finished", "a", "FAILED", 0): 1,
+    }  # fmt: skip
+    assert store.metric_counts(9.0).oldest_due == {"b": 0.0}
