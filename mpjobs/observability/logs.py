@@ -123,6 +123,7 @@ def configure(level: int | None = None, fmt: str | None = None, file: str | None
 
     `fmt`: "text" or "json" (default $MPJOBS_LOG_FORMAT, else text); `level`: default
     $MPJOBS_LOG_LEVEL, else INFO. Calling it again replaces what it installed before.
+    The choices are also put in those variables, for processes started by exec.
     """
     if fmt is None:
         fmt = os.environ.get("MPJOBS_LOG_FORMAT") or "text"
@@ -148,6 +149,11 @@ def configure(level: int | None = None, fmt: str | None = None, file: str | None
         owned = True
     handler = LineHandler(fd, owned)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # A pool started by exec (app.start() from a process with threads runs `mpjobs run`)
+    # reads these, so it logs as this process does.
+    os.environ.update(MPJOBS_LOG_FORMAT=fmt, MPJOBS_LOG_LEVEL=str(level))
+    if file is not None:
+        os.environ["MPJOBS_LOG_FILE"] = file
     reset()
     _installed.append(handler)
     root = logging.getLogger()

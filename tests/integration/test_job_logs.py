@@ -45,7 +45,9 @@ def json_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture
-def text_log(tmp_path: Path) -> Iterator[Path]:
+def text_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    for name in ("MPJOBS_LOG_FORMAT", "MPJOBS_LOG_LEVEL", "MPJOBS_LOG_FILE"):
+        monkeypatch.delenv(name, raising=False)  # restored after: configure() sets them
     path = tmp_path / "jobs.log"
     logs.configure(fmt="text", file=str(path))
     try:

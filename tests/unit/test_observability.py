@@ -19,7 +19,9 @@ from mpjobs.store.base import SUCCESS, Completion, JobRecord
 
 
 @pytest.fixture(autouse=True)
-def _restore() -> Iterator[None]:
+def _restore(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("MPJOBS_LOG_FORMAT", "MPJOBS_LOG_LEVEL", "MPJOBS_LOG_FILE", "MPJOBS_LOG_LIBS"):
+        monkeypatch.delenv(name, raising=False)  # restored after: configure() sets some
     root = logging.getLogger()
     level = root.level
     libs = {n: logging.getLogger(n).level for n in logs.LIBRARIES}
@@ -84,6 +86,13 @@ def test_json_lines_of_many_processes_never_interleave(tmp_path: Path) -> None:
     assert len(recs) == 1200
     assert {r["pid"] for r in recs} == set(pids)
     assert all(len(r["filler"]) == 1000 + 37 * r["n"] for r in recs)
+
+
+def test_configure_exports_its_choices_for_exec(tmp_path: Path) -> None:
+    logs.configure(level=15, fmt="json", file=str(tmp_path / "x.log"))
+    assert os.environ["MPJOBS_LOG_FORMAT"] == "json"
+    assert os.environ["MPJOBS_LOG_FILE"] == str(tmp_path / "x.log")
+    assert logs.parse_level(os.environ["MPJOBS_LOG_LEVEL"]) == 15
 
 
 def test_configure_again_replaces_its_handler(tmp_path: Path) -> None:
