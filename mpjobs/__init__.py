@@ -20,6 +20,7 @@ from mpjobs.errors import (
 )
 from mpjobs.job import Job, JobStatus
 from mpjobs.limits import Limit
+from mpjobs.observability.hooks import JobInfo, Middleware, Outcome, WorkerInfo
 from mpjobs.pool import Pool
 from mpjobs.scheduling.schedules import Schedule
 from mpjobs.workflows import Group
@@ -35,11 +36,14 @@ __all__ = [
     "JobBuilder",
     "JobCancelledError",
     "JobFailedError",
+    "JobInfo",
     "JobNotCompletedError",
     "JobStatus",
     "Limit",
+    "Middleware",
     "MpjobsError",
     "NotFoundError",
+    "Outcome",
     "Pool",
     "Schedule",
     "SerializationError",
@@ -47,5 +51,6 @@ __all__ = [
     "Task",
     "UnsafeHomeError",
     "WaitTimeout",
+    "WorkerInfo",
     "__version__",
 ]

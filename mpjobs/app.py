@@ -17,6 +17,8 @@ from mpjobs.errors import ConfigError, HomeError
 from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
 from mpjobs.limits import Limit, resolve_limits
+from mpjobs.observability.hooks import HookFn, Hooks, Middleware
+from mpjobs.observability.joblog import JobLog
 from mpjobs.options import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
@@ -73,6 +75,7 @@ class App:
         self.result_ttl = None if result_ttl is None else parse_duration(result_ttl)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.lifecycles: list[LifecycleTask] = []
+        self.hooks = Hooks([JobLog()])  # run in the workers: observability/hooks.py
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (App, (str(self.home.path), self.store_url))
@@ -188,6 +191,16 @@ class App:
             return fn
 
         return wrap
+
+    def on(self, hook: str) -> Callable[[HookFn], HookFn]:
+        """Register a function for one hook point: `@app.on("after_job")`.
+
+        The hook points and what they are given: docs/observability.md."""
+        return self.hooks.decorator(hook)
+
+    def middleware(self, middlewares: Iterable[Middleware]) -> None:
+        """Add `Middleware` instances, whose hooks run in this order in every worker."""
+        self.hooks.extend(middlewares)
 
     def schedule(self, target: str | Callable[..., Any], *args: Any, **kwargs: Any) -> JobBuilder:
         """Build a job for an import path ('pkg.mod:func') or any picklable callable."""

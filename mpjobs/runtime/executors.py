@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpjobs import serialization
+from mpjobs.observability.hooks import Hooks
 from mpjobs.rules import outcomes
 from mpjobs.store.base import TIMEOUT, Completion, JobRecord
 
@@ -83,9 +84,11 @@ class SerialExecutor:
     def __init__(self, report: Report, stats: Stats) -> None:
         self.report = report
         self.stats = stats
+        self.hooks = Hooks()  # the worker sets the app's (observability/hooks.py)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def execute(self, job: JobRecord) -> Completion:
+        self.hooks.before(job)
         limited = _limited(job)
         if limited:
             self.report(_start_line(job))
@@ -101,7 +104,9 @@ class SerialExecutor:
         finally:
             if limited:
                 self.report(f"E {os.getpid()} {job.id}\n")
-        self.stats.record(job.name, time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        self.stats.record(job.name, took)
+        self.hooks.after(job, done, took)
         return done
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -127,9 +132,11 @@ class AsyncExecutor:
         self.concurrency = concurrency
         self.report = report
         self.stats = stats
+        self.hooks = Hooks()  # the worker sets the app's (observability/hooks.py)
         self._threads: ThreadPoolExecutor | None = None
 
     async def execute(self, job: JobRecord) -> Completion:
+        self.hooks.before(job)
         limited = _limited(job)
         reported = False
         expired = False
@@ -167,7 +174,9 @@ class AsyncExecutor:
                 timer.cancel()
             if reported:
                 self.report(f"E {os.getpid()} {job.id}\n")
-        self.stats.record(job.name, time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        self.stats.record(job.name, took)
+        self.hooks.after(job, done, took)
         return done
 
     def _timed_out(self, job: JobRecord) -> Completion:

@@ -24,6 +24,7 @@ from mpjobs.coordination.listener import foreign_thread_count, safe_to_fork
 from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import BOOT_ERROR, POKE_SIGNAL, host_info, new_token
 from mpjobs.limits import kill_tree
+from mpjobs.observability import joblog
 from mpjobs.runtime.journal import remove_journal, write_kill_note
 from mpjobs.runtime.ledger import Ledger
 from mpjobs.runtime.reaping import (
@@ -378,6 +379,7 @@ class Supervisor:
             log.warning(
                 "job %d on worker %d: %s; killing the worker", watch.job_id, child.pid, reason
             )
+            joblog.limit_killed(watch, child.pid, reason, status)
             # The worker's other jobs in flight are put back (a deliberate kill).
             self._kill(child, (watch.job_id, status, reason))
 

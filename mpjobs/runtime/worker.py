@@ -26,6 +26,7 @@ from mpjobs.backoff import Backoff
 from mpjobs.coordination.locks import FileLock
 from mpjobs.coordination.notify import drain_pipe
 from mpjobs.coordination.processes import BOOT_ERROR, boot_child, host_info
+from mpjobs.observability.hooks import WorkerInfo
 from mpjobs.runtime.batch import BatchRest
 from mpjobs.runtime.executors import AsyncExecutor, SerialExecutor, Stats
 from mpjobs.runtime.inflight import InFlight
@@ -134,7 +135,9 @@ class Worker:
         self.journal = Journal(self.app.home.journal(self.token))
         self.rest = BatchRest(self._publish)
         self.serial = SerialExecutor(self._report, self.stats)
+        self.serial.hooks = self.app.hooks
         self._report(f"R {os.getpid()}\n")  # booted: from now on a death is a lost worker
+        self.app.hooks.worker("on_worker_start", WorkerInfo.of(self))
 
     def _on_term(self, signum: int, frame: Any) -> None:
         self.stopping = True
@@ -154,6 +157,8 @@ class Worker:
                 self.store.release(self.token, ids)
 
     def _shutdown(self) -> None:
+        if getattr(self, "serial", None) is not None:  # it booted
+            self.app.hooks.worker("on_worker_stop", WorkerInfo.of(self))
         if getattr(self, "idle", None) is not None:
             self.idle.release()
         if getattr(self, "rest", None) is not None:
@@ -190,6 +195,7 @@ class Worker:
         """
         if self.concurrency > 1:
             executor = AsyncExecutor(self.concurrency, self._report, self.stats)
+            executor.hooks = self.app.hooks
             InFlight(self, executor).serve()
             return
         while not (self.stopping or self._recycle_due()):

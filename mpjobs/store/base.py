@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from mpjobs.home import Home
+    from mpjobs.store.counters import MetricCounts
 
 
 class JobStatus(str, enum.Enum):
@@ -286,6 +287,14 @@ class Store(Protocol):
     def links(self, job_id: int) -> tuple[list[int], list[int]]: ...
     def group_members(self, group_id: str) -> list[int]: ...
     def outcomes_of(self, ids: Sequence[int]) -> list[tuple[int, str, bytes | None]]: ...
+    # metrics (store/counters.py)
+    def metric_counts(self, now: float) -> MetricCounts:
+        """The job counters summed over processes, and each queue's oldest due job."""
+        ...
+
+    def fold_counters(self) -> int:
+        """Merge the counter rows of processes that are gone; how many processes' rows."""
+        ...
 
     # schedules
     def upsert_schedule(

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from mpjobs.rules.schedules import max_failures_of, tally
 from mpjobs.store import base
 from mpjobs.store.base import PERMANENTLY_FAILED, RUNNING, SCHEDULED, STOPPED, Completion
+from mpjobs.store.counters import CounterQueries
 from mpjobs.store.deps import DepQueries
 from mpjobs.store.rows import Conn
 
@@ -31,7 +32,7 @@ def _savepoint(conn: Conn) -> Iterator[None]:
     conn.execute("RELEASE outcome")
 
 
-class CompletionQueries(DepQueries):
+class CompletionQueries(DepQueries, CounterQueries):
     def _complete_many(
         self, conn: Conn, owner: str, done: Sequence[Completion], now: float
     ) -> None:
@@ -65,9 +66,11 @@ class CompletionQueries(DepQueries):
                 rest = plain + rest  # find the bad one(s), row by row
         for c in rest:
             self._apply(conn, owner, c, now)
+        ended = [c.job_id for c in done if c.status != SCHEDULED]
         # Workflows (deps.py): in this transaction, so no crash separates a parent's
         # end from its children's release; one primary-key read when none waits.
-        self._resolve(conn, [c.job_id for c in done if c.status != SCHEDULED], now)
+        self._resolve(conn, ended, now)
+        self._count_finished(conn, owner, ended, now)  # metrics (counters.py)
 
     def _apply(self, conn: Conn, owner: str, c: Completion, now: float) -> Completion:
         """Apply one completion, or quarantine its job if it cannot be written; the one applied.

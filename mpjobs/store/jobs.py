@@ -32,6 +32,7 @@ class JobQueries(CompletionQueries):
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         with self._tx() as conn:
             if all(j.unique_key is None for j in jobs):
+                self._count_pushed(conn, jobs)
                 if len(jobs) == 1:
                     cur = conn.execute(INSERT_JOB_ID, job_params(jobs[0], now))
                     return [(int(cur.fetchone()[0]), True)]
@@ -51,6 +52,7 @@ class JobQueries(CompletionQueries):
                         (j.unique_key,),
                     ).fetchone()
                     out.append((int(row[0]), False))
+            self._count_pushed(conn, [j for j, (_, new) in zip(jobs, out, strict=True) if new])
             return out
 
     def claim(
@@ -81,6 +83,7 @@ class JobQueries(CompletionQueries):
                 ).fetchone()[0]
                 limit = max(1, min(limit, -(-ready // share)))
             rows = self._claim_rows(conn, owner, pid, qsql, qargs, now, limit)
+            self._count_started(conn, owner, rows)
         jobs = [JobRecord(*r) for r in rows]
         jobs.sort(key=lambda j: (j.priority, j.exec_at, j.id))
         return jobs
@@ -113,6 +116,7 @@ class JobQueries(CompletionQueries):
                 f"WHERE id = ? AND owner = ? AND status = '{RUNNING}'",
                 [(i, owner) for i in job_ids],
             )
+            self._count_released(conn, owner, job_ids)
 
     def recover(
         self, owner: str, decide: Decide, now: float
@@ -137,6 +141,7 @@ class JobQueries(CompletionQueries):
                     c = base.quarantined(Completion(job.id, base.FAILED), exc, "cannot settle")
                 settled.append((job, self._apply(conn, owner, c, now)))
             self._resolve(conn, [job.id for job, _ in settled], now)  # deps.py
+            self._count_finished(conn, owner, [job.id for job in rows], now)
             conn.execute(
                 "UPDATE jobs SET owner = NULL, pid = NULL WHERE owner = ? AND status = ?",
                 (owner, CANCELLED),
@@ -279,6 +284,7 @@ class JobQueries(CompletionQueries):
         while True:
             with self._tx() as conn:
                 self._fence(conn)
+                self._catch_up_pushed(conn)  # count rows as pushed before they go
                 n = conn.execute(
                     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ? "
                     f"AND status NOT IN {LIVE_SQL} "
@@ -287,4 +293,5 @@ class JobQueries(CompletionQueries):
                 ).rowcount
             total += n
             if n < chunk:
+                self.fold_counters()  # the counter rows of processes gone (counters.py)
                 return total

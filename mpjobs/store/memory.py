@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from mpjobs.errors import StoreError
 from mpjobs.home import Home
 from mpjobs.rules.schedules import max_failures_of, redeclared, tally
-from mpjobs.store import base
+from mpjobs.store import base, counters
 from mpjobs.store.base import (
     ACTIVE,
     CANCELLED,
@@ -57,6 +57,8 @@ class MemoryStore(MemoryDeps):
         self._last_id = 0
         self._schedules: dict[str, ScheduleRecord] = {}
         self._procs: dict[str, ProcessRecord] = {}
+        # (name, task, queue, status, bucket) -> [n, total]: one process, so no tokens
+        self._counts: dict[tuple[str, str, str, str, int], list[float]] = {}
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -77,7 +79,24 @@ class MemoryStore(MemoryDeps):
 
     # -- jobs --------------------------------------------------------------------------
 
+    def _count(self, key: tuple[str, str, str, str, int], n: int, total: float = 0.0) -> None:
+        entry = self._counts.setdefault(key, [0, 0.0])
+        entry[0] += n
+        entry[1] += total
+
+    def metric_counts(self, now: float) -> counters.MetricCounts:
+        with self.changed:
+            rows = [counters.CounterRow(*k, int(v[0]), v[1]) for k, v in self._counts.items()]
+            oldest: dict[str, float] = {}
+            for r in self._due(None, now):
+                oldest[r.queue] = min(oldest.get(r.queue, r.exec_at), r.exec_at)
+            return counters.MetricCounts(rows, oldest)
+
+    def fold_counters(self) -> int:
+        return 0  # one process: nothing to fold
+
     def _insert(self, j: NewJob, now: float) -> int:
+        self._count((counters.PUSHED, j.name, j.queue, "", 0), 1)
         self._last_id += 1
         self._jobs[self._last_id] = JobRecord(
             self._last_id, j.name, j.func, j.func_pickle, j.payload, j.queue, j.priority,
@@ -120,6 +139,7 @@ class MemoryStore(MemoryDeps):
             for r in due[:limit]:
                 r.status, r.owner, r.pid, r.started_at = RUNNING, owner, pid, now
                 r.attempts += 1
+                self._count((counters.STARTED, r.name, r.queue, "", 0), 1)
             return [dataclasses.replace(r) for r in due[:limit]]
 
     def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
@@ -155,8 +175,13 @@ class MemoryStore(MemoryDeps):
             return
         r.status, r.result, r.finished_at = c.status, c.result, now
         s = self._schedules.get(r.schedule_id) if r.schedule_id is not None else None
-        if s is None:
-            return
+        if s is not None:
+            self._count_schedule_outcome(s, r, c)
+        took = now - (r.started_at or now)
+        self._count((counters.FINISHED, r.name, r.queue, r.status, counters.bucket_of(took)), 1,
+                    took)  # fmt: skip
+
+    def _count_schedule_outcome(self, s: ScheduleRecord, r: JobRecord, c: Completion) -> None:
         t = tally(s.id, c.status, s.failures, max_failures_of(s.options))
         if t is not None:
             s.failures = t.failures
@@ -171,6 +196,7 @@ class MemoryStore(MemoryDeps):
                 if r is not None and r.status == RUNNING and r.owner == owner:
                     r.status, r.owner, r.pid, r.started_at = SCHEDULED, None, None, None
                     r.attempts -= 1
+                    self._count((counters.STARTED, r.name, r.queue, "", 0), -1)
 
     def recover(
         self, owner: str, decide: Decide, now: float

@@ -9,7 +9,16 @@ from __future__ import annotations
 import logging
 
 from mpjobs.rules.schedules import redeclared
-from mpjobs.store.base import ACTIVE, RUNNING, SCHEDULED, FireRule, ProcessRecord, ScheduleRecord
+from mpjobs.store.base import (
+    ACTIVE,
+    RUNNING,
+    SCHEDULED,
+    FireRule,
+    NewJob,
+    ProcessRecord,
+    ScheduleRecord,
+)
+from mpjobs.store.counters import CounterQueries
 from mpjobs.store.rows import Conn, Rows
 
 log = logging.getLogger("mpjobs.store")
@@ -18,7 +27,7 @@ _SCHED_COLS = ", ".join(ScheduleRecord.__dataclass_fields__)
 _PROC_COLS = ", ".join(ProcessRecord.__dataclass_fields__)
 
 
-class ScheduleQueries(Rows):
+class ScheduleQueries(CounterQueries):  # counts a fire's job as pushed
     def upsert_schedule(self, rec: ScheduleRecord, trigger_changed: bool = False) -> ScheduleRecord:
         """Declare a schedule; re-declaring the same id updates it as `redeclared` says."""
         with self._tx() as conn:
@@ -75,6 +84,7 @@ class ScheduleQueries(Rows):
         any instant leaves either both or neither: each fire yields exactly one job.
         """
         ids: list[int] = []
+        fired: list[NewJob] = []
         with self._tx() as conn:
             self._fence(conn)
             due = [
@@ -97,9 +107,11 @@ class ScheduleQueries(Rows):
                     job_id = self._insert_fired(conn, j, now)
                     if job_id is not None:
                         ids.append(job_id)
+                        fired.append(j)
                 conn.execute(
                     "UPDATE schedules SET next_run_time = ? WHERE id = ?", (next_time, rec.id)
                 )
+            self._count_pushed(conn, fired)
         return ids
 
     def next_fire_time(self) -> float | None:

@@ -108,5 +108,18 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (group_id, job_id)
         ) WITHOUT ROWID
         """,
+        """
+        CREATE TABLE counters (
+            token TEXT NOT NULL,
+            name TEXT NOT NULL,
+            task TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            status TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            total REAL NOT NULL,
+            PRIMARY KEY (token, name, task, queue, status, bucket)
+        ) WITHOUT ROWID
+        """,
     ],
 }

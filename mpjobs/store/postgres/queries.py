@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from mpjobs.store.base import LIVE, RUNNING, SCHEDULED, NewJob
+from mpjobs.store.counters import COUNT_PUSHED_FROM, CounterQueries, push_token
 from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
 from mpjobs.store.sql import INSERT_JOB, JOB_COLS, LIVE_SQL, job_params
 
@@ -27,8 +28,10 @@ _COPY_COLS = (
     "id, name, func, func_pickle, payload, queue, priority, exec_at, max_attempts, "
     "retry_backoff, timeout, memory_limit, unique_key, schedule_id, status, created_at"
 )
+# The pushed counter rides in the same statement (a data-modifying CTE always runs).
 _INSERT_ONE = pg_sql(
-    f"WITH j AS ({INSERT_JOB} RETURNING id) SELECT id, pg_notify(?, ?) FROM j"
+    f"WITH j AS ({INSERT_JOB} RETURNING id, name, queue), "
+    f"c AS ({COUNT_PUSHED_FROM.format(rows='j')}) SELECT id, pg_notify(?, ?) FROM j"
 )
 _INSERT_UNIQUE = pg_sql(
     f"{INSERT_JOB} ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL "
@@ -44,22 +47,26 @@ _INSERT_FIRED = pg_sql(
 assert len(LIVE) == 2
 
 
-class PgQueries(PgConnector):
+class PgQueries(PgConnector, CounterQueries):
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         if len(jobs) == 1 and jobs[0].unique_key is None:
             # One statement in autocommit is its own transaction: insert, notify, commit.
             raw = self._raw()
             row = raw.execute(
-                _INSERT_ONE, (*job_params(jobs[0], now), self.channel, self.host_id)
+                _INSERT_ONE,
+                (*job_params(jobs[0], now), push_token(), self.channel, self.host_id),
             ).fetchone()
             self._ring()
             assert row is not None
             return [(int(row[0]), True)]
         with self._tx() as conn:
             if all(j.unique_key is None for j in jobs):
-                return [(i, True) for i in self._copy(conn, jobs, now)]
-            return [self._push_unique(conn, j, now) for j in jobs]
+                out = [(i, True) for i in self._copy(conn, jobs, now)]
+            else:
+                out = [self._push_unique(conn, j, now) for j in jobs]
+            self._count_pushed(conn, [j for j, (_, new) in zip(jobs, out, strict=True) if new])
+            return out
 
     def push_in(
         self, user: psycopg.Connection[Any], jobs: Sequence[NewJob], now: float
@@ -86,6 +93,7 @@ class PgQueries(PgConnector):
                     out = [(i, True) for i in self._copy(conn, jobs, now)]
                 else:
                     out = [self._push_unique(conn, j, now) for j in jobs]
+                self._count_pushed(conn, [j for j, (_, new) in zip(jobs, out, strict=True) if new])
                 user.execute("SELECT pg_notify(%s, 'tx')", (self.channel,))
             finally:
                 user.execute(

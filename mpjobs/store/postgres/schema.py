@@ -135,6 +135,19 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (group_id, job_id)
         )
         """,
+        """
+        CREATE TABLE counters (
+            token text NOT NULL,
+            name text NOT NULL,
+            task text NOT NULL,
+            queue text NOT NULL,
+            status text NOT NULL,
+            bucket integer NOT NULL,
+            n bigint NOT NULL,
+            total double precision NOT NULL,
+            PRIMARY KEY (token, name, task, queue, status, bucket)
+        )
+        """,
     ],
 }
 

@@ -1,0 +1,265 @@
+"""Job counters for metrics: per-process rows, written in the transactions they count.
+
+Every count (a job pushed, started, finished) is added in the same transaction as the
+write it counts, so the numbers agree with the jobs table whatever gets killed when: a
+worker's finished jobs are counted with the commit of their outcomes, a killed
+worker's job when its settler records it. Each process adds to rows of its own (its
+token, or "push:host:pid" for a pushing process), so no row is shared by the workers:
+on PostgreSQL a shared row would serialise every completion behind one row lock. A
+process's rows stay when it dies (its counts must not vanish); `fold_counters` merges
+the rows of processes that are gone into one row per key, so the table stays as small
+as the set of keys times the live processes.
+
+On SQLite a push writes no counter at all (`_catch_up_pushed`): its job row is the
+record, and the rows above a watermark are the pushes not folded into the counters
+yet. One writer at a time commits there, so no row is hot on SQLite anyway.
+
+The duration of a finished job, for the histogram, is the time from its claim to its
+recorded outcome (finished_at - started_at), which a killed worker's job has too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from mpjobs.store.base import SCHEDULED, NewJob
+from mpjobs.store.rows import Conn, Rows
+from mpjobs.store.sql import FINISHED_SQL
+
+log = logging.getLogger("mpjobs.store")
+
+# Upper bounds (seconds) of the duration histogram's buckets; the last bucket is +Inf.
+# Rows hold a bucket's index, so these bounds are part of the stored data: keep them.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+PUSHED, STARTED, FINISHED = "pushed", "started", "finished"
+FOLDED = "folded"  # the token of the rows of processes that are gone
+WATERMARK = "watermark"  # SQLite: the row holding the last job id counted as pushed
+_T = TypeVar("_T")
+_token: list[object] = [0, ""]  # (pid, token) of push_token
+_CHUNK = 500  # ids per statement (SQLite binds at most 32766 parameters)
+
+_UPSERT = (
+    "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET "
+    "n = counters.n + excluded.n, total = counters.total + excluded.total"
+)
+# Count the rows of a CTE `rows` (name, queue) as pushed by token ? (PostgreSQL's one-
+# statement push, postgres/queries.py).
+COUNT_PUSHED_FROM = (
+    "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
+    f"SELECT ?, '{PUSHED}', name, queue, '', 0, count(*), 0 FROM {{rows}} GROUP BY name, queue "
+    "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET "
+    "n = counters.n + excluded.n"
+)
+_BUCKET_SQL = (
+    "CASE "
+    + " ".join(f"WHEN finished_at - started_at <= {b!r} THEN {i}" for i, b in enumerate(BUCKETS))
+    + f" ELSE {len(BUCKETS)} END"
+)
+_FINISHED = (
+    "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
+    f"SELECT ?, '{FINISHED}', name, queue, status, {_BUCKET_SQL}, count(*), "
+    "coalesce(sum(finished_at - started_at), 0) FROM jobs "
+    f"WHERE id IN ({{ids}}) AND finished_at = ? AND status IN {FINISHED_SQL} "
+    "GROUP BY name, queue, status, 6 "
+    "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET "
+    "n = counters.n + excluded.n, total = counters.total + excluded.total"
+)
+_RELEASED = (
+    "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
+    f"SELECT ?, '{STARTED}', name, queue, '', 0, -count(*), 0 FROM jobs "
+    f"WHERE id IN ({{ids}}) AND status = '{SCHEDULED}' AND owner IS NULL GROUP BY name, queue "
+    "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET "
+    "n = counters.n + excluded.n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRow:
+    """A count summed over processes: `n` events, `total` seconds (durations only)."""
+
+    name: str  # pushed, started, finished
+    task: str
+    queue: str
+    status: str  # a finished job's status, else ""
+    bucket: int  # a finished job's duration bucket (an index of BUCKETS), else 0
+    n: int
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricCounts:
+    """What the metrics read from the store in one go (observability/metrics.py)."""
+
+    counters: list[CounterRow]
+    oldest_due: dict[str, float]  # queue -> exec_at of its oldest due waiting job
+
+
+def bucket_of(seconds: float) -> int:
+    """The index of the histogram bucket `seconds` falls in (as the SQL's CASE computes)."""
+    return next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
+
+
+def push_token() -> str:
+    """The counters' token of this process as a pusher (pid-reuse merely merges rows)."""
+    pid = os.getpid()
+    if _token[0] != pid:  # first use, or a forked child
+        _token[:] = [pid, f"push:{socket.gethostname()}:{pid}"]
+    return str(_token[1])
+
+
+def _chunks(ids: Sequence[_T]) -> list[Sequence[_T]]:
+    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+
+
+class CounterQueries(Rows):
+    def _count_pushed(self, conn: Conn, jobs: Sequence[NewJob]) -> None:
+        if not jobs or isinstance(conn, sqlite3.Connection):
+            return  # SQLite counts inserts with a trigger (schema.py): nothing to do here
+        keys = Counter((j.name, j.queue) for j in jobs)
+        token = push_token()
+        conn.executemany(
+            _UPSERT, [(token, PUSHED, t, q, "", 0, n, 0.0) for (t, q), n in keys.items()]
+        )
+
+    def _count_started(self, conn: Conn, owner: str, rows: Sequence[Any]) -> None:
+        """Count claimed job rows (JobRecord column order: name 1, queue 5)."""
+        if not rows:
+            return
+        keys = Counter((r[1], r[5]) for r in rows)
+        conn.executemany(
+            _UPSERT, [(owner, STARTED, t, q, "", 0, n, 0.0) for (t, q), n in keys.items()]
+        )
+
+    def _count_released(self, conn: Conn, owner: str, ids: Sequence[int]) -> None:
+        """Jobs given back unstarted were counted as started at their claim: take back."""
+        for part in _chunks(ids):
+            conn.execute(_RELEASED.format(ids=",".join("?" * len(part))), [owner, *part])
+
+    def _count_finished(self, conn: Conn, owner: str, ids: Sequence[int], now: float) -> None:
+        """Count the jobs of `ids` that this transaction finished (finished_at = now)."""
+        for part in _chunks(ids):
+            sql = _FINISHED.format(ids=",".join("?" * len(part)))
+            conn.execute(sql, [owner, *part, now])
+
+    def _catch_up_pushed(self, conn: Conn) -> None:
+        """SQLite: count the jobs inserted since the watermark as pushed; move it on.
+
+        A push on SQLite writes no counter: another row in its commit would cost every
+        push one more page (about a fifth of a single push). Its job row is the record:
+        rowids only grow (purge keeps the newest row) and one writer at a time commits,
+        so the rows above the watermark are exactly the pushes not counted yet. Called
+        before a purge deletes rows, and by a scrape, so the pending rows stay few.
+        """
+        if not _by_watermark(conn):
+            return
+        row = conn.execute(f"SELECT n FROM counters WHERE token = '{WATERMARK}'").fetchone()
+        start = 0 if row is None else int(row[0])
+        top = conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
+        if top is None or int(top) <= start:
+            return
+        conn.execute(
+            "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
+            f"SELECT '{FOLDED}', '{PUSHED}', name, queue, '', 0, count(*), 0 FROM jobs "
+            "WHERE id > ? AND id <= ? GROUP BY name, queue "
+            "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET "
+            "n = counters.n + excluded.n",
+            (start, int(top)),
+        )
+        conn.execute(
+            "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
+            f"VALUES ('{WATERMARK}', '{PUSHED}', '', '', '', 0, ?, 0) "
+            "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET n = excluded.n",
+            (int(top),),
+        )
+
+    def metric_counts(self, now: float) -> MetricCounts:
+        conn = self._conn()
+        if _by_watermark(conn):
+            try:
+                with self.lock_budget(0.5), self._tx() as tx:
+                    self._catch_up_pushed(tx)
+            except Exception as exc:  # a busy or read-only store: the read below is right
+                log.debug("metrics: cannot fold the pending pushes now (%s)", exc)
+        # One statement, so one snapshot: the rows above the watermark count as pushed.
+        pending = (
+            f"UNION ALL SELECT '{PUSHED}', name, queue, '', 0, 1, 0 FROM jobs WHERE id > "
+            f"(SELECT coalesce(max(n), 0) FROM counters WHERE token = '{WATERMARK}') "
+            if _by_watermark(conn)
+            else ""
+        )
+        rows = [
+            CounterRow(
+                str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]), float(r[6])
+            )
+            for r in conn.execute(
+                "SELECT name, task, queue, status, bucket, sum(n), sum(total) FROM ("
+                "SELECT name, task, queue, status, bucket, n, total FROM counters "
+                f"WHERE token != '{WATERMARK}' {pending}) AS c "
+                "GROUP BY name, task, queue, status, bucket"
+            )
+        ]
+        oldest = {
+            str(q): float(t)
+            for q, t in conn.execute(
+                f"SELECT queue, min(exec_at) FROM jobs WHERE status = '{SCHEDULED}' "
+                "AND exec_at <= ? GROUP BY queue",
+                (now,),
+            )
+        }
+        return MetricCounts(rows, oldest)
+
+    def fold_counters(self) -> int:
+        """Merge the rows of processes that are gone into FOLDED rows; the tokens merged.
+
+        A worker's or coordinator's token is kept while the processes table has its row
+        (until it is settled and forgotten, recovery may still count its jobs); a
+        pusher's while its pid lives on this host (other hosts' pushers are left alone:
+        their pids mean nothing here).
+        """
+        with self._tx() as conn:
+            live = {str(r[0]) for r in conn.execute("SELECT token FROM processes")}
+            tokens = [str(r[0]) for r in conn.execute("SELECT DISTINCT token FROM counters")]
+            gone = [t for t in tokens if t not in (FOLDED, WATERMARK, *live) and _gone(t)]
+            for part in _chunks(gone):
+                marks = ",".join("?" * len(part))
+                conn.execute(
+                    "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
+                    f"SELECT '{FOLDED}', name, task, queue, status, bucket, sum(n), sum(total) "
+                    f"FROM counters WHERE token IN ({marks}) "
+                    "GROUP BY name, task, queue, status, bucket "
+                    "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET "
+                    "n = counters.n + excluded.n, total = counters.total + excluded.total",
+                    list(part),
+                )
+                conn.execute(f"DELETE FROM counters WHERE token IN ({marks})", list(part))
+            return len(gone)
+
+
+def _by_watermark(conn: Conn) -> bool:
+    """Whether pushes are counted from the job rows (SQLite; see `_catch_up_pushed`)."""
+    return isinstance(conn, sqlite3.Connection)
+
+
+def _gone(token: str) -> bool:
+    """Whether a token's process is known to be gone (see `fold_counters`)."""
+    if not token.startswith("push:"):
+        return True  # a process token not in the live list
+    _, host, pid = token.rsplit(":", 2) if token.count(":") >= 2 else ("", "", "")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
