@@ -108,8 +108,11 @@ class ScheduleQueries(CounterQueries):  # counts a fire's job as pushed
                     if job_id is not None:
                         ids.append(job_id)
                         fired.append(j)
+                # Only while still active: on PostgreSQL a completion may have stopped
+                # the schedule (max_failures) since the SELECT above, and its NULL stays.
                 conn.execute(
-                    "UPDATE schedules SET next_run_time = ? WHERE id = ?", (next_time, rec.id)
+                    f"UPDATE schedules SET next_run_time = ? WHERE id = ? AND state = '{ACTIVE}'",
+                    (next_time, rec.id),
                 )
             self._count_pushed(conn, fired)
         return ids

@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import mpjobs
 
 PACKAGE = Path(mpjobs.__file__).parent
@@ -160,6 +162,7 @@ print(" ".join(failed))
 """
 
 
+@pytest.mark.timeout(300)  # a hundred imports of most of the package: a minute when loaded
 def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     """Each module imported before any other of the package, as a worker or a CLI might.
 
@@ -169,7 +172,7 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     """
     names = [name for name in sorted(module_files()) if not name.endswith(".__main__")]
     r = subprocess.run(
-        [sys.executable, "-c", _IMPORT_EACH, *names], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _IMPORT_EACH, *names], capture_output=True, text=True, timeout=280
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"cannot be imported first: {r.stdout}\n{r.stderr}"
