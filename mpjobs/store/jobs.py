@@ -7,6 +7,7 @@ as ready Completions or as a function that makes them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from mpjobs.errors import StoreError
 from mpjobs.store import base
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, Completion, Decide, JobRecord, NewJob
 from mpjobs.store.completions import CompletionQueries
+from mpjobs.store.gated import GatedClaims
 from mpjobs.store.rows import Conn
 from mpjobs.store.sql import (
     FINISHED_SQL,
@@ -21,18 +23,23 @@ from mpjobs.store.sql import (
     JOB_COLS,
     LIVE_SQL,
     grouped_inserts,
+    insert_of,
     job_params,
     queue_filter,
 )
 
 
-class JobQueries(CompletionQueries):
+class JobQueries(GatedClaims, CompletionQueries):
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         with self._tx() as conn:
             if all(j.unique_key is None for j in jobs):
                 if len(jobs) == 1:
-                    cur = conn.execute(INSERT_JOB_ID, job_params(jobs[0], now))
+                    if jobs[0].gated:
+                        sql, params = insert_of(jobs[0], now)
+                        cur = conn.execute(sql + " RETURNING id", params)
+                    else:
+                        cur = conn.execute(INSERT_JOB_ID, job_params(jobs[0], now))
                     return [(int(cur.fetchone()[0]), True)]
                 for sql, rows in grouped_inserts(jobs, now):
                     conn.executemany(sql, rows)
@@ -42,7 +49,8 @@ class JobQueries(CompletionQueries):
             out: list[tuple[int, bool]] = []
             for j in jobs:
                 try:
-                    cur = conn.execute(INSERT_JOB_ID, job_params(j, now))
+                    sql, params = insert_of(j, now)
+                    cur = conn.execute(sql + " RETURNING id", params)
                     out.append((int(cur.fetchone()[0]), True))
                 except self.integrity_errors:
                     row = conn.execute(
@@ -79,7 +87,10 @@ class JobQueries(CompletionQueries):
                     [now, *qargs, limit * share],
                 ).fetchone()[0]
                 limit = max(1, min(limit, -(-ready // share)))
-            rows = self._claim_rows(conn, owner, pid, qsql, qargs, now, limit)
+            if self._gated_due(conn, qsql, qargs, now):
+                rows = self._claim_gated(conn, owner, pid, qsql, qargs, now, limit)
+            else:
+                rows = self._claim_rows(conn, owner, pid, qsql, qargs, now, limit)
         jobs = [JobRecord(*r) for r in rows]
         jobs.sort(key=lambda j: (j.priority, j.exec_at, j.id))
         return jobs
@@ -92,7 +103,7 @@ class JobQueries(CompletionQueries):
         return list(conn.execute(
             f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
             "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
-            f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
+            f"WHERE status = '{SCHEDULED}' AND exec_at <= ? AND gated IS NULL{qsql} "
             f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {JOB_COLS}",
             [owner, pid, now, now, *qargs, limit],
         ).fetchall())
@@ -192,13 +203,14 @@ class JobQueries(CompletionQueries):
 
         Refused with a StoreError (an MpjobsError) when another live job has taken the
         job's unique key since: two live jobs with one key is what the key forbids.
+        Its expiry is cleared: a retry asked for by a person means now (control/expiry.py).
         """
         try:
             with self._tx() as conn:
                 cur = conn.execute(
                     f"UPDATE jobs SET status = '{SCHEDULED}', exec_at = ?, attempts = 0, "
                     "owner = NULL, pid = NULL, result = NULL, exc = NULL, error = NULL, "
-                    "started_at = NULL, finished_at = NULL "
+                    "started_at = NULL, finished_at = NULL, expires_at = NULL "
                     f"WHERE id = ? AND status IN {FINISHED_SQL}",
                     (now, job_id),
                 )
@@ -233,24 +245,24 @@ class JobQueries(CompletionQueries):
     def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
         """A read-only check, so idle workers woken together do not all queue for the lock."""
         qsql, qargs = queue_filter(queues)
-        return (
-            self._conn()
-            .execute(
-                f"SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} LIMIT 1",
-                [now, *qargs],
-            )
-            .fetchone()
-            is not None
-        )
+        plain = self._conn().execute(
+            f"SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' AND exec_at <= ? "
+            f"AND gated IS NULL{qsql} LIMIT 1",
+            [now, *qargs],
+        ).fetchone()
+        return plain is not None or self._startable_gated(qsql, qargs, now)
 
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None:
+        """When the next job falls due; a gated job due already (waiting on its key) is
+        left out, or an idle worker would wake at once, again and again."""
         qsql, qargs = queue_filter(queues)
-        r = (
-            self._conn()
-            .execute(f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}'{qsql}", qargs)
-            .fetchone()
-        )
-        return None if r is None or r[0] is None else float(r[0])
+        r = self._conn().execute(
+            f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}' AND gated IS NULL{qsql}",
+            qargs,
+        ).fetchone()
+        plain = None if r is None or r[0] is None else float(r[0])
+        gated = self._next_gated(qsql, qargs, time.time())
+        return min((t for t in (plain, gated) if t is not None), default=None)
 
     def queue_depths(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

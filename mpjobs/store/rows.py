@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from mpjobs.errors import StoreError
 from mpjobs.store.base import NewJob
-from mpjobs.store.sql import INSERT_JOB_ID, job_params
+from mpjobs.store.sql import insert_of
 
 LOCK_TIMEOUT = 30.0  # the default bound of one write's wait for the locks ($MPJOBS_LOCK_TIMEOUT)
 
@@ -122,4 +122,5 @@ class Rows:
 
     def _insert_fired(self, conn: Conn, job: NewJob, now: float) -> int | None:
         """Insert one job a schedule fired; its id, or None if that fire is already a job."""
-        return int(conn.execute(INSERT_JOB_ID, job_params(job, now)).fetchone()[0])
+        sql, params = insert_of(job, now)
+        return int(conn.execute(sql + " RETURNING id", params).fetchone()[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -79,6 +79,31 @@ MIGRATIONS: dict[int, list[str]] = {
             parent TEXT,
             started_at REAL NOT NULL,
             info TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ],
+    2: [
+        # Job control (mpjobs/control/, store/gated.py). A job with a control option has
+        # gated = 1; plain jobs leave every one of these NULL, so the partial indexes
+        # below hold only jobs that use an option, and a plain push or claim pays nothing.
+        "ALTER TABLE jobs ADD COLUMN expires_at REAL",
+        "ALTER TABLE jobs ADD COLUMN concurrency_key TEXT",
+        "ALTER TABLE jobs ADD COLUMN concurrency_limit INTEGER",
+        "ALTER TABLE jobs ADD COLUMN rate_limit INTEGER",
+        "ALTER TABLE jobs ADD COLUMN rate_period REAL",
+        "ALTER TABLE jobs ADD COLUMN gated INTEGER",
+        f"""CREATE INDEX jobs_gated ON jobs(priority, exec_at)
+           WHERE status = '{SCHEDULED}' AND gated = 1""",
+        f"""CREATE INDEX jobs_key_running ON jobs(concurrency_key)
+           WHERE status = '{RUNNING}' AND concurrency_key IS NOT NULL""",
+        f"""CREATE INDEX jobs_expiring ON jobs(expires_at)
+           WHERE status = '{SCHEDULED}' AND expires_at IS NOT NULL""",
+        # One row per rate-limited task: the current fixed window and the starts in it.
+        """
+        CREATE TABLE rate_windows (
+            name TEXT PRIMARY KEY,
+            window_start REAL NOT NULL,
+            used INTEGER NOT NULL
         ) WITHOUT ROWID
         """,
     ],

@@ -21,38 +21,59 @@ import psycopg
 
 from mpjobs.store.base import LIVE, RUNNING, SCHEDULED, NewJob
 from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
-from mpjobs.store.sql import INSERT_JOB, JOB_COLS, LIVE_SQL, job_params
+from mpjobs.store.sql import (
+    INSERT_GATED,
+    INSERT_JOB,
+    JOB_COLS,
+    LIVE_SQL,
+    gate_params,
+    insert_of,
+    job_params,
+)
 
 _COPY_COLS = (
     "id, name, func, func_pickle, payload, queue, priority, exec_at, max_attempts, "
     "retry_backoff, timeout, memory_limit, unique_key, schedule_id, status, created_at"
 )
-_INSERT_ONE = pg_sql(
-    f"WITH j AS ({INSERT_JOB} RETURNING id) SELECT id, pg_notify(?, ?) FROM j"
-)
-_INSERT_UNIQUE = pg_sql(
-    f"{INSERT_JOB} ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL "
+_GATE_COPY_COLS = ", expires_at, concurrency_key, concurrency_limit, rate_limit, rate_period, gated"
+_ONE = "WITH j AS ({} RETURNING id) SELECT id, pg_notify(?, ?) FROM j"
+_INSERT_ONE = pg_sql(_ONE.format(INSERT_JOB))
+_INSERT_ONE_GATED = pg_sql(_ONE.format(INSERT_GATED))
+_UNIQUE = (
+    "{} ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL "
     f"AND status IN {LIVE_SQL} DO NOTHING RETURNING id"
 )
+_INSERT_UNIQUE = pg_sql(_UNIQUE.format(INSERT_JOB))
+_INSERT_UNIQUE_GATED = pg_sql(_UNIQUE.format(INSERT_GATED))
 _LIVE_WITH_KEY = pg_sql(f"SELECT id FROM jobs WHERE unique_key = ? AND status IN {LIVE_SQL}")
 _INSERT_FIRED = pg_sql(
     "INSERT INTO jobs (name, func, func_pickle, payload, queue, priority, exec_at, "
     "max_attempts, retry_backoff, timeout, memory_limit, unique_key, schedule_id, "
-    f"status, created_at, fired_for) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'{SCHEDULED}',?,?) "
+    "status, created_at, fired_for, expires_at, concurrency_key, concurrency_limit, "
+    "rate_limit, rate_period, gated) VALUES "
+    f"(?,?,?,?,?,?,?,?,?,?,?,?,?,'{SCHEDULED}',?,?,?,?,?,?,?,?) "
     "ON CONFLICT (schedule_id, fired_for) WHERE fired_for IS NOT NULL DO NOTHING RETURNING id"
 )
 assert len(LIVE) == 2
 
 
 class PgQueries(PgConnector):
+    _skip_locked = " FOR UPDATE SKIP LOCKED"  # the gated claim's row locks (store/gated.py)
+
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         if len(jobs) == 1 and jobs[0].unique_key is None:
             # One statement in autocommit is its own transaction: insert, notify, commit.
             raw = self._raw()
-            row = raw.execute(
-                _INSERT_ONE, (*job_params(jobs[0], now), self.channel, self.host_id)
-            ).fetchone()
+            j = jobs[0]
+            if j.gated:
+                row = raw.execute(
+                    _INSERT_ONE_GATED, (*insert_of(j, now)[1], self.channel, self.host_id)
+                ).fetchone()
+            else:
+                row = raw.execute(
+                    _INSERT_ONE, (*job_params(j, now), self.channel, self.host_id)
+                ).fetchone()
             self._ring()
             assert row is not None
             return [(int(row[0]), True)]
@@ -97,6 +118,9 @@ class PgQueries(PgConnector):
             ).fetchall()
         ]
         ids.sort()
+        if any(j.gated for j in jobs):
+            self._copy_gated(raw, ids, jobs, now)
+            return [int(i) for i in ids]
         with raw.cursor().copy(f"COPY jobs ({_COPY_COLS}) FROM STDIN") as copy:
             write = copy.write_row
             for i, j in zip(ids, jobs, strict=True):
@@ -105,11 +129,26 @@ class PgQueries(PgConnector):
                        None, j.schedule_id, SCHEDULED, now))  # fmt: skip
         return [int(i) for i in ids]
 
+    def _copy_gated(
+        self, raw: psycopg.Connection[Any], ids: list[Any], jobs: Sequence[NewJob], now: float
+    ) -> None:
+        """COPY a batch holding jobs with control options, with their columns too."""
+        cols = _COPY_COLS + _GATE_COPY_COLS
+        with raw.cursor().copy(f"COPY jobs ({cols}) FROM STDIN") as copy:
+            for i, j in zip(ids, jobs, strict=True):
+                copy.write_row((i, j.name, j.func, j.func_pickle, j.payload, j.queue,
+                                j.priority, j.exec_at, j.max_attempts, j.retry_backoff,
+                                j.timeout, j.memory_limit, None, j.schedule_id, SCHEDULED,
+                                now, *gate_params(j), 1 if j.gated else None))  # fmt: skip
+
     def _push_unique(self, conn: PgConn, j: NewJob, now: float) -> tuple[int, bool]:
         """Insert unless a live job holds the key; then that job's id (the key's owner)."""
         raw = conn.raw
         while True:
-            row = raw.execute(_INSERT_UNIQUE, job_params(j, now)).fetchone()
+            if j.gated:
+                row = raw.execute(_INSERT_UNIQUE_GATED, insert_of(j, now)[1]).fetchone()
+            else:
+                row = raw.execute(_INSERT_UNIQUE, job_params(j, now)).fetchone()
             if row is not None:
                 return int(row[0]), True
             if j.unique_key is None:  # pragma: no cover - only keyed jobs conflict
@@ -124,7 +163,7 @@ class PgQueries(PgConnector):
     ) -> list[Any]:
         return list(conn.execute(
             "WITH picked AS MATERIALIZED (SELECT id FROM jobs "
-            f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
+            f"WHERE status = '{SCHEDULED}' AND exec_at <= ? AND gated IS NULL{qsql} "
             "ORDER BY priority, exec_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
             f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
             "attempts = jobs.attempts + 1 FROM picked WHERE jobs.id = picked.id "
@@ -133,5 +172,8 @@ class PgQueries(PgConnector):
         ).fetchall())
 
     def _insert_fired(self, conn: Any, job: NewJob, now: float) -> int | None:
-        row = conn.raw.execute(_INSERT_FIRED, (*job_params(job, now), job.fired_for)).fetchone()
+        row = conn.raw.execute(
+            _INSERT_FIRED,
+            (*job_params(job, now), job.fired_for, *gate_params(job), 1 if job.gated else None),
+        ).fetchone()
         return None if row is None else int(row[0])

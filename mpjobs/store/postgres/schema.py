@@ -21,7 +21,7 @@ from mpjobs.store.postgres.url import StoreUrl
 
 log = logging.getLogger("mpjobs.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MARK = "mpjobs store"
 MIGRATE_WAIT_MS = 60_000  # a migration elsewhere takes well under a second
 
@@ -109,6 +109,28 @@ MIGRATIONS: dict[int, list[str]] = {
         )
         """,
         "INSERT INTO leader (id, epoch) VALUES (1, 0)",
+    ],
+    2: [
+        # Job control (mpjobs/control/, store/gated.py): plain jobs leave these NULL.
+        "ALTER TABLE jobs ADD COLUMN expires_at double precision",
+        "ALTER TABLE jobs ADD COLUMN concurrency_key text",
+        "ALTER TABLE jobs ADD COLUMN concurrency_limit integer",
+        "ALTER TABLE jobs ADD COLUMN rate_limit integer",
+        "ALTER TABLE jobs ADD COLUMN rate_period double precision",
+        "ALTER TABLE jobs ADD COLUMN gated integer",
+        f"""CREATE INDEX jobs_gated ON jobs (priority, exec_at, id)
+            WHERE status = '{SCHEDULED}' AND gated = 1""",
+        f"""CREATE INDEX jobs_key_running ON jobs (concurrency_key)
+            WHERE status = '{RUNNING}' AND concurrency_key IS NOT NULL""",
+        f"""CREATE INDEX jobs_expiring ON jobs (expires_at)
+            WHERE status = '{SCHEDULED}' AND expires_at IS NOT NULL""",
+        """
+        CREATE TABLE rate_windows (
+            name text PRIMARY KEY,
+            window_start double precision NOT NULL,
+            used integer NOT NULL
+        )
+        """,
     ],
 }
 
