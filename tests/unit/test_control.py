@@ -1,5 +1,5 @@
 """Job control on the store alone (SQLite and the in-memory fake): what a claim takes,
-skips, defers or expires, and the options' checks. Workers: tests/integration/test_limits_per_key.py."""
+skips, defers or expires, and the options' checks. With workers: test_limits_per_key.py."""
 
 from __future__ import annotations
 
@@ -105,7 +105,9 @@ def test_an_expired_job_is_cancelled_not_claimed(store: Store) -> None:
 
 def test_the_sweep_cancels_expired_jobs_no_claim_meets(store: Store) -> None:
     now = time.time()
-    a, b = ids(store, new(queue="nobody", expires_at=now - 1), new(queue="nobody", expires_at=now + 60))
+    a, b = ids(
+        store, new(queue="nobody", expires_at=now - 1), new(queue="nobody", expires_at=now + 60)
+    )
     assert store.expire_due(now) == 1
     assert store.status_of(a) == CANCELLED and store.status_of(b) == SCHEDULED
     assert store.expire_due(now) == 0
@@ -149,3 +151,29 @@ def test_retry_clears_the_deadline(store: Store) -> None:
     assert claim(store) == []
     assert store.retry(late, time.time())
     assert claim(store) == [late]
+
+
+def test_a_version_1_store_migrates_and_keeps_its_jobs(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mpjobs.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+    home = Home.resolve(tmp_path / "home")
+    home.path.mkdir(parents=True, exist_ok=True)
+    path = home.path / "mpjobs.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO jobs (name, queue, priority, status, exec_at, max_attempts, retry_backoff, "
+        "created_at) VALUES ('old', 'default', 0, 'SCHEDULED', 0, 1, 1.0, 0)"
+    )
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    path.chmod(0o600)
+    store = SqliteStore(home)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    (k,) = ids(store, new(key="k"))
+    assert sorted(claim(store)) == [1, k]
