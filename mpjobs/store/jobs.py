@@ -22,6 +22,7 @@ from mpjobs.store.sql import (
     INSERT_JOB_ID,
     JOB_COLS,
     LIVE_SQL,
+    PLAIN_COLS,
     grouped_inserts,
     insert_of,
     job_params,
@@ -99,12 +100,16 @@ class JobQueries(GatedClaims, CompletionQueries):
         self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
         limit: int,
     ) -> list[Any]:
-        """SQLite's claim: its one writer at a time makes a plain UPDATE race-free."""
+        """SQLite's claim: its one writer at a time makes a plain UPDATE race-free.
+
+        It is the claim of before job control, unchanged: under the write lock the probe
+        for due gated jobs (claim) is exact, so when it found none this picks none.
+        """
         return list(conn.execute(
             f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
             "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
-            f"WHERE status = '{SCHEDULED}' AND exec_at <= ? AND gated IS NULL{qsql} "
-            f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {JOB_COLS}",
+            f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
+            f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {PLAIN_COLS}",
             [owner, pid, now, now, *qargs, limit],
         ).fetchall())
 
@@ -256,12 +261,17 @@ class JobQueries(GatedClaims, CompletionQueries):
         """When the next job falls due; a gated job due already (waiting on its key) is
         left out, or an idle worker would wake at once, again and again."""
         qsql, qargs = queue_filter(queues)
-        r = self._conn().execute(
-            f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}' AND gated IS NULL{qsql}",
-            qargs,
-        ).fetchone()
+        sql = f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}'{qsql}"
+        r = self._conn().execute(sql, qargs).fetchone()
+        first = None if r is None or r[0] is None else float(r[0])
+        now = time.time()
+        if first is None or first > now:
+            return first  # the common case: one index-only read, as before
+        # Due, yet has_due found nothing startable: gated jobs waiting on a key.
+        r = self._conn().execute(sql.replace(" FROM jobs WHERE", " FROM jobs WHERE gated IS "
+                                             "NULL AND", 1), qargs).fetchone()  # fmt: skip
         plain = None if r is None or r[0] is None else float(r[0])
-        gated = self._next_gated(qsql, qargs, time.time())
+        gated = self._next_gated(qsql, qargs, now)
         return min((t for t in (plain, gated) if t is not None), default=None)
 
     def queue_depths(self) -> dict[str, dict[str, int]]:

@@ -24,8 +24,8 @@ from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
 from mpjobs.store.sql import (
     INSERT_GATED,
     INSERT_JOB,
-    JOB_COLS,
     LIVE_SQL,
+    PLAIN_COLS,
     gate_params,
     insert_of,
     job_params,
@@ -161,13 +161,15 @@ class PgQueries(PgConnector):
         self, conn: Any, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
         limit: int,
     ) -> list[Any]:
+        # `gated IS NULL`: without SQLite's one writer, a gated job may be committed
+        # between the probe for gated jobs and this statement; it is left to the gated claim.
         return list(conn.execute(
             "WITH picked AS MATERIALIZED (SELECT id FROM jobs "
             f"WHERE status = '{SCHEDULED}' AND exec_at <= ? AND gated IS NULL{qsql} "
             "ORDER BY priority, exec_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
             f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
             "attempts = jobs.attempts + 1 FROM picked WHERE jobs.id = picked.id "
-            f"RETURNING {', '.join('jobs.' + c for c in JOB_COLS.split(', '))}",
+            f"RETURNING {', '.join('jobs.' + c for c in PLAIN_COLS.split(', '))}",
             [now, *qargs, limit, owner, pid, now],
         ).fetchall())
 
