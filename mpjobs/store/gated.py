@@ -35,7 +35,9 @@ PAGE = 64  # gated candidates read per page
 MAX_PAGES = 8  # a claim reads at most PAGE * MAX_PAGES of them (bounded work per claim)
 EXPIRE_BATCH = 500  # jobs the leader's sweep cancels per statement
 
-_DUE_GATED = f"status = '{SCHEDULED}' AND gated = 1 AND exec_at <= ?"
+_DUE_GATED = f"gated = 1 AND status = '{SCHEDULED}' AND exec_at <= ?"
+# A waiting job past its deadline: read through jobs_gated (only jobs with options).
+_LATE = f"gated = 1 AND status = '{SCHEDULED}' AND expires_at <= ?"
 # A due gated job some worker could start now: no key, or its key has a free slot.
 _STARTABLE = (
     f"(j.concurrency_key IS NULL OR (SELECT count(*) FROM jobs r WHERE r.status = '{RUNNING}' "
@@ -139,7 +141,7 @@ class GatedClaims(Rows):
             )
         for name, until in g.full_rates.items():
             conn.execute(
-                f"UPDATE jobs SET exec_at = ? WHERE status = '{SCHEDULED}' AND gated = 1 "
+                f"UPDATE jobs SET exec_at = ? WHERE gated = 1 AND status = '{SCHEDULED}' "
                 "AND name = ? AND rate_limit IS NOT NULL AND exec_at < ?",
                 (until, name, until),
             )
@@ -174,7 +176,7 @@ class GatedClaims(Rows):
         """The soonest due time of a gated job not yet due (the due ones wait on a key,
         and the end of a job's wait for a key is a commit, which rings the doorbell)."""
         row = self._conn().execute(
-            f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}' AND gated = 1 "
+            f"SELECT min(exec_at) FROM jobs WHERE gated = 1 AND status = '{SCHEDULED}' "
             f"AND exec_at > ?{qsql}",
             [now, *qargs],
         ).fetchone()
@@ -187,19 +189,13 @@ class GatedClaims(Rows):
         in a queue no worker serves, a bounded batch per sweep. It looks first without
         writing, so an idle home's sweep neither takes the write lock nor rings.
         """
-        late = self._conn().execute(
-            f"SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' AND expires_at IS NOT NULL "
-            "AND expires_at <= ? LIMIT 1",
-            (now,),
-        ).fetchone()
+        late = self._conn().execute(f"SELECT 1 FROM jobs WHERE {_LATE} LIMIT 1", (now,)).fetchone()
         if late is None:
             return 0
         with self._tx() as conn:
             self._fence(conn)
             rows = conn.execute(
-                f"SELECT id, expires_at FROM jobs WHERE status = '{SCHEDULED}' "
-                f"AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?"
-                f"{self._skip_locked}",
+                f"SELECT id, expires_at FROM jobs WHERE {_LATE} LIMIT ?{self._skip_locked}",
                 (now, limit),
             ).fetchall()
             self._expire(conn, [(int(i), float(at)) for i, at in rows], now)

@@ -119,11 +119,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE jobs ADD COLUMN rate_period double precision",
         "ALTER TABLE jobs ADD COLUMN gated integer",
         f"""CREATE INDEX jobs_gated ON jobs (priority, exec_at, id)
-            WHERE status = '{SCHEDULED}' AND gated = 1""",
-        f"""CREATE INDEX jobs_key_running ON jobs (concurrency_key)
-            WHERE status = '{RUNNING}' AND concurrency_key IS NOT NULL""",
-        f"""CREATE INDEX jobs_expiring ON jobs (expires_at)
-            WHERE status = '{SCHEDULED}' AND expires_at IS NOT NULL""",
+            WHERE gated = 1 AND status = '{SCHEDULED}'""",
         """
         CREATE TABLE rate_windows (
             name text PRIMARY KEY,
