@@ -510,8 +510,17 @@ class Bench:
         postgres.run_section(self, quick=self.cfg == QUICK)
 
 
+    # -- 11. job control: each option's cost on the no-op drain, a 1,000/s limit -------
+
+    def control(self) -> None:
+        from benchmarks import control
+
+        for key, value in control.run(quick=self.cfg == QUICK, log=self.log).items():
+            self.out[key] = value[0] if isinstance(value, list) else value
+
+
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
-             "drain", "backlog", "async_drain", "postgres"]  # fmt: skip
+             "drain", "backlog", "async_drain", "postgres", "control"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).
@@ -562,6 +571,12 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("async_serial_s", "s", None, False),
     ("async_serial_overhead_s", "s", None, False),
     ("async_serial_projected_s", "s", None, False),
+    ("control_plain_drain_per_s", "jobs/s", None, True),
+    ("control_expires_drain_per_s", "jobs/s", None, True),
+    ("control_rate_drain_per_s", "jobs/s", None, True),
+    ("control_key_drain_per_s", "jobs/s", None, True),
+    ("rate1000_busiest_aligned_second", "starts", 1000, False),
+    ("rate1000_starts_per_window", "starts", None, True),
 ]
 
 
