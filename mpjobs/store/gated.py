@@ -35,7 +35,7 @@ PAGE = 64  # gated candidates read per page
 MAX_PAGES = 8  # a claim reads at most PAGE * MAX_PAGES of them (bounded work per claim)
 EXPIRE_BATCH = 500  # jobs the leader's sweep cancels per statement
 
-_DUE_GATED = f"gated = 1 AND status = '{SCHEDULED}' AND exec_at <= ?"
+DUE_GATED = f"gated = 1 AND status = '{SCHEDULED}' AND exec_at <= ?"
 # A waiting job past its deadline: read through jobs_gated (only jobs with options).
 _LATE = f"gated = 1 AND status = '{SCHEDULED}' AND expires_at <= ?"
 # A due gated job some worker could start now: no key, or its key has a free slot.
@@ -51,7 +51,7 @@ class GatedClaims(Rows):
 
     def _gated_due(self, conn: Conn, qsql: str, qargs: list[Any], now: float) -> bool:
         row = conn.execute(
-            f"SELECT 1 FROM jobs WHERE {_DUE_GATED}{qsql} LIMIT 1", [now, *qargs]
+            f"SELECT 1 FROM jobs WHERE {DUE_GATED}{qsql} LIMIT 1", [now, *qargs]
         ).fetchone()
         return row is not None
 
@@ -108,7 +108,7 @@ class GatedClaims(Rows):
     ) -> list[Candidate]:
         """The next page of due gated jobs after `after`, less those of keys and tasks
         the claim has found full already: a crowd waiting on one key costs one page."""
-        where, args = [_DUE_GATED + qsql], [now, *qargs]
+        where, args = [DUE_GATED + qsql], [now, *qargs]
         if after is not None:
             where.append("(priority, exec_at, id) > (?, ?, ?)")
             args.extend(after)
@@ -167,7 +167,7 @@ class GatedClaims(Rows):
 
     def _startable_gated(self, qsql: str, qargs: list[Any], now: float) -> bool:
         row = self._conn().execute(
-            f"SELECT 1 FROM jobs j WHERE j.{_DUE_GATED}{qsql} AND {_STARTABLE} LIMIT 1",
+            f"SELECT 1 FROM jobs j WHERE j.{DUE_GATED}{qsql} AND {_STARTABLE} LIMIT 1",
             [now, *qargs],
         ).fetchone()
         return row is not None

@@ -88,10 +88,9 @@ class JobQueries(GatedClaims, CompletionQueries):
                     [now, *qargs, limit * share],
                 ).fetchone()[0]
                 limit = max(1, min(limit, -(-ready // share)))
-            if self._gated_due(conn, qsql, qargs, now):
+            rows = self._claim_rows(conn, owner, pid, qsql, qargs, now, limit)
+            if rows is None:  # due jobs with control options: the claim of store/gated.py
                 rows = self._claim_gated(conn, owner, pid, qsql, qargs, now, limit)
-            else:
-                rows = self._claim_rows(conn, owner, pid, qsql, qargs, now, limit)
         jobs = [JobRecord(*r) for r in rows]
         jobs.sort(key=lambda j: (j.priority, j.exec_at, j.id))
         return jobs
@@ -99,12 +98,15 @@ class JobQueries(GatedClaims, CompletionQueries):
     def _claim_rows(
         self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
         limit: int,
-    ) -> list[Any]:
+    ) -> list[Any] | None:
         """SQLite's claim: its one writer at a time makes a plain UPDATE race-free.
 
-        It is the claim of before job control, unchanged: under the write lock the probe
-        for due gated jobs (claim) is exact, so when it found none this picks none.
+        It is the claim of before job control, unchanged, after a probe for due gated
+        jobs (None: there are some). Under the write lock the probe is exact, so when it
+        found none the plain query cannot pick one.
         """
+        if self._gated_due(conn, qsql, qargs, now):
+            return None
         return list(conn.execute(
             f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
             "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "

@@ -7,7 +7,8 @@ and statements both dialects accept. Where the two must differ, the query module
 one of the hooks below, and each connector answers for its database:
 
 - `_claim_rows`: SQLite's writer lock already serialises claims; PostgreSQL takes rows
-  with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other.
+  with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other. Each
+  answers None when due jobs with control options exist (claimed by store/gated.py).
 - `_exclusive`: a read-then-write transaction (cancel, declare a schedule) that SQLite
   serialises by its one writer needs a transaction lock on PostgreSQL.
 - `_owner_gone`: settling a dead owner's jobs; on PostgreSQL an owner whose session
@@ -107,7 +108,7 @@ class Rows:
     def _claim_rows(
         self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
         limit: int,
-    ) -> list[Any]:
+    ) -> list[Any] | None:
         raise NotImplementedError
 
     def _exclusive(self, conn: Conn, what: str) -> None:

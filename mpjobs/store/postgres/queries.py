@@ -20,6 +20,8 @@ from typing import Any
 import psycopg
 
 from mpjobs.store.base import LIVE, RUNNING, SCHEDULED, NewJob
+from mpjobs.store.gated import DUE_GATED as _DUE_GATED
+from mpjobs.store.gated import GatedClaims
 from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
 from mpjobs.store.sql import (
     INSERT_GATED,
@@ -57,7 +59,7 @@ _INSERT_FIRED = pg_sql(
 assert len(LIVE) == 2
 
 
-class PgQueries(PgConnector):
+class PgQueries(GatedClaims, PgConnector):
     _skip_locked = " FOR UPDATE SKIP LOCKED"  # the gated claim's row locks (store/gated.py)
 
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
@@ -160,18 +162,24 @@ class PgQueries(PgConnector):
     def _claim_rows(
         self, conn: Any, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
         limit: int,
-    ) -> list[Any]:
-        # `gated IS NULL`: without SQLite's one writer, a gated job may be committed
-        # between the probe for gated jobs and this statement; it is left to the gated claim.
-        return list(conn.execute(
-            "WITH picked AS MATERIALIZED (SELECT id FROM jobs "
+    ) -> list[Any] | None:
+        """One statement, as before job control, that takes nothing while due gated jobs
+        exist (`gated IS NULL` too: without SQLite's one writer, one may be committed
+        while the statement runs); only a claim that took nothing probes for them."""
+        rows = list(conn.execute(
+            f"WITH gate AS (SELECT 1 FROM jobs WHERE {_DUE_GATED}{qsql} LIMIT 1), "
+            "picked AS MATERIALIZED (SELECT id FROM jobs "
             f"WHERE status = '{SCHEDULED}' AND exec_at <= ? AND gated IS NULL{qsql} "
+            "AND NOT EXISTS (SELECT 1 FROM gate) "
             "ORDER BY priority, exec_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
             f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
             "attempts = jobs.attempts + 1 FROM picked WHERE jobs.id = picked.id "
             f"RETURNING {', '.join('jobs.' + c for c in PLAIN_COLS.split(', '))}",
-            [now, *qargs, limit, owner, pid, now],
+            [now, *qargs, now, *qargs, limit, owner, pid, now],
         ).fetchall())
+        if not rows and self._gated_due(conn, qsql, qargs, now):
+            return None
+        return rows
 
     def _insert_fired(self, conn: Any, job: NewJob, now: float) -> int | None:
         row = conn.raw.execute(
