@@ -1,12 +1,14 @@
 """The claim of jobs with a control option (expires, rate_limit, concurrency_key).
 
 Such a job is pushed with `gated = 1`; every other job has NULL there, and the plain
-claim (jobs.py) takes only those, with the query it always had plus one column test.
-When a due gated job exists (one probe of the `jobs_gated` partial index, empty for an
-app that uses no option) the claim comes here instead: it reads the due gated jobs a
-page at a time in queue order, asks control/gate.py about each, and merges the ones it
-may take with the plain ones by (priority, exec_at, id), so an option never changes
-the order of the queue, only whether a job may start now.
+claim takes only those, with the query it always had. On SQLite, when a due gated job
+exists (one probe of the `jobs_gated` partial index, empty for an app that uses no
+option; exact under the write lock) the claim comes here instead; on PostgreSQL the
+plain claim picks its batch as ever, updates only its plain rows, and when it took
+fewer than asked and gated jobs are due, fills the batch here. This claim reads the
+due gated jobs a page at a time in queue order, asks control/gate.py about each, and
+merges the ones it may take with the plain ones by (priority, exec_at, id), so an
+option never changes the order of the queue, only whether a job may start now.
 
 What waits is left as it is, except for a full rate window: its task's due jobs get
 the window's end as their due time, so idle workers sleep until then (has_due and

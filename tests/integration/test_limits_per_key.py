@@ -162,3 +162,27 @@ def test_a_job_waiting_on_its_key_does_not_block_the_queue(
     starts = [t for w, t, _ in lt.lines(log) if w == "start"]
     ends = [t for w, t, _ in lt.lines(log) if w == "end"]
     assert len(starts) == 2 and starts[1] >= ends[0], "never both at once"
+
+
+def test_parallel_claimers_never_share_a_keys_last_slot(app: mpjobs.App, tmp_path: Path) -> None:
+    """Eight threads (each its own connection) claim at once: one takes the key's slot."""
+    import threading
+
+    log = tmp_path / "log"
+    jobs = app.push_many(
+        [lt.slotted.schedule(str(log), "last").options(concurrency_limit=1) for _ in range(10)]
+    )
+    store, barrier = app.store, threading.Barrier(8)
+    taken: list[int] = []
+
+    def claim(i: int) -> None:
+        barrier.wait(10)
+        got = store.claim(f"claimer-{i}", os.getpid(), None, 4, time.time())
+        taken.extend(j.id for j in got)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(taken) == 1 and taken[0] == int(jobs[0].id), taken
