@@ -7,14 +7,16 @@ only evaluates what differs per job (the deadline from the due time, a key calla
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
 
 from mpjobs.control.concurrency import KeySpec, check_concurrency, key_of
 from mpjobs.control.expiry import Expires, check_expires, deadline
 from mpjobs.control.rate import RateLimit, parse_rate
+from mpjobs.store.base import NewJob
 
-__all__ = ["CONTROL_OPTIONS", "Control", "check_control"]
+__all__ = ["CONTROL_OPTIONS", "Control", "apply_schedule_spec", "check_control", "schedule_spec"]
 
 CONTROL_OPTIONS = frozenset({"expires", "rate_limit", "concurrency_key", "concurrency_limit"})
 
@@ -67,3 +69,34 @@ def check_control(options: dict[str, Any]) -> None:
         parse_rate(options["rate_limit"])
     key = options.get("concurrency_key")
     check_concurrency(key if key is not None else "-", options.get("concurrency_limit"))
+
+
+def schedule_spec(control: Control | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> dict[str, Any] | None:  # fmt: skip
+    """The control options as a schedule stores them (JSON), for its fires.
+
+    A schedule's arguments are fixed, so a key callable is evaluated once, here; a
+    duration stays relative (to each fire's time), a datetime stays absolute.
+    """
+    if control is None:
+        return None
+    exp, rate = control.expires, control.rate
+    return {
+        "expires": exp.timestamp() if isinstance(exp, datetime.datetime) else exp,
+        "expires_absolute": isinstance(exp, datetime.datetime),
+        "key": None if control.key is None else key_of(control.key, args, kwargs),
+        "limit": control.limit,
+        "rate": None if rate is None else [rate.count, rate.period],
+    }
+
+
+def apply_schedule_spec(job: NewJob, spec: dict[str, Any] | None) -> NewJob:
+    """Set a fired job's control columns from its schedule's `schedule_spec`."""
+    if spec:
+        exp = spec.get("expires")
+        if exp is not None:
+            job.expires_at = exp if spec.get("expires_absolute") else job.exec_at + exp
+        job.concurrency_key, job.concurrency_limit = spec.get("key"), spec.get("limit")
+        if spec.get("rate"):
+            job.rate_limit, job.rate_period = int(spec["rate"][0]), float(spec["rate"][1])
+    return job

@@ -177,3 +177,19 @@ def test_a_version_1_store_migrates_and_keeps_its_jobs(tmp_path: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     (k,) = ids(store, new(key="k"))
     assert sorted(claim(store)) == [1, k]
+
+
+def test_a_schedule_spec_carries_the_options_to_each_fire() -> None:
+    """The hook for schedules (scheduling/schedules.py and rules/schedules.py call it)."""
+    import json
+
+    from mpjobs.control.options import apply_schedule_spec, schedule_spec
+
+    c = Control.of({"expires": "30s", "rate_limit": "5/m",
+                    "concurrency_key": lambda user: f"u{user}",
+                    "concurrency_limit": 2})  # fmt: skip
+    spec = json.loads(json.dumps(schedule_spec(c, (7,), {})))
+    job = apply_schedule_spec(new(at=1000.0), spec)
+    assert (job.expires_at, job.concurrency_key, job.concurrency_limit) == (1030.0, "u7", 2)
+    assert (job.rate_limit, job.rate_period, job.gated) == (5, 60.0, True)
+    assert not apply_schedule_spec(new(), schedule_spec(None, (), {})).gated
