@@ -67,8 +67,9 @@ class GatedClaims(Rows):
         taken: list[Candidate] = []
         expired: list[Candidate] = []
         after: tuple[int, float, int] | None = None
+        size = min(PAGE, limit + 4)  # a small batch reads a small first page
         for _ in range(MAX_PAGES):
-            page = self._candidates(conn, qsql, qargs, now, after, g)
+            page = self._candidates(conn, qsql, qargs, now, after, g, size)
             for c in page:
                 verdict = g.decide(c)
                 if verdict == gating.TAKE:
@@ -77,9 +78,9 @@ class GatedClaims(Rows):
                     expired.append(c)
                 if len(taken) >= limit:
                     break
-            if len(taken) >= limit or len(page) < PAGE:
+            if len(taken) >= limit or len(page) < size:
                 break
-            after = page[-1].order
+            after, size = page[-1].order, PAGE
         plain = conn.execute(
             f"SELECT id, priority, exec_at FROM jobs WHERE status = '{SCHEDULED}' "
             f"AND gated IS NULL AND exec_at <= ?{qsql} ORDER BY priority, exec_at, id "
@@ -106,7 +107,7 @@ class GatedClaims(Rows):
 
     def _candidates(
         self, conn: Conn, qsql: str, qargs: list[Any], now: float,
-        after: tuple[int, float, int] | None, g: Gate,
+        after: tuple[int, float, int] | None, g: Gate, size: int,
     ) -> list[Candidate]:
         """The next page of due gated jobs after `after`, less those of keys and tasks
         the claim has found full already: a crowd waiting on one key costs one page."""
@@ -126,7 +127,7 @@ class GatedClaims(Rows):
         rows = conn.execute(
             f"SELECT {CANDIDATE_COLS} FROM jobs WHERE {' AND '.join(where)} "
             f"ORDER BY priority, exec_at, id LIMIT ?{self._skip_locked}",
-            [*args, PAGE],
+            [*args, size],
         ).fetchall()
         return [Candidate(*r) for r in rows]
 
