@@ -528,6 +528,17 @@ class Bench:
 
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
              "drain", "backlog", "async_drain", "scale", "workflows", "postgres"]  # fmt: skip
+    # -- 11. job control: each option's cost on the no-op drain, a 1,000/s limit -------
+
+    def control(self) -> None:
+        from benchmarks import control
+
+        for key, value in control.run(quick=self.cfg == QUICK, log=self.log).items():
+            self.out[key] = value[0] if isinstance(value, list) else value
+
+
+SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
+             "drain", "backlog", "async_drain", "postgres", "control"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).
@@ -590,6 +601,12 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("wf_group_chord_push_per_s", "/s", None, True),
     ("wf_independent_complete_per_s", "jobs/s", None, True),
     ("wf_group_chord_complete_per_s", "jobs/s", None, True),
+    ("control_plain_drain_per_s", "jobs/s", None, True),
+    ("control_expires_drain_per_s", "jobs/s", None, True),
+    ("control_rate_drain_per_s", "jobs/s", None, True),
+    ("control_key_drain_per_s", "jobs/s", None, True),
+    ("rate1000_busiest_aligned_second", "starts", 1000, False),
+    ("rate1000_starts_per_window", "starts", None, True),
 ]
 
 

@@ -155,6 +155,10 @@ class App:
         memory_limit: int | str | None = None,
         limits: list[Limit] | None = None,
         unique_key: str | None = None,
+        expires: float | str | timedelta | datetime | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: str | Callable[..., str] | None = None,
+        concurrency_limit: int | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
@@ -401,12 +405,17 @@ class JobBuilder:
         if shape is None:
             shape = self._shape = Shape.of(self._options, self.name)
         when = exec_at if exec_at is not None else self._exec_at
-        return NewJob(
+        due = now if when is None else when
+        job = NewJob(
             shape.name, self.func, self.func_pickle, self.payload(), shape.queue, shape.priority,
-            now if when is None else when, shape.max_attempts, shape.retry_backoff,
+            due, shape.max_attempts, shape.retry_backoff,
             shape.timeout, shape.memory_limit, shape.unique_key, schedule_id,
             batch_key=(shape, self.func, self.func_pickle, schedule_id),
         )  # fmt: skip
+        if shape.control is not None:  # expires, rate_limit, concurrency_key (control/)
+            (job.expires_at, job.concurrency_key, job.concurrency_limit, job.rate_limit,
+             job.rate_period) = shape.control.columns(due, self.args, self.kwargs)  # fmt: skip
+        return job
 
     def _push(self, exec_at: float) -> Job:
         if "depends_on" in self._options:  # waits for other jobs: workflows/links.py

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mpjobs.control.options import CONTROL_OPTIONS, Control, check_control
 from mpjobs.limits import Limit, resolve_limits
 
 __all__ = [
@@ -35,6 +36,7 @@ JOB_OPTIONS = {
     "queue", "priority", "max_attempts", "retry_backoff", "timeout", "memory_limit",
     "limits", "unique_key", "name",
 }  # fmt: skip
+JOB_OPTIONS |= CONTROL_OPTIONS  # expires, rate_limit, concurrency_key/limit (control/)
 SCHEDULE_OPTIONS = {
     "coalesce", "misfire_grace_time", "max_instances", "max_failures", "jitter", "id",
 }  # fmt: skip
@@ -73,6 +75,8 @@ def check_options(options: dict[str, Any], allowed: set[str]) -> None:
         from mpjobs.workflows.links import check_depends_on
 
         check_depends_on(options["depends_on"])
+    if not CONTROL_OPTIONS.isdisjoint(options):
+        check_control(options)  # raises ConfigError naming the bad control option
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class Shape:
     timeout: float | None
     memory_limit: int | None
     unique_key: str | None
+    control: Control | None = None  # expires, rate_limit, concurrency (mpjobs/control/)
 
     @classmethod
     def of(cls, options: dict[str, Any], name: str) -> Shape:
@@ -96,5 +101,5 @@ class Shape:
             o.get("name") or name, o.get("queue", DEFAULT_QUEUE),
             o.get("priority", DEFAULT_PRIORITY), o.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
             float(o.get("retry_backoff", DEFAULT_RETRY_BACKOFF)), timeout, memory,
-            o.get("unique_key"),
+            o.get("unique_key"), Control.of(o),
         )  # fmt: skip

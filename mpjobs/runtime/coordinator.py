@@ -35,6 +35,7 @@ SWEEP_INTERVAL = 0.2
 FORGET_EVERY = 25  # sweeps between clean-ups of the process table
 CHECKPOINT_EVERY = 25  # sweeps (about 5 s): each checkpoint fsyncs, so not too often
 PURGE_EVERY = 300  # sweeps (about a minute) between purges of expired finished jobs
+EXPIRE_EVERY = 5  # sweeps (about a second) between cancels of waiting jobs past `expires`
 LATE_TURN = 1.0  # a loop turn this much later than planned is a loop that stopped turning
 # Each store call of the leader waits this long at most for the locks (another process's
 # transaction), so its loop keeps turning; a turn that takes far longer than that is
@@ -168,6 +169,8 @@ class Coordinator:
                             self.store.checkpoint()
                         if sweeps % FORGET_EVERY == 0:
                             forget_dead_processes(self.backend, self._first_seen_gone)
+                        if sweeps % EXPIRE_EVERY == 0:  # a read, and a write only if late
+                            self.store.expire_due(time.time())
                         if sweeps % PURGE_EVERY == 1 and self.app.result_ttl is not None:
                             self.store.purge(time.time() - self.app.result_ttl)
                         next_sweep = time.monotonic() + SWEEP_INTERVAL

@@ -88,6 +88,17 @@ class NewJob:
     # Jobs with equal batch keys share every column but payload and exec_at; the builder
     # sets it so push_many can group jobs without comparing ten fields per job.
     batch_key: object = None
+    # Job control (mpjobs/control/): a job with any of these is "gated", claimed apart.
+    expires_at: float | None = None  # not started by then: CANCELLED
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    rate_limit: int | None = None  # starts of this task per window of rate_period seconds
+    rate_period: float | None = None
+
+    @property
+    def gated(self) -> bool:
+        return (self.expires_at is not None or self.concurrency_key is not None
+                or self.rate_limit is not None)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -116,6 +127,12 @@ class JobRecord:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    # Job control (see NewJob); last, with defaults, so older positional callers still fit.
+    expires_at: float | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    rate_limit: int | None = None
+    rate_period: float | None = None
 
 
 @dataclass(slots=True)
@@ -278,6 +295,9 @@ class Store(Protocol):
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None: ...
     def queue_depths(self) -> dict[str, dict[str, int]]: ...
     def purge(self, before: float) -> int: ...
+    def expire_due(self, now: float, limit: int = 500) -> int:
+        """Cancel up to `limit` waiting jobs past their `expires` deadline; how many."""
+        ...
 
     # workflows (store/deps.py)
     def push_linked(

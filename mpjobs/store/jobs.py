@@ -7,6 +7,7 @@ as ready Completions or as a function that makes them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,26 +16,33 @@ from mpjobs.store import base
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, Completion, Decide, JobRecord, NewJob
 from mpjobs.store.completions import CompletionQueries
 from mpjobs.store.deps import WAITING_AT
+from mpjobs.store.gated import GatedClaims
 from mpjobs.store.rows import Conn
 from mpjobs.store.sql import (
     FINISHED_SQL,
     INSERT_JOB_ID,
     JOB_COLS,
     LIVE_SQL,
+    PLAIN_COLS,
     grouped_inserts,
+    insert_of,
     job_params,
     queue_filter,
 )
 
 
-class JobQueries(CompletionQueries):
+class JobQueries(GatedClaims, CompletionQueries):
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         with self._tx() as conn:
             if all(j.unique_key is None for j in jobs):
                 self._count_pushed(conn, jobs)
                 if len(jobs) == 1:
-                    cur = conn.execute(INSERT_JOB_ID, job_params(jobs[0], now))
+                    if jobs[0].gated:
+                        sql, params = insert_of(jobs[0], now)
+                        cur = conn.execute(sql + " RETURNING id", params)
+                    else:
+                        cur = conn.execute(INSERT_JOB_ID, job_params(jobs[0], now))
                     return [(int(cur.fetchone()[0]), True)]
                 for sql, rows in grouped_inserts(jobs, now):
                     conn.executemany(sql, rows)
@@ -44,7 +52,8 @@ class JobQueries(CompletionQueries):
             out: list[tuple[int, bool]] = []
             for j in jobs:
                 try:
-                    cur = conn.execute(INSERT_JOB_ID, job_params(j, now))
+                    sql, params = insert_of(j, now)
+                    cur = conn.execute(sql + " RETURNING id", params)
                     out.append((int(cur.fetchone()[0]), True))
                 except self.integrity_errors:
                     row = conn.execute(
@@ -83,6 +92,8 @@ class JobQueries(CompletionQueries):
                 ).fetchone()[0]
                 limit = max(1, min(limit, -(-ready // share)))
             rows = self._claim_rows(conn, owner, pid, qsql, qargs, now, limit)
+            if rows is None:  # due jobs with control options: the claim of store/gated.py
+                rows = self._claim_gated(conn, owner, pid, qsql, qargs, now, limit)
             self._count_started(conn, owner, rows)
         jobs = [JobRecord(*r) for r in rows]
         jobs.sort(key=lambda j: (j.priority, j.exec_at, j.id))
@@ -91,13 +102,20 @@ class JobQueries(CompletionQueries):
     def _claim_rows(
         self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
         limit: int,
-    ) -> list[Any]:
-        """SQLite's claim: its one writer at a time makes a plain UPDATE race-free."""
+    ) -> list[Any] | None:
+        """SQLite's claim: its one writer at a time makes a plain UPDATE race-free.
+
+        It is the claim of before job control, unchanged, after a probe for due gated
+        jobs (None: there are some). Under the write lock the probe is exact, so when it
+        found none the plain query cannot pick one.
+        """
+        if self._gated_due(conn, qsql, qargs, now):
+            return None
         return list(conn.execute(
             f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
             "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
             f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
-            f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {JOB_COLS}",
+            f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {PLAIN_COLS}",
             [owner, pid, now, now, *qargs, limit],
         ).fetchall())
 
@@ -200,13 +218,14 @@ class JobQueries(CompletionQueries):
 
         Refused with a StoreError (an MpjobsError) when another live job has taken the
         job's unique key since: two live jobs with one key is what the key forbids.
+        Its expiry is cleared: a retry asked for by a person means now (control/expiry.py).
         """
         try:
             with self._tx() as conn:
                 cur = conn.execute(
                     f"UPDATE jobs SET status = '{SCHEDULED}', exec_at = ?, attempts = 0, "
                     "owner = NULL, pid = NULL, result = NULL, exc = NULL, error = NULL, "
-                    "started_at = NULL, finished_at = NULL "
+                    "started_at = NULL, finished_at = NULL, expires_at = NULL "
                     f"WHERE id = ? AND status IN {FINISHED_SQL}",
                     (now, job_id),
                 )
@@ -241,28 +260,32 @@ class JobQueries(CompletionQueries):
     def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
         """A read-only check, so idle workers woken together do not all queue for the lock."""
         qsql, qargs = queue_filter(queues)
-        return (
-            self._conn()
-            .execute(
-                f"SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} LIMIT 1",
-                [now, *qargs],
-            )
-            .fetchone()
-            is not None
-        )
+        plain = self._conn().execute(
+            f"SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' AND exec_at <= ? "
+            f"AND gated IS NULL{qsql} LIMIT 1",
+            [now, *qargs],
+        ).fetchone()
+        return plain is not None or self._startable_gated(qsql, qargs, now)
 
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None:
+        """When the next job falls due; a gated job due already (waiting on its key) is
+        left out, or an idle worker would wake at once, again and again."""
         qsql, qargs = queue_filter(queues)
-        r = (
-            self._conn()
-            .execute(
-                f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}' "
-                f"AND exec_at < {WAITING_AT!r}{qsql}",  # not a job waiting for others
-                qargs,
-            )
-            .fetchone()
+        sql = (  # a job waiting for others (deps.py) is not due at its placeholder time
+            f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}' "
+            f"AND exec_at < {WAITING_AT!r}{qsql}"
         )
-        return None if r is None or r[0] is None else float(r[0])
+        r = self._conn().execute(sql, qargs).fetchone()
+        first = None if r is None or r[0] is None else float(r[0])
+        now = time.time()
+        if first is None or first > now:
+            return first  # the common case: one index-only read, as before
+        # Due, yet has_due found nothing startable: gated jobs waiting on a key.
+        r = self._conn().execute(sql.replace(" FROM jobs WHERE", " FROM jobs WHERE gated IS "
+                                             "NULL AND", 1), qargs).fetchone()  # fmt: skip
+        plain = None if r is None or r[0] is None else float(r[0])
+        gated = self._next_gated(qsql, qargs, now)
+        return min((t for t in (plain, gated) if t is not None), default=None)
 
     def queue_depths(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

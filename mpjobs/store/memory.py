@@ -13,8 +13,11 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
+from mpjobs.control.expiry import expired_error
+from mpjobs.control.gate import EXPIRE, TAKE, Candidate, Gate
 from mpjobs.errors import StoreError
 from mpjobs.home import Home
 from mpjobs.rules.schedules import max_failures_of, redeclared, tally
@@ -42,6 +45,15 @@ from mpjobs.store.memory_deps import MemoryDeps
 
 log = logging.getLogger("mpjobs.store")
 
+
+def _gated(r: JobRecord) -> bool:
+    return r.expires_at is not None or r.concurrency_key is not None or r.rate_limit is not None
+
+
+def _candidate(r: JobRecord) -> Candidate:
+    return Candidate(r.id, r.priority, r.exec_at, r.name, r.expires_at, r.concurrency_key,
+                     r.concurrency_limit, r.rate_limit, r.rate_period)  # fmt: skip
+
 _SCHEDULE_FIELDS = {"state", "next_run_time", "trigger", "failures", "updated_at", "options"}
 
 
@@ -59,6 +71,7 @@ class MemoryStore(MemoryDeps):
         self._procs: dict[str, ProcessRecord] = {}
         # (name, task, queue, status, bucket) -> [n, total]: one process, so no tokens
         self._counts: dict[tuple[str, str, str, str, int], list[float]] = {}
+        self._windows: dict[str, tuple[float, int]] = {}  # rate_windows
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -102,7 +115,8 @@ class MemoryStore(MemoryDeps):
             self._last_id, j.name, j.func, j.func_pickle, j.payload, j.queue, j.priority,
             SCHEDULED, j.exec_at, 0, j.max_attempts, j.retry_backoff, j.timeout,
             j.memory_limit, j.unique_key, j.schedule_id, None, None, None, None, None, now,
-            None, None,
+            None, None, j.expires_at, j.concurrency_key, j.concurrency_limit, j.rate_limit,
+            j.rate_period,
         )  # fmt: skip
         return self._last_id
 
@@ -136,15 +150,58 @@ class MemoryStore(MemoryDeps):
             due = self._due(queues, now)
             if limit > 1 and share > 1:
                 limit = max(1, min(limit, -(-min(len(due), limit * share) // share)))
-            for r in due[:limit]:
+            chosen = self._gate(due, limit, now) if any(map(_gated, due)) else due[:limit]
+            for r in chosen:
                 r.status, r.owner, r.pid, r.started_at = RUNNING, owner, pid, now
                 r.attempts += 1
                 self._count((counters.STARTED, r.name, r.queue, "", 0), 1)
-            return [dataclasses.replace(r) for r in due[:limit]]
+            return [dataclasses.replace(r) for r in chosen]
+
+    def _gate(self, due: list[JobRecord], limit: int, now: float) -> list[JobRecord]:
+        """What store/gated.py does in SQL: ask the gate about each gated job in order."""
+        g = Gate(now, self._windows.get, self._running)
+        chosen: list[JobRecord] = []
+        for r in due:
+            if len(chosen) >= limit:
+                break
+            verdict = g.decide(_candidate(r)) if _gated(r) else TAKE
+            if verdict == TAKE:
+                chosen.append(r)
+            elif verdict == EXPIRE:
+                self._expire(r, now)
+        for name, start, used in g.changed_windows():
+            self._windows[name] = (start, used)
+        for name, until in g.full_rates.items():
+            for r in self._jobs.values():
+                if (r.status == SCHEDULED and r.name == name and r.rate_limit is not None
+                        and r.exec_at < until):  # fmt: skip
+                    r.exec_at = until
+        return chosen
+
+    def _running(self, key: str) -> int:
+        return sum(1 for r in self._jobs.values()
+                   if r.status == RUNNING and r.concurrency_key == key)  # fmt: skip
+
+    def _expire(self, r: JobRecord, now: float) -> None:
+        r.status, r.finished_at = CANCELLED, now
+        r.error = expired_error(r.expires_at if r.expires_at is not None else now)
+
+    def _startable(self, r: JobRecord) -> bool:
+        key = r.concurrency_key
+        return key is None or self._running(key) < (r.concurrency_limit or 1)
+
+    def expire_due(self, now: float, limit: int = 500) -> int:
+        with self._tx():
+            late = sorted((r for r in self._jobs.values() if r.status == SCHEDULED
+                           and r.expires_at is not None and r.expires_at <= now),
+                          key=lambda r: r.expires_at or 0.0)[:limit]  # fmt: skip
+            for r in late:
+                self._expire(r, now)
+            return len(late)
 
     def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
         with self.changed:
-            return bool(self._due(queues, now))
+            return any(not _gated(r) or self._startable(r) for r in self._due(queues, now))
 
     def complete(self, owner: str, done: Sequence[Completion], now: float) -> None:
         with self._tx():
@@ -260,6 +317,7 @@ class MemoryStore(MemoryDeps):
                 )
             r.status, r.exec_at, r.attempts = SCHEDULED, now, 0
             r.owner = r.pid = r.result = r.exc = r.error = r.started_at = r.finished_at = None
+            r.expires_at = None
             return True
 
     def running_owners(self) -> list[str]:
@@ -280,9 +338,11 @@ class MemoryStore(MemoryDeps):
 
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None:
         with self.changed:
+            now = time.time()
             times = [r.exec_at for r in self._jobs.values()
                      if r.status == SCHEDULED and r.exec_at < WAITING_AT
-                     and (not queues or r.queue in queues)]  # fmt: skip
+                     and (not queues or r.queue in queues)
+                     and not (_gated(r) and r.exec_at <= now)]  # fmt: skip
             return min(times, default=None)
 
     def queue_depths(self) -> dict[str, dict[str, int]]:

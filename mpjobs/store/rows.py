@@ -7,7 +7,8 @@ and statements both dialects accept. Where the two must differ, the query module
 one of the hooks below, and each connector answers for its database:
 
 - `_claim_rows`: SQLite's writer lock already serialises claims; PostgreSQL takes rows
-  with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other.
+  with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other. Each
+  answers None when due jobs with control options exist (claimed by store/gated.py).
 - `_exclusive`: a read-then-write transaction (cancel, declare a schedule) that SQLite
   serialises by its one writer needs a transaction lock on PostgreSQL.
 - `_owner_gone`: settling a dead owner's jobs; on PostgreSQL an owner whose session
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 
 from mpjobs.errors import StoreError
 from mpjobs.store.base import NewJob
-from mpjobs.store.sql import INSERT_JOB_ID, job_params
+from mpjobs.store.sql import insert_of
 
 LOCK_TIMEOUT = 30.0  # the default bound of one write's wait for the locks ($MPJOBS_LOCK_TIMEOUT)
 
@@ -107,7 +108,7 @@ class Rows:
     def _claim_rows(
         self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
         limit: int,
-    ) -> list[Any]:
+    ) -> list[Any] | None:
         raise NotImplementedError
 
     def _exclusive(self, conn: Conn, what: str) -> None:
@@ -122,4 +123,5 @@ class Rows:
 
     def _insert_fired(self, conn: Conn, job: NewJob, now: float) -> int | None:
         """Insert one job a schedule fired; its id, or None if that fire is already a job."""
-        return int(conn.execute(INSERT_JOB_ID, job_params(job, now)).fetchone()[0])
+        sql, params = insert_of(job, now)
+        return int(conn.execute(sql + " RETURNING id", params).fetchone()[0])

@@ -121,5 +121,27 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (token, name, task, queue, status, bucket)
         ) WITHOUT ROWID
         """,
+        # Job control (mpjobs/control/, store/gated.py). A job with a control option has
+        # gated = 1; plain jobs leave every one of these NULL. One partial index serves
+        # the claim's probe, the gated claim and the expiry sweep: each partial index
+        # costs every insert a test of its WHERE (three cost a no-op push 15%), and
+        # `gated = 1` first fails at once for a plain job. A key's RUNNING count walks
+        # jobs_running, which holds only the running jobs.
+        "ALTER TABLE jobs ADD COLUMN expires_at REAL",
+        "ALTER TABLE jobs ADD COLUMN concurrency_key TEXT",
+        "ALTER TABLE jobs ADD COLUMN concurrency_limit INTEGER",
+        "ALTER TABLE jobs ADD COLUMN rate_limit INTEGER",
+        "ALTER TABLE jobs ADD COLUMN rate_period REAL",
+        "ALTER TABLE jobs ADD COLUMN gated INTEGER",
+        f"""CREATE INDEX jobs_gated ON jobs(priority, exec_at)
+           WHERE gated = 1 AND status = '{SCHEDULED}'""",
+        # One row per rate-limited task: the current fixed window and the starts in it.
+        """
+        CREATE TABLE rate_windows (
+            name TEXT PRIMARY KEY,
+            window_start REAL NOT NULL,
+            used INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
     ],
 }

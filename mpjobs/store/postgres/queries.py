@@ -21,41 +21,63 @@ import psycopg
 
 from mpjobs.store.base import LIVE, RUNNING, SCHEDULED, NewJob
 from mpjobs.store.counters import COUNT_PUSHED_FROM, CounterQueries, push_token
+from mpjobs.store.gated import GatedClaims
 from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
-from mpjobs.store.sql import INSERT_JOB, JOB_COLS, LIVE_SQL, job_params
+from mpjobs.store.sql import (
+    INSERT_GATED,
+    INSERT_JOB,
+    LIVE_SQL,
+    PLAIN_COLS,
+    gate_params,
+    insert_of,
+    job_params,
+)
 
 _COPY_COLS = (
     "id, name, func, func_pickle, payload, queue, priority, exec_at, max_attempts, "
     "retry_backoff, timeout, memory_limit, unique_key, schedule_id, status, created_at"
 )
+_GATE_COPY_COLS = ", expires_at, concurrency_key, concurrency_limit, rate_limit, rate_period, gated"
 # The pushed counter rides in the same statement (a data-modifying CTE always runs).
-_INSERT_ONE = pg_sql(
-    f"WITH j AS ({INSERT_JOB} RETURNING id, name, queue), "
+_ONE = (
+    "WITH j AS ({} RETURNING id, name, queue), "
     f"c AS ({COUNT_PUSHED_FROM.format(rows='j')}) SELECT id, pg_notify(?, ?) FROM j"
 )
-_INSERT_UNIQUE = pg_sql(
-    f"{INSERT_JOB} ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL "
+_INSERT_ONE = pg_sql(_ONE.format(INSERT_JOB))
+_INSERT_ONE_GATED = pg_sql(_ONE.format(INSERT_GATED))
+_UNIQUE = (
+    "{} ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL "
     f"AND status IN {LIVE_SQL} DO NOTHING RETURNING id"
 )
+_INSERT_UNIQUE = pg_sql(_UNIQUE.format(INSERT_JOB))
+_INSERT_UNIQUE_GATED = pg_sql(_UNIQUE.format(INSERT_GATED))
 _LIVE_WITH_KEY = pg_sql(f"SELECT id FROM jobs WHERE unique_key = ? AND status IN {LIVE_SQL}")
 _INSERT_FIRED = pg_sql(
     "INSERT INTO jobs (name, func, func_pickle, payload, queue, priority, exec_at, "
     "max_attempts, retry_backoff, timeout, memory_limit, unique_key, schedule_id, "
-    f"status, created_at, fired_for) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'{SCHEDULED}',?,?) "
+    "status, created_at, fired_for, expires_at, concurrency_key, concurrency_limit, "
+    "rate_limit, rate_period, gated) VALUES "
+    f"(?,?,?,?,?,?,?,?,?,?,?,?,?,'{SCHEDULED}',?,?,?,?,?,?,?,?) "
     "ON CONFLICT (schedule_id, fired_for) WHERE fired_for IS NOT NULL DO NOTHING RETURNING id"
 )
 assert len(LIVE) == 2
 
 
-class PgQueries(PgConnector, CounterQueries):
+class PgQueries(GatedClaims, PgConnector, CounterQueries):
+    _skip_locked = " FOR UPDATE SKIP LOCKED"  # the gated claim's row locks (store/gated.py)
+
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         if len(jobs) == 1 and jobs[0].unique_key is None:
             # One statement in autocommit is its own transaction: insert, notify, commit.
             raw = self._raw()
+            j = jobs[0]
+            if j.gated:
+                sql, params = _INSERT_ONE_GATED, insert_of(j, now)[1]
+            else:
+                sql, params = _INSERT_ONE, job_params(j, now)
             row = raw.execute(
-                _INSERT_ONE,
-                (*job_params(jobs[0], now), push_token(), self.channel, self.host_id),
+                sql, (*params, push_token(), self.channel, self.host_id)
             ).fetchone()
             self._ring()
             assert row is not None
@@ -111,6 +133,9 @@ class PgQueries(PgConnector, CounterQueries):
             ).fetchall()
         ]
         ids.sort()
+        if any(j.gated for j in jobs):
+            self._copy_gated(raw, ids, jobs, now)
+            return [int(i) for i in ids]
         with raw.cursor().copy(f"COPY jobs ({_COPY_COLS}) FROM STDIN") as copy:
             write = copy.write_row
             for i, j in zip(ids, jobs, strict=True):
@@ -119,11 +144,26 @@ class PgQueries(PgConnector, CounterQueries):
                        None, j.schedule_id, SCHEDULED, now))  # fmt: skip
         return [int(i) for i in ids]
 
+    def _copy_gated(
+        self, raw: psycopg.Connection[Any], ids: list[Any], jobs: Sequence[NewJob], now: float
+    ) -> None:
+        """COPY a batch holding jobs with control options, with their columns too."""
+        cols = _COPY_COLS + _GATE_COPY_COLS
+        with raw.cursor().copy(f"COPY jobs ({cols}) FROM STDIN") as copy:
+            for i, j in zip(ids, jobs, strict=True):
+                copy.write_row((i, j.name, j.func, j.func_pickle, j.payload, j.queue,
+                                j.priority, j.exec_at, j.max_attempts, j.retry_backoff,
+                                j.timeout, j.memory_limit, None, j.schedule_id, SCHEDULED,
+                                now, *gate_params(j), 1 if j.gated else None))  # fmt: skip
+
     def _push_unique(self, conn: PgConn, j: NewJob, now: float) -> tuple[int, bool]:
         """Insert unless a live job holds the key; then that job's id (the key's owner)."""
         raw = conn.raw
         while True:
-            row = raw.execute(_INSERT_UNIQUE, job_params(j, now)).fetchone()
+            if j.gated:
+                row = raw.execute(_INSERT_UNIQUE_GATED, insert_of(j, now)[1]).fetchone()
+            else:
+                row = raw.execute(_INSERT_UNIQUE, job_params(j, now)).fetchone()
             if row is not None:
                 return int(row[0]), True
             if j.unique_key is None:  # pragma: no cover - only keyed jobs conflict
@@ -135,17 +175,29 @@ class PgQueries(PgConnector, CounterQueries):
     def _claim_rows(
         self, conn: Any, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
         limit: int,
-    ) -> list[Any]:
-        return list(conn.execute(
-            "WITH picked AS MATERIALIZED (SELECT id FROM jobs "
+    ) -> list[Any] | None:
+        """The claim of before job control: it picks the first `limit` due jobs as ever,
+        and updates only the plain ones among them (a filter in the pick made the planner
+        misjudge it, twice the cost). A gated job picked stays locked and SCHEDULED; a
+        claim that took fewer than `limit` probes for due gated jobs and, if there are
+        some, takes the rest of its batch through the gated claim, in queue order."""
+        rows = list(conn.execute(
+            "WITH picked AS MATERIALIZED (SELECT id, gated FROM jobs "
             f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
             "ORDER BY priority, exec_at, id LIMIT ? FOR UPDATE SKIP LOCKED) "
             f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
-            "attempts = jobs.attempts + 1 FROM picked WHERE jobs.id = picked.id "
-            f"RETURNING {', '.join('jobs.' + c for c in JOB_COLS.split(', '))}",
+            "attempts = jobs.attempts + 1 FROM picked "
+            "WHERE jobs.id = picked.id AND picked.gated IS NULL "
+            f"RETURNING {', '.join('jobs.' + c for c in PLAIN_COLS.split(', '))}",
             [now, *qargs, limit, owner, pid, now],
         ).fetchall())
+        if len(rows) < limit and self._gated_due(conn, qsql, qargs, now):
+            rows += self._claim_gated(conn, owner, pid, qsql, qargs, now, limit - len(rows))
+        return rows
 
     def _insert_fired(self, conn: Any, job: NewJob, now: float) -> int | None:
-        row = conn.raw.execute(_INSERT_FIRED, (*job_params(job, now), job.fired_for)).fetchone()
+        row = conn.raw.execute(
+            _INSERT_FIRED,
+            (*job_params(job, now), job.fired_for, *gate_params(job), 1 if job.gated else None),
+        ).fetchone()
         return None if row is None else int(row[0])

@@ -148,6 +148,22 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (token, name, task, queue, status, bucket)
         )
         """,
+        # Job control (mpjobs/control/, store/gated.py): plain jobs leave these NULL.
+        "ALTER TABLE jobs ADD COLUMN expires_at double precision",
+        "ALTER TABLE jobs ADD COLUMN concurrency_key text",
+        "ALTER TABLE jobs ADD COLUMN concurrency_limit integer",
+        "ALTER TABLE jobs ADD COLUMN rate_limit integer",
+        "ALTER TABLE jobs ADD COLUMN rate_period double precision",
+        "ALTER TABLE jobs ADD COLUMN gated integer",
+        f"""CREATE INDEX jobs_gated ON jobs (priority, exec_at, id)
+            WHERE gated = 1 AND status = '{SCHEDULED}'""",
+        """
+        CREATE TABLE rate_windows (
+            name text PRIMARY KEY,
+            window_start double precision NOT NULL,
+            used integer NOT NULL
+        )
+        """,
     ],
 }
 
