@@ -96,7 +96,8 @@ def test_rate_limit_holds_across_two_supervisors_with_kills(
     assert max(per_second.values()) <= rate + 2, per_second
     span = starts[-1] - starts[0]
     assert len(starts) <= rate * (span + 1) + 2, "within one window of the limit overall"
-    assert span <= len(starts) / rate + 5, "and not much slower: jobs start as windows open"
+    # liveness only (kills and a loaded machine slow the starts; the bound above is the promise)
+    assert span <= len(starts) / rate + 10, "and not much slower: jobs start as windows open"
 
 
 def test_concurrency_limit_holds_across_two_supervisors_with_kills(

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mpjobs
 from mpjobs.observability.metrics import exposition
+from tests.schema_v1 import downgrade_postgres, downgrade_sqlite
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,19 +157,9 @@ def test_a_version_1_store_migrates_and_counts(
     old = ot.ok.schedule(1).now()
     url = os.environ.get("MPJOBS_STORE")
     if url:
-        import psycopg
-
-        schema = url.rsplit("schema=", 1)[1]
-        with psycopg.connect(url.split("?schema=")[0].split("&schema=")[0], autocommit=True) as c:
-            c.execute(f"DROP TABLE {schema}.counters")
-            c.execute(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'version'")
+        downgrade_postgres(url)
     else:
-        import sqlite3
-
-        with sqlite3.connect(home / "mpjobs.db") as c:
-            c.execute("DROP TABLE counters")
-            c.execute("PRAGMA user_version = 1")
-        c.close()
+        downgrade_sqlite(home / "mpjobs.db")
     code = (  # a new process: this one keeps its store open
         "import sys, json, mpjobs; app = mpjobs.App(sys.argv[1]); "
         "assert app.get_job(sys.argv[2]) is not None; "

@@ -1,0 +1,51 @@
+"""Turn a store of this version back into a version-1 store, to test the migration.
+
+What version 2 added is read from the migrations themselves (every CREATE TABLE,
+CREATE INDEX and ADD COLUMN of MIGRATIONS[2]), so a test of one feature's upgrade
+keeps working when another feature adds to the same version.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+
+def _undo(statements: list[str]) -> list[str]:
+    """DROP statements for what `statements` create, indexes first, columns last."""
+    indexes, tables, columns = [], [], []
+    for sql in statements:
+        text = " ".join(sql.split())
+        if m := re.match(r"CREATE (?:UNIQUE )?INDEX (?:IF NOT EXISTS )?(\w+)", text, re.I):
+            indexes.append(f"DROP INDEX {{s}}{m.group(1)}")
+        elif m := re.match(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", text, re.I):
+            tables.append(f"DROP TABLE {{s}}{m.group(1)}")
+        elif m := re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", text, re.I):
+            columns.append(f"ALTER TABLE {{s}}{m.group(1)} DROP COLUMN {m.group(2)}")
+    return indexes + tables + columns
+
+
+def downgrade_sqlite(db: Path) -> None:
+    from mpjobs.store.schema import MIGRATIONS
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        for sql in _undo(MIGRATIONS[2]):
+            conn.execute(sql.format(s=""))
+        conn.execute("PRAGMA user_version = 1")
+    finally:
+        conn.close()
+
+
+def downgrade_postgres(url: str) -> None:
+    import psycopg
+
+    from mpjobs.store.postgres.schema import MIGRATIONS
+
+    schema = url.rsplit("schema=", 1)[1].split("&")[0] if "schema=" in url else "mpjobs"
+    base = url.split("?schema=")[0].split("&schema=")[0]
+    with psycopg.connect(base, autocommit=True) as conn:
+        for sql in _undo(MIGRATIONS[2]):
+            conn.execute(sql.format(s=f"{schema}."))
+        conn.execute(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'version'")
