@@ -5,6 +5,7 @@ an SQLite job store and lock files.
 """
 
 from mpjobs.app import App, JobBuilder, Task
+from mpjobs.control.context import current_job
 from mpjobs.errors import (
     ConfigError,
     HomeError,
@@ -13,7 +14,9 @@ from mpjobs.errors import (
     JobNotCompletedError,
     MpjobsError,
     NotFoundError,
+    Retry,
     SerializationError,
+    SoftTimeout,
     StoreError,
     UnsafeHomeError,
     WaitTimeout,
@@ -39,11 +42,14 @@ __all__ = [
     "MpjobsError",
     "NotFoundError",
     "Pool",
+    "Retry",
     "Schedule",
     "SerializationError",
+    "SoftTimeout",
     "StoreError",
     "Task",
     "UnsafeHomeError",
     "WaitTimeout",
     "__version__",
+    "current_job",
 ]

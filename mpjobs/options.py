@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mpjobs.control.spec import CONTROL_OPTIONS, Control, check_soft, control_of
 from mpjobs.limits import Limit, resolve_limits
 
 __all__ = [
@@ -34,6 +35,10 @@ JOB_OPTIONS = {
     "queue", "priority", "max_attempts", "retry_backoff", "timeout", "memory_limit",
     "limits", "unique_key", "name",
 }  # fmt: skip
+# -- issue 13, job control (retry_on, dont_retry_on, soft_timeout): see control/spec.py
+JOB_OPTIONS |= CONTROL_OPTIONS
+# -- end of job control
+
 SCHEDULE_OPTIONS = {
     "coalesce", "misfire_grace_time", "max_instances", "max_failures", "jitter", "id",
 }  # fmt: skip
@@ -65,6 +70,8 @@ def check_options(options: dict[str, Any], allowed: set[str]) -> None:
     limits = options.get("limits")
     if limits is not None and not all(isinstance(x, Limit) for x in limits):
         raise TypeError("limits must be a list of mpjobs.Limit")
+    if CONTROL_OPTIONS.intersection(options):
+        control_of(options)  # job control: its checks (the timeout pairing is in Shape.of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +86,17 @@ class Shape:
     timeout: float | None
     memory_limit: int | None
     unique_key: str | None
+    control: Control | None = None  # job control (issue 13): retry rules, soft timeout
 
     @classmethod
     def of(cls, options: dict[str, Any], name: str) -> Shape:
         o = options
         timeout, memory = resolve_limits(o.get("timeout"), o.get("memory_limit"), o.get("limits"))
+        control = control_of(o)
+        check_soft(control, timeout)
         return cls(
             o.get("name") or name, o.get("queue", DEFAULT_QUEUE),
             o.get("priority", DEFAULT_PRIORITY), o.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
             float(o.get("retry_backoff", DEFAULT_RETRY_BACKOFF)), timeout, memory,
-            o.get("unique_key"),
+            o.get("unique_key"), control,
         )  # fmt: skip

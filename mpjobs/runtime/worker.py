@@ -133,7 +133,7 @@ class Worker:
         self.proc = psutil.Process()
         self.journal = Journal(self.app.home.journal(self.token))
         self.rest = BatchRest(self._publish)
-        self.serial = SerialExecutor(self._report, self.stats)
+        self.serial = SerialExecutor(self._report, self.stats, self.store)
         self._report(f"R {os.getpid()}\n")  # booted: from now on a death is a lost worker
 
     def _on_term(self, signum: int, frame: Any) -> None:
@@ -189,7 +189,7 @@ class Worker:
         A worker with concurrency N runs the loop of inflight.py instead.
         """
         if self.concurrency > 1:
-            executor = AsyncExecutor(self.concurrency, self._report, self.stats)
+            executor = AsyncExecutor(self.concurrency, self._report, self.stats, self.store)
             InFlight(self, executor).serve()
             return
         while not (self.stopping or self._recycle_due()):

@@ -13,7 +13,7 @@ import dataclasses
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mpjobs.home import Home
@@ -277,6 +277,14 @@ class Store(Protocol):
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None: ...
     def queue_depths(self) -> dict[str, dict[str, int]]: ...
     def purge(self, before: float) -> int: ...
+
+    # progress (store/progress.py): only the running owner writes, anyone reads
+    def set_progress(
+        self, job_id: int, owner: str, value: float | None, meta: str | None
+    ) -> bool: ...
+    def progress_of(
+        self, job_id: int
+    ) -> tuple[float | None, dict[str, Any] | None] | None: ...
 
     # schedules
     def upsert_schedule(

@@ -37,6 +37,7 @@ from mpjobs.store.base import (
     ProcessRecord,
     ScheduleRecord,
 )
+from mpjobs.store.progress import Progress, decode
 
 log = logging.getLogger("mpjobs.store")
 
@@ -55,6 +56,7 @@ class MemoryStore:
         self._last_id = 0
         self._schedules: dict[str, ScheduleRecord] = {}
         self._procs: dict[str, ProcessRecord] = {}
+        self._progress: dict[int, tuple[float | None, str | None]] = {}  # see progress.py
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -261,6 +263,23 @@ class MemoryStore:
                     q = out.setdefault(r.queue, {})
                     q[r.status] = q.get(r.status, 0) + 1
         return out
+
+    def set_progress(
+        self, job_id: int, owner: str, value: float | None, meta: str | None
+    ) -> bool:
+        with self._tx():
+            r = self._jobs.get(job_id)
+            if r is None or r.owner != owner or r.status != RUNNING:
+                return False
+            old = self._progress.get(job_id, (None, None))[1]
+            self._progress[job_id] = (value, old if meta is None else meta)
+            return True
+
+    def progress_of(self, job_id: int) -> Progress | None:
+        with self.changed:
+            if job_id not in self._jobs:
+                return None
+            return decode(*self._progress.get(job_id, (None, None)))
 
     def purge(self, before: float) -> int:
         with self._tx():

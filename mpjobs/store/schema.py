@@ -9,7 +9,7 @@ from __future__ import annotations
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -81,5 +81,11 @@ MIGRATIONS: dict[int, list[str]] = {
             info TEXT NOT NULL
         ) WITHOUT ROWID
         """,
+    ],
+    2: [
+        # issue 13, progress (mpjobs.current_job().set_progress): written only by the
+        # job's owner while it runs, read by Job.progress / Job.meta (JSON text).
+        "ALTER TABLE jobs ADD COLUMN progress REAL",
+        "ALTER TABLE jobs ADD COLUMN meta TEXT",
     ],
 }

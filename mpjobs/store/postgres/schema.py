@@ -21,7 +21,7 @@ from mpjobs.store.postgres.url import StoreUrl
 
 log = logging.getLogger("mpjobs.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MARK = "mpjobs store"
 MIGRATE_WAIT_MS = 60_000  # a migration elsewhere takes well under a second
 
@@ -109,6 +109,12 @@ MIGRATIONS: dict[int, list[str]] = {
         )
         """,
         "INSERT INTO leader (id, epoch) VALUES (1, 0)",
+    ],
+    2: [
+        # issue 13, progress (mpjobs.current_job().set_progress): written only by the
+        # job's owner while it runs, read by Job.progress / Job.meta (JSON text).
+        "ALTER TABLE jobs ADD COLUMN progress double precision",
+        "ALTER TABLE jobs ADD COLUMN meta text",
     ],
 }
 
