@@ -68,7 +68,11 @@ class JobContext:
         self.reported = True
 
     def flush(self) -> None:
-        """Called by the executor as the job ends: its last progress lands first."""
+        """Wait (5 s at most) until the last progress given is in the store.
+
+        The executor calls it as the job ends, so the last value always lands; a job
+        may call it too, before telling someone else to read its progress.
+        """
         if self.reported and self._store is not None:
             writer_for(self._store).flush(int(self.id))
 

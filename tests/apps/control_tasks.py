@@ -159,6 +159,7 @@ def progress_steps(marker: str, release: str) -> str:
     """Reports 0.5 with meta, says so in its marker, and waits for the test to look."""
     ctx = mpjobs.current_job()
     ctx.set_progress(0.5, meta={"step": "halfway", "rows": 500})
+    ctx.flush()  # written now: the marker below then means "readable in the store"
     mark(marker, at=0.5)
     hold(release)
     ctx.set_progress(1.0)
