@@ -4,6 +4,7 @@ No broker and no server: processes coordinate through one state directory that h
 an SQLite job store and lock files.
 """
 
+from mpjobs import job as _job
 from mpjobs.app import App, JobBuilder, Task
 from mpjobs.control.context import current_job
 from mpjobs.errors import (
@@ -25,8 +26,16 @@ from mpjobs.job import Job, JobStatus
 from mpjobs.limits import Limit
 from mpjobs.pool import Pool
 from mpjobs.scheduling.schedules import Schedule
+from mpjobs.store.base import Store as _Store
 
 __version__ = "0.1.0"
+
+
+def _schedule_handle(store: _Store, schedule_id: str) -> Schedule:
+    return Schedule(App(str(store.home.path), store.url), schedule_id)
+
+
+_job.schedule_handle = _schedule_handle  # Job.schedule: see the note in mpjobs/job.py
 
 __all__ = [
     "App",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 
 class MpjobsError(Exception):
     """Base class of every error mpjobs raises on purpose."""
@@ -90,14 +92,13 @@ class SoftTimeout(MpjobsError):
 class Retry(MpjobsError):
     """Raise inside a job to ask for another attempt now, whatever `retry_on` says.
 
-    `delay` (seconds or "30s"; None: the task's backoff) is when the next attempt is
-    due. It still counts against `max_attempts`: once they are used up the job ends
-    FAILED with this exception's text, so the reason is kept in the job's error.
+    `delay` (seconds, "30s" or a timedelta; None: the task's backoff) is when the next
+    attempt is due; the worker reads it (rules/outcomes.py), and a delay it cannot read
+    ends the job FAILED, saying so. It still counts against `max_attempts`: once they
+    are used up the job ends FAILED with this exception's text, so the reason is kept.
     """
 
-    def __init__(self, reason: str = "", *, delay: float | str | None = None) -> None:
-        from mpjobs.scheduling.durations import parse_duration
-
+    def __init__(self, reason: str = "", *, delay: float | str | timedelta | None = None) -> None:
         super().__init__(reason or "retry requested")
         self.reason = reason
-        self.delay = None if delay is None else parse_duration(delay, what="Retry delay")
+        self.delay = delay

@@ -8,8 +8,9 @@ through one listener per process, instead of polling the store.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -25,6 +26,7 @@ from mpjobs.errors import (
     WaitTimeout,
 )
 from mpjobs.home import Home
+from mpjobs.scheduling.triggers import CronTrigger, trigger_from_spec
 from mpjobs.store.backend import Doorbell, Listener
 from mpjobs.store.backends import open_backend
 from mpjobs.store.base import JobRecord, JobStatus, Store
@@ -36,6 +38,11 @@ if TYPE_CHECKING:
 __all__ = ["Job", "JobStatus"]
 
 R = TypeVar("R")
+
+# The Schedule handle of a job's schedule, made from (store, schedule id). Set once by
+# mpjobs/__init__.py: scheduling/schedules.py imports this module (Schedule.jobs() makes
+# Jobs), so this module must not import it back, not even in a function body.
+schedule_handle: Callable[[Store, str], Schedule] | None = None
 
 
 def _reopen(home: str, job_id: str, url: str | None = None) -> Job[Any]:
@@ -171,21 +178,14 @@ class Job(Generic[R]):
     def schedule(self) -> Schedule | None:
         """The Schedule that fired this job; None for a one-off job or a removed schedule."""
         sid = self.schedule_id
-        if sid is None or self._store.get_schedule(sid) is None:
+        if sid is None or self._store.get_schedule(sid) is None or schedule_handle is None:
             return None
-        from mpjobs.app import App
-        from mpjobs.scheduling.schedules import Schedule
-
-        return Schedule(App(str(self._store.home.path), self._store.url), sid)
+        return schedule_handle(self._store, sid)
 
     @property
     def cron_expression(self) -> str | None:
         """The cron string of the schedule that fired it (Jobber's field); None for a
         one-off job, an interval schedule, or a schedule removed since."""
-        import json
-
-        from mpjobs.scheduling.triggers import CronTrigger, trigger_from_spec
-
         sid = self.schedule_id
         rec = None if sid is None else self._store.get_schedule(sid)
         if rec is None:

@@ -10,9 +10,9 @@ are the same classes, so code and pickles that name them there keep working.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mpjobs import serialization
 from mpjobs.job import Job
@@ -28,6 +28,7 @@ __all__ = ["JobBuilder", "Task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class Task(Generic[P, R]):
@@ -61,7 +62,20 @@ class Task(Generic[P, R]):
             self._ref = (path, None) if found else serialization.callable_ref(self.fn)
         return self._ref
 
-    def schedule(self, *args: P.args, **kwargs: P.kwargs) -> JobBuilder[R]:
+    @overload
+    def schedule(
+        self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> JobBuilder[T]: ...
+
+    @overload
+    def schedule(self, *args: P.args, **kwargs: P.kwargs) -> JobBuilder[R]: ...
+
+    def schedule(self, *args: P.args, **kwargs: P.kwargs) -> JobBuilder[Any]:
+        """A job of this task with these arguments (checked against its signature).
+
+        An async task's job results in what its coroutine returns, so its builder is
+        typed by that (`JobBuilder[T]` for `async def f() -> T`), not by the coroutine.
+        """
         path, pickled = self._ref or self.ref()
         if self._shape is None:
             self._shape = Shape.of(self.options, self.name)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpjobs import serialization
 from mpjobs.errors import Retry, SerializationError
+from mpjobs.scheduling.durations import parse_duration
 from mpjobs.store import base
 from mpjobs.store.base import FAILED, SCHEDULED, SUCCESS, Completion, JobRecord
 
@@ -92,8 +93,13 @@ def _retry_asked(
     job: JobRecord, exc: Retry, text: str, blob: bytes | None, now: float
 ) -> Completion:
     """`raise mpjobs.Retry(delay=...)`: due again after the delay (or the backoff)."""
+    try:
+        asked = None if exc.delay is None else parse_duration(exc.delay, what="Retry delay")
+    except Exception as bad:  # the job's own mistake: say so, do not guess a delay
+        why = f"mpjobs: not retried: {bad}\n"
+        return Completion(job.id, FAILED, error=base.storable_text(why + text), exc=blob)
     if job.attempts < job.max_attempts:
-        delay = retry_delay(job.retry_backoff, job.attempts) if exc.delay is None else exc.delay
+        delay = retry_delay(job.retry_backoff, job.attempts) if asked is None else asked
         error = base.storable_text(text)
         return Completion(job.id, SCHEDULED, exec_at=now + delay, error=error, exc=blob)
     why = f"mpjobs: Retry asked for, but all {job.max_attempts} attempt(s) are used up\n"
