@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-from mpjobs.control.progress import writer_for
+from mpjobs.control.progress import flush_pending, writer_for
 from mpjobs.errors import MpjobsError
 from mpjobs.store.base import JobRecord, Store
 
@@ -26,14 +26,13 @@ MAX_META = 4096  # bytes of meta JSON: progress notes, not a place for data
 class JobContext:
     """What a running job may know of itself and tell the rest of the home."""
 
-    __slots__ = ("_owner", "_store", "attempt", "id", "reported")
+    __slots__ = ("_owner", "_store", "attempt", "id")
 
     def __init__(self, job: JobRecord, store: Store | None) -> None:
         self.id = str(job.id)
         self.attempt = job.attempts  # 1 for the first attempt: the claim counts it
         self._owner = job.owner
         self._store = store
-        self.reported = False  # whether the executor must flush at the job's end
 
     def __repr__(self) -> str:
         return f"<mpjobs.JobContext job {self.id} attempt {self.attempt}>"
@@ -65,7 +64,6 @@ class JobContext:
         if self._store is None or self._owner is None:
             return  # run outside a worker (a test calling the executor): nowhere to write
         writer_for(self._store).submit(int(self.id), self._owner, float(value), text)
-        self.reported = True
 
     def flush(self) -> None:
         """Wait (5 s at most) until the last progress given is in the store.
@@ -73,31 +71,35 @@ class JobContext:
         The executor calls it as the job ends, so the last value always lands; a job
         may call it too, before telling someone else to read its progress.
         """
-        if self.reported and self._store is not None:
-            writer_for(self._store).flush(int(self.id))
+        if self._store is not None:
+            flush_pending(self._store, int(self.id))
 
 
-_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+# What the executor sets around a job's call: the record and the store, not a context
+# object, so a job that never asks costs one ContextVar set and reset, nothing more.
+Running = tuple[JobRecord, "Store | None"]
+_current: contextvars.ContextVar[Running | None] = contextvars.ContextVar(
     "mpjobs_current_job", default=None
 )
 
 
 def current_job() -> JobContext:
     """The context of the job running in this thread or task; MpjobsError outside one."""
-    ctx = _current.get()
-    if ctx is None:
+    running = _current.get()
+    if running is None:
         raise MpjobsError(
             "mpjobs.current_job() was called outside a job: it works only in code a "
             "worker runs as a job (not at import, nor when the task is called directly)"
         )
-    return ctx
+    return JobContext(*running)
 
 
-def enter(job: JobRecord, store: Store | None) -> tuple[JobContext, contextvars.Token[Any]]:
-    ctx = JobContext(job, store)
-    return ctx, _current.set(ctx)
+def enter(job: JobRecord, store: Store | None) -> contextvars.Token[Running | None]:
+    return _current.set((job, store))
 
 
-def leave(ctx: JobContext, token: contextvars.Token[Any]) -> None:
+def leave(job: JobRecord, store: Store | None, token: contextvars.Token[Running | None]) -> None:
+    """The job's call is over: forget it, and land its last progress, if it gave any."""
     _current.reset(token)
-    ctx.flush()
+    if store is not None:
+        flush_pending(store, job.id)

@@ -18,7 +18,7 @@ import time
 
 from mpjobs.store.base import Store
 
-__all__ = ["INTERVAL", "ProgressWriter", "writer_for"]
+__all__ = ["INTERVAL", "ProgressWriter", "flush_pending", "writer_for"]
 
 INTERVAL = 0.25  # seconds between two rounds of writes: at most 4 writes/s per job
 FLUSH_WAIT = 5.0  # the longest a job's end waits for its last value to be written
@@ -55,6 +55,8 @@ class ProgressWriter:
         """Wait (bounded) until the job's last submitted value is written."""
         deadline = time.monotonic() + FLUSH_WAIT
         with self._cond:
+            if job_id not in self._pending and job_id not in self._busy:
+                return
             self._hurry = True
             self._cond.notify_all()
             while job_id in self._pending or job_id in self._busy:
@@ -111,3 +113,13 @@ def writer_for(store: Store) -> ProgressWriter:
         if w is None or w.store is not store:
             w = _writers[id(store)] = ProgressWriter(store)
         return w
+
+
+def flush_pending(store: Store, job_id: int) -> None:
+    """Land the job's last progress, if it gave any here; free when nothing was given
+    (the end of every job calls this: no writer, or none for this store, returns at once)."""
+    if not _writers:
+        return
+    w = _writers.get(id(store))
+    if w is not None and w.store is store and _writers_pid == os.getpid():
+        w.flush(job_id)

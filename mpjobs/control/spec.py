@@ -1,7 +1,7 @@
 """The control options a job carries to its worker: retry_on, dont_retry_on, soft_timeout.
 
 They travel inside the job's pickled payload, as a third element after the arguments
-(`(args, kwargs, Control)`), only when a job has any: a task without them keeps its
+(`(args, kwargs, Control.astuple())`), only when a job has any: a task without them keeps its
 two-element payload (or none at all), so the push and claim paths and the store's
 columns are unchanged. A schedule stores its jobs' payload, so its fired jobs carry
 them too.
@@ -37,6 +37,10 @@ class Control:
     retry_on: tuple[str, ...] | None = None  # None: every exception is retried
     dont_retry_on: tuple[str, ...] = ()
     soft_timeout: float | None = None
+
+    def astuple(self) -> tuple[tuple[str, ...] | None, tuple[str, ...], float | None]:
+        """How it is pickled in a payload (`Control(*t)` makes it again)."""
+        return (self.retry_on, self.dont_retry_on, self.soft_timeout)
 
     def retries(self, exc: BaseException) -> bool:
         """Whether `exc` may be retried (attempts permitting); `Retry` always may."""

@@ -61,8 +61,8 @@ def _load(job: JobRecord) -> tuple[Callable[..., Any], Any, Any, Control | None]
     fn = serialization.load_callable(job.func, job.func_pickle)
     if not job.payload:
         return fn, (), {}, None
-    call = serialization.loads(job.payload)  # (args, kwargs[, Control]): see control/spec.py
-    return fn, call[0], call[1], call[2] if len(call) > 2 else None
+    call = serialization.loads(job.payload)  # (args, kwargs[, control]): see control/spec.py
+    return fn, call[0], call[1], Control(*call[2]) if len(call) > 2 else None
 
 
 def _soft(control: Control | None) -> float | None:
@@ -102,7 +102,7 @@ class SerialExecutor:
             self.report(_start_line(job))
         t0 = time.perf_counter()
         control: Control | None = None
-        ctx, token = context.enter(job, self.store)
+        token = context.enter(job, self.store)
         try:
             fn, args, kwargs, control = _load(job)
             soft = _soft(control)
@@ -119,7 +119,7 @@ class SerialExecutor:
         except BaseException as exc:  # SystemExit from a job is a failure of that job
             done = _failed(job, exc, control)
         finally:
-            context.leave(ctx, token)
+            context.leave(job, self.store, token)
             if limited:
                 self.report(f"E {os.getpid()} {job.id}\n")
         self.stats.record(job.name, time.perf_counter() - t0)
@@ -161,7 +161,7 @@ class AsyncExecutor:
         soft_timer: asyncio.TimerHandle | None = None
         control: Control | None = None
         t0 = time.perf_counter()
-        ctx, token = context.enter(job, self.store)  # this task's own copy of the context
+        token = context.enter(job, self.store)  # this task's own copy of the context
         try:
             fn, args, kwargs, control = _load(job)
             soft = _soft(control)
@@ -201,7 +201,7 @@ class AsyncExecutor:
             for handle in (timer, soft_timer):
                 if handle is not None:
                     handle.cancel()
-            context.leave(ctx, token)
+            context.leave(job, self.store, token)
             if reported:
                 self.report(f"E {os.getpid()} {job.id}\n")
         self.stats.record(job.name, time.perf_counter() - t0)
