@@ -5,7 +5,7 @@ Three ways in, one per way a job runs (see docs/jobs.md, "Soft time limits"):
 - a sync job in a worker's main thread (concurrency 1): a one-shot ITIMER_REAL whose
   SIGALRM handler raises SoftTimeout. A signal interrupts a blocking sleep or read, so
   the job sees it at once. The worker's own SIGALRM use (its idle-turn wait, worker.py)
-  is never active while a job runs; the previous handler is restored after the job.
+  is never active while a job runs, and puts back whatever handler it found.
 - an async job: its task is cancelled, the only safe way into a coroutine; the job may
   catch `asyncio.CancelledError` to clean up. A cancellation that ends the job is
   turned into SoftTimeout, so the job's error says which limit it hit.
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -31,9 +33,40 @@ __all__ = ["ThreadAlarm", "main_thread_alarm", "soft_limited"]
 
 T = TypeVar("T")
 
+# The C module signal.py wraps: its getsignal() is a lookup, where signal.getsignal()
+# converts the handler to an enum by raising ValueError (microseconds, on every job).
+_raw_signal: Any = importlib.import_module("_signal") if hasattr(signal, "_signal") else signal
+
 
 def _message(seconds: float) -> str:
     return f"soft time limit of {seconds:g} s exceeded"
+
+
+class _Alarm:
+    """This process's SIGALRM handler for soft limits: installed once, armed per job.
+
+    `signal.signal()` costs more than the rest of a no-op job (it converts handlers to
+    enums, by raising), so the handler stays installed between jobs and does nothing
+    unless armed. The worker's idle-turn wait (worker.py) installs its own handler and
+    puts this one back after, so the two never meet; `ensure` re-installs it in a
+    forked child (the pid tells) and whenever someone else's handler replaced it.
+    """
+
+    armed: float | None = None  # the armed limit, seconds
+    pid = 0
+
+    @classmethod
+    def on_alarm(cls, signum: int, frame: Any) -> None:
+        seconds = cls.armed
+        if seconds is not None:
+            cls.armed = None  # raise once only: the way out must not be interrupted
+            raise SoftTimeout(_message(seconds))
+
+    @classmethod
+    def ensure(cls) -> None:
+        if cls.pid != os.getpid() or _raw_signal.getsignal(signal.SIGALRM) != cls.on_alarm:
+            signal.signal(signal.SIGALRM, cls.on_alarm)
+            cls.pid = os.getpid()
 
 
 @contextmanager
@@ -43,24 +76,16 @@ def main_thread_alarm(seconds: float) -> Iterator[None]:
     The handler raises only while the block is armed, so an alarm that fires while the
     block is being left cannot escape into the worker's own code.
     """
-    armed = True
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        nonlocal armed
-        if armed:
-            armed = False
-            raise SoftTimeout(_message(seconds))
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
+    _Alarm.ensure()
+    _Alarm.armed = seconds
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         try:
-            armed = False
+            _Alarm.armed = None
         finally:  # the handler raises at most once: this part always runs to the end
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
 
 
 async def soft_limited(coro: Coroutine[Any, Any, T], seconds: float) -> T:
