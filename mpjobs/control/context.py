@@ -98,8 +98,14 @@ def enter(job: JobRecord, store: Store | None) -> contextvars.Token[Running | No
     return _current.set((job, store))
 
 
-def leave(job: JobRecord, store: Store | None, token: contextvars.Token[Running | None]) -> None:
-    """The job's call is over: forget it, and land its last progress, if it gave any."""
+def leave(
+    job: JobRecord,
+    store: Store | None,
+    token: contextvars.Token[Running | None],
+    flush: bool = True,
+) -> None:
+    """The job's call is over: forget it, and land its last progress, if it gave any
+    (unless `flush` is False: an event loop must not block on it, see executors.py)."""
     _current.reset(token)
-    if store is not None:
+    if flush and store is not None:
         flush_pending(store, job.id)

@@ -18,7 +18,7 @@ import time
 
 from mpjobs.store.base import Store
 
-__all__ = ["INTERVAL", "ProgressWriter", "flush_pending", "writer_for"]
+__all__ = ["INTERVAL", "ProgressWriter", "flush_pending", "pending", "writer_for"]
 
 INTERVAL = 0.25  # seconds between two rounds of writes: at most 4 writes/s per job
 FLUSH_WAIT = 5.0  # the longest a job's end waits for its last value to be written
@@ -50,6 +50,10 @@ class ProgressWriter:
             self._pending[job_id] = (owner, value, meta)
             if was_idle:
                 self._cond.notify()
+
+    def holds(self, job_id: int) -> bool:
+        with self._cond:
+            return job_id in self._pending or job_id in self._busy
 
     def flush(self, job_id: int) -> None:
         """Wait (bounded) until the job's last submitted value is written."""
@@ -115,11 +119,22 @@ def writer_for(store: Store) -> ProgressWriter:
         return w
 
 
+def _writer_of(store: Store) -> ProgressWriter | None:
+    if not _writers:  # the usual case: no job of this process ever gave progress
+        return None
+    w = _writers.get(id(store))
+    return w if w is not None and w.store is store and _writers_pid == os.getpid() else None
+
+
+def pending(store: Store, job_id: int) -> bool:
+    """Whether the job has progress not yet written (never blocks)."""
+    w = _writer_of(store)
+    return w is not None and w.holds(job_id)
+
+
 def flush_pending(store: Store, job_id: int) -> None:
     """Land the job's last progress, if it gave any here; free when nothing was given
     (the end of every job calls this: no writer, or none for this store, returns at once)."""
-    if not _writers:
-        return
-    w = _writers.get(id(store))
-    if w is not None and w.store is store and _writers_pid == os.getpid():
+    w = _writer_of(store)
+    if w is not None:
         w.flush(job_id)

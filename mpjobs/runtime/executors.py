@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpjobs import serialization
-from mpjobs.control import context
+from mpjobs.control import context, progress
 from mpjobs.control.soft import ThreadAlarm, main_thread_alarm, soft_limited
 from mpjobs.control.spec import Control
 from mpjobs.rules import outcomes
@@ -201,7 +201,10 @@ class AsyncExecutor:
             for handle in (timer, soft_timer):
                 if handle is not None:
                     handle.cancel()
-            context.leave(job, self.store, token)
+            context.leave(job, self.store, token, flush=False)
+            if self.store is not None and progress.pending(self.store, job.id):
+                # its last progress lands before its outcome, without blocking the loop
+                await asyncio.to_thread(progress.flush_pending, self.store, job.id)
             if reported:
                 self.report(f"E {os.getpid()} {job.id}\n")
         self.stats.record(job.name, time.perf_counter() - t0)

@@ -188,3 +188,11 @@ def add(a: int, b: int = 0) -> int:
 @app.task
 def outside() -> str:
     return "not a job"
+
+
+@app.task
+async def progress_async(value: float) -> str:
+    ctx = mpjobs.current_job()
+    await asyncio.sleep(0)
+    ctx.set_progress(value, meta={"async": True})
+    return ctx.id

@@ -207,6 +207,19 @@ def test_progress_in_a_tight_loop_is_throttled(cpool: mpjobs.Pool) -> None:
     assert job.meta == {"i": 100_000}
 
 
+def test_progress_of_async_and_threaded_jobs_lands(capp: mpjobs.App) -> None:
+    """In a concurrency-N worker: each async job has its own context, a sync job's
+    thread gets its task's, and the last value lands without blocking the loop."""
+    with started(capp, workers=1, concurrency=3):
+        jobs = [ct.progress_async.schedule(v).now() for v in (0.25, 0.5, 0.75)]
+        storm = ct.progress_storm.schedule(1000).now()
+        for job, v in zip(jobs, (0.25, 0.5, 0.75), strict=True):
+            assert job.wait(30).result() == job.id, "current_job() is this job's own"
+            assert (job.progress, job.meta) == (v, {"async": True})
+        storm.wait(30)
+        assert storm.progress == 1.0 and storm.meta == {"i": 1000}
+
+
 def test_current_job_outside_a_job_is_a_clear_error() -> None:
     with pytest.raises(mpjobs.MpjobsError, match="outside a job"):
         mpjobs.current_job()
