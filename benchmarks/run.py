@@ -517,7 +517,6 @@ class Bench:
 
         postgres.run_section(self, quick=self.cfg == QUICK)
 
-
     # -- 11. scale: the watchdog with 16 memory-limited jobs, drain by worker count ------
 
     def scale(self) -> None:
@@ -526,9 +525,7 @@ class Bench:
         self.out.update(scale.run(quick=self.cfg == QUICK))
 
 
-SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
-             "drain", "backlog", "async_drain", "scale", "workflows", "postgres"]  # fmt: skip
-    # -- 11. job control: each option's cost on the no-op drain, a 1,000/s limit -------
+    # -- 12. job control: each option's cost on the no-op drain, a 1,000/s limit -------
 
     def control(self) -> None:
         from benchmarks import control
@@ -538,7 +535,8 @@ SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", 
 
 
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
-             "drain", "backlog", "async_drain", "postgres", "control"]  # fmt: skip
+             "drain", "backlog", "async_drain", "scale", "workflows", "control",
+             "postgres"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).

@@ -4,7 +4,9 @@ No broker and no server: processes coordinate through one state directory that h
 an SQLite job store and lock files.
 """
 
+from mpjobs import job as _job
 from mpjobs.app import App, JobBuilder, Task
+from mpjobs.control.context import current_job
 from mpjobs.errors import (
     ConfigError,
     HomeError,
@@ -13,7 +15,9 @@ from mpjobs.errors import (
     JobNotCompletedError,
     MpjobsError,
     NotFoundError,
+    Retry,
     SerializationError,
+    SoftTimeout,
     StoreError,
     UnsafeHomeError,
     WaitTimeout,
@@ -23,9 +27,17 @@ from mpjobs.limits import Limit
 from mpjobs.observability.hooks import JobInfo, Middleware, Outcome, WorkerInfo
 from mpjobs.pool import Pool
 from mpjobs.scheduling.schedules import Schedule
+from mpjobs.store.base import Store as _Store
 from mpjobs.workflows import Group
 
 __version__ = "0.1.0"
+
+
+def _schedule_handle(store: _Store, schedule_id: str) -> Schedule:
+    return Schedule(App(str(store.home.path), store.url), schedule_id)
+
+
+_job.schedule_handle = _schedule_handle  # Job.schedule: see the note in mpjobs/job.py
 
 __all__ = [
     "App",
@@ -45,12 +57,15 @@ __all__ = [
     "NotFoundError",
     "Outcome",
     "Pool",
+    "Retry",
     "Schedule",
     "SerializationError",
+    "SoftTimeout",
     "StoreError",
     "Task",
     "UnsafeHomeError",
     "WaitTimeout",
     "WorkerInfo",
     "__version__",
+    "current_job",
 ]

@@ -10,13 +10,13 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from mpjobs import serialization
 from mpjobs.errors import ConfigError, HomeError
 from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
-from mpjobs.limits import Limit, resolve_limits
+from mpjobs.limits import Limit
 from mpjobs.observability.hooks import HookFn, Hooks, Middleware
 from mpjobs.observability.joblog import JobLog
 from mpjobs.options import (
@@ -24,18 +24,15 @@ from mpjobs.options import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
     DEFAULT_RETRY_BACKOFF,
-    DEFAULTS,
     JOB_OPTIONS,
-    SCHEDULE_OPTIONS,
-    WORKFLOW_OPTIONS,
     Shape,
     check_options,
 )
 from mpjobs.scheduling.durations import parse_duration
 from mpjobs.store import Backend, Store
 from mpjobs.store.backends import open_backend
-from mpjobs.store.base import NewJob
 from mpjobs.store.postgres.url import STORE_ENV, redact, store_from
+from mpjobs.tasks import JobBuilder, Task
 
 if TYPE_CHECKING:
     from mpjobs.pool import Pool
@@ -45,6 +42,8 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+__all__ = ["App", "JobBuilder", "Task"]  # Task, JobBuilder: see mpjobs/tasks.py
 
 
 class App:
@@ -159,13 +158,16 @@ class App:
         rate_limit: str | None = None,
         concurrency_key: str | Callable[..., str] | None = None,
         concurrency_limit: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        dont_retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        soft_timeout: float | str | timedelta | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
         """Declare a task: `@app.task` or `@app.task(queue=..., max_attempts=...)`."""
         name = options.pop("name", None)
         check_options(options, JOB_OPTIONS)
-        resolve_limits(options.get("timeout"), options.get("memory_limit"), options.get("limits"))
+        Shape.of(options, "")  # every check (limits, control) now, at the decorator
 
         def wrap(f: Callable[P, R]) -> Task[P, R]:
             task = Task(self, f, name or f"{f.__module__}.{f.__qualname__}", options)
@@ -206,7 +208,9 @@ class App:
         """Add `Middleware` instances, whose hooks run in this order in every worker."""
         self.hooks.extend(middlewares)
 
-    def schedule(self, target: str | Callable[..., Any], *args: Any, **kwargs: Any) -> JobBuilder:
+    def schedule(
+        self, target: str | Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> JobBuilder[Any]:
         """Build a job for an import path ('pkg.mod:func') or any picklable callable."""
         if isinstance(target, Task):
             return target.schedule(*args, **kwargs)
@@ -221,7 +225,9 @@ class App:
 
     # -- pushing and reading ---------------------------------------------------------
 
-    def push_many(self, builders: Iterable[JobBuilder], connection: Any = None) -> list[Job]:
+    def push_many(
+        self, builders: Iterable[JobBuilder[Any]], connection: Any = None
+    ) -> list[Job[Any]]:
         """Push many jobs in one transaction: all of them are committed, or none.
 
         `connection`: a psycopg connection of yours, on a PostgreSQL store: the jobs are
@@ -251,7 +257,7 @@ class App:
             return [Job(store, i) for i, _ in push_in(connection, rows, now)]
         return [Job(store, i) for i, _ in store.push(rows, now)]
 
-    def group(self, builders: Iterable[JobBuilder]) -> Group:
+    def group(self, builders: Iterable[JobBuilder[Any]]) -> Group:
         """Push jobs as a group, in one transaction; see docs/workflows.md."""
         from mpjobs.workflows.groups import push_group
 
@@ -263,7 +269,7 @@ class App:
 
         return get_group(self, group_id)
 
-    def get_job(self, job_id: str | int) -> Job | None:
+    def get_job(self, job_id: str | int) -> Job[Any] | None:
         try:
             jid = int(job_id)
         except (TypeError, ValueError):
@@ -272,7 +278,7 @@ class App:
 
     def jobs(
         self, status: JobStatus | str | None = None, queue: str | None = None, limit: int = 100
-    ) -> list[Job]:
+    ) -> list[Job[Any]]:
         st = None if status is None else JobStatus(status).value
         return [Job(self.store, r.id) for r in self.store.list_jobs(st, queue, limit)]
 
@@ -312,162 +318,6 @@ class App:
         return lifespan_for(self)
 
 
-class Task(Generic[P, R]):
-    """A function registered with an App. Calling it runs it here, as if undecorated."""
-
-    def __init__(self, app: App, fn: Callable[P, R], name: str, options: dict[str, Any]) -> None:
-        self.app = app
-        self.fn = fn
-        self.name = name
-        self.options = options
-        self._ref: tuple[str | None, bytes | None] | None = None
-        self._shape: Shape | None = None
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.fn(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<mpjobs.Task {self.name}>"
-
-    def ref(self) -> tuple[str | None, bytes | None]:
-        """How workers find this task: its import path, else its pickled function (cached)."""
-        if self._ref is None:
-            module, qualname = self.fn.__module__, self.fn.__qualname__
-            path = f"{module}:{qualname}"
-            try:
-                found = module != "__main__" and serialization.resolve_path(path) is self
-            except Exception:
-                found = False
-            self._ref = (path, None) if found else serialization.callable_ref(self.fn)
-        return self._ref
-
-    def schedule(self, *args: P.args, **kwargs: P.kwargs) -> JobBuilder:
-        path, pickled = self._ref or self.ref()
-        if self._shape is None:
-            self._shape = Shape.of(self.options, self.name)
-        return JobBuilder(
-            self.app, path, pickled, self.name, args, kwargs, self.options, self._shape
-        )
-
-
-class JobBuilder:
-    """A job not yet pushed: choose when with now/delay/at, or make it recurring."""
-
-    __slots__ = ("_exec_at", "_options", "_shape", "app", "args", "func", "func_pickle",
-                 "kwargs", "name")  # fmt: skip
-
-    def __init__(
-        self,
-        app: App,
-        func: str | None,
-        func_pickle: bytes | None,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: dict[str, Any],
-        shape: Shape | None = None,
-    ) -> None:
-        self.app = app
-        self.func = func
-        self.func_pickle = func_pickle
-        self.name = name
-        self.args = args
-        self.kwargs = kwargs
-        self._options = options  # shared with the task: never mutated
-        self._shape = shape
-        self._exec_at: float | None = None
-
-    def options(self, **options: Any) -> JobBuilder:
-        """A copy with per-job options layered over the task's (dramatiq-style lookup)."""
-        check_options(options, JOB_OPTIONS | SCHEDULE_OPTIONS | WORKFLOW_OPTIONS)
-        merged = {**self._options, **options}
-        resolve_limits(merged.get("timeout"), merged.get("memory_limit"), merged.get("limits"))
-        b = JobBuilder(
-            self.app, self.func, self.func_pickle, self.name, self.args, self.kwargs, merged
-        )
-        b._exec_at = self._exec_at
-        return b
-
-    def opt(self, key: str) -> Any:
-        return self._options.get(key, DEFAULTS.get(key))
-
-    def payload(self) -> bytes | None:
-        if not self.args and not self.kwargs:
-            return None
-        return serialization.dumps((self.args, self.kwargs), f"arguments of {self.name}")
-
-    def new_job(
-        self, now: float, exec_at: float | None = None, schedule_id: str | None = None
-    ) -> NewJob:
-        shape = self._shape
-        if shape is None:
-            shape = self._shape = Shape.of(self._options, self.name)
-        when = exec_at if exec_at is not None else self._exec_at
-        due = now if when is None else when
-        job = NewJob(
-            shape.name, self.func, self.func_pickle, self.payload(), shape.queue, shape.priority,
-            due, shape.max_attempts, shape.retry_backoff,
-            shape.timeout, shape.memory_limit, shape.unique_key, schedule_id,
-            batch_key=(shape, self.func, self.func_pickle, schedule_id),
-        )  # fmt: skip
-        if shape.control is not None:  # expires, rate_limit, concurrency_key (control/)
-            (job.expires_at, job.concurrency_key, job.concurrency_limit, job.rate_limit,
-             job.rate_period) = shape.control.columns(due, self.args, self.kwargs)  # fmt: skip
-        return job
-
-    def _push(self, exec_at: float) -> Job:
-        if "depends_on" in self._options:  # waits for other jobs: workflows/links.py
-            from mpjobs.workflows.links import push_linked
-
-            return push_linked(self.app.store, [self], exec_at=exec_at)[0]
-        now = time.time()
-        store = self.app.store
-        ((job_id, _created),) = store.push([self.new_job(now, exec_at)], now)
-        return Job(store, job_id)
-
-    def now(self) -> Job:
-        return self._push(time.time())
-
-    def after(self, job: Job) -> Job:
-        """`job.then(this)`: run after `job` succeeds, with its result as first argument."""
-        from mpjobs.workflows.groups import then
-
-        return then(job, self)
-
-    def delay(self, delay: float | str | timedelta) -> Job:
-        return self._push(time.time() + parse_duration(delay, what="delay"))
-
-    def at(self, when: datetime) -> Job:
-        """Run at `when`; a naive datetime means local time."""
-        if not isinstance(when, datetime):
-            raise TypeError(f"at() takes a datetime, got {when!r}")
-        return self._push(when.timestamp())
-
-    def cron(self, expr: str, tz: str | None = None) -> Schedule:
-        from mpjobs.scheduling.schedules import declare
-        from mpjobs.scheduling.triggers import CronTrigger
-
-        return declare(self, CronTrigger(expr, tz))
-
-    def every(self, interval: float | str | timedelta, start: Any = None) -> Schedule:
-        from mpjobs.scheduling.schedules import declare, interval_trigger
-
-        return declare(self, interval_trigger(interval, start))
-
-    def daily(self, hhmm: str, tz: str | None = None) -> Schedule:
-        """Every day at a wall-clock time such as '16:00'."""
-        from mpjobs.scheduling.durations import parse_daily_time
-        from mpjobs.scheduling.schedules import declare
-        from mpjobs.scheduling.triggers import DailyTrigger
-
-        parsed = parse_daily_time(hhmm)
-        if parsed is None:
-            raise ValueError(f"invalid daily time {hhmm!r}: expected HH:MM")
-        return declare(self, DailyTrigger(parsed[0], parsed[1], tz))
-
-
-def _waits(builders: list[JobBuilder]) -> bool:
+def _waits(builders: list[JobBuilder[Any]]) -> bool:
     """Whether a job of `builders` depends on others (checked per push: cheap)."""
     return any("depends_on" in b._options for b in builders)

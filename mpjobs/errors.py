@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 
 class MpjobsError(Exception):
     """Base class of every error mpjobs raises on purpose."""
@@ -76,3 +78,27 @@ class JobFailedError(MpjobsError):
 
 class WaitTimeout(MpjobsError, TimeoutError):
     """`Job.wait(timeout=...)` ran out of time before the job was done."""
+
+
+class SoftTimeout(MpjobsError):
+    """Raised inside a job when its `soft_timeout` has passed: catch it to clean up.
+
+    The hard `timeout`, if set, still ends the job (and its process tree) later. An
+    async job sees a cancellation of its task instead (asyncio's only safe way in);
+    a cancellation that ends the job is recorded as this exception.
+    """
+
+
+class Retry(MpjobsError):
+    """Raise inside a job to ask for another attempt now, whatever `retry_on` says.
+
+    `delay` (seconds, "30s" or a timedelta; None: the task's backoff) is when the next
+    attempt is due; the worker reads it (rules/outcomes.py), and a delay it cannot read
+    ends the job FAILED, saying so. It still counts against `max_attempts`: once they
+    are used up the job ends FAILED with this exception's text, so the reason is kept.
+    """
+
+    def __init__(self, reason: str = "", *, delay: float | str | timedelta | None = None) -> None:
+        super().__init__(reason or "retry requested")
+        self.reason = reason
+        self.delay = delay

@@ -8,10 +8,11 @@ through one listener per process, instead of polling the store.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from mpjobs import serialization
 from mpjobs.coordination.notify import deadline_left
@@ -20,27 +21,45 @@ from mpjobs.errors import (
     JobCancelledError,
     JobFailedError,
     JobNotCompletedError,
+    MpjobsError,
     NotFoundError,
     WaitTimeout,
 )
 from mpjobs.home import Home
+from mpjobs.scheduling.triggers import CronTrigger, trigger_from_spec
 from mpjobs.store.backend import Doorbell, Listener
 from mpjobs.store.backends import open_backend
 from mpjobs.store.base import JobRecord, JobStatus, Store
 from mpjobs.store.postgres.url import redact
 
 if TYPE_CHECKING:
-    from mpjobs.app import JobBuilder
+    from mpjobs.scheduling.schedules import Schedule
+    from mpjobs.tasks import JobBuilder
 
 __all__ = ["Job", "JobStatus"]
 
+R = TypeVar("R")
 
-def _reopen(home: str, job_id: str, url: str | None = None) -> Job:
+# The Schedule handle of a job's schedule, made from (store, schedule id). Set once by
+# mpjobs/__init__.py: scheduling/schedules.py imports this module (Schedule.jobs() makes
+# Jobs), so this module must not import it back, not even in a function body.
+schedule_handle: Callable[[Store, str], Schedule] | None = None
+
+
+def _reopen(home: str, job_id: str, url: str | None = None) -> Job[Any]:
     return Job(open_backend(Home.resolve(home), url).store, job_id)
 
 
-class Job:
-    """A handle to one job. Equal handles name the same job in the same home."""
+def _aware(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+class Job(Generic[R]):
+    """A handle to one job. Equal handles name the same job in the same home.
+
+    `Job[R]` is typed by what the task returns (`Task[P, R].schedule(...).now()`), so
+    `result()` is known to return R; a handle got by id (`app.get_job`) is `Job[Any]`.
+    """
 
     __slots__ = ("_store", "id")
 
@@ -114,6 +133,67 @@ class Job:
     def schedule_id(self) -> str | None:
         return self._record().schedule_id
 
+    @property
+    def created_at(self) -> datetime:
+        """When the job was pushed (an aware UTC datetime)."""
+        return datetime.fromtimestamp(self._record().created_at, tz=timezone.utc)
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When its latest attempt started, None before the first (aware, UTC)."""
+        return _aware(self._record().started_at)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When it reached a terminal state, None until then (aware, UTC)."""
+        return _aware(self._record().finished_at)
+
+    def _call(self) -> tuple[Any, ...]:
+        """(args, kwargs[, control]) unpickled here: they are the caller's own data."""
+        payload = self._record().payload
+        return tuple(serialization.loads(payload)) if payload else ((), {})
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The positional arguments the job was pushed with (unpickled in this process)."""
+        return tuple(self._call()[0])
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments the job was pushed with (unpickled in this process)."""
+        return dict(self._call()[1])
+
+    @property
+    def progress(self) -> float | None:
+        """The last value its job gave `current_job().set_progress()`, read fresh."""
+        got = self._store.progress_of(int(self.id))
+        return None if got is None else got[0]
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """The last `meta` its job gave `set_progress()`, read fresh (a JSON dict)."""
+        got = self._store.progress_of(int(self.id))
+        return None if got is None else got[1]
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The Schedule that fired this job; None for a one-off job or a removed schedule."""
+        sid = self.schedule_id
+        if sid is None or self._store.get_schedule(sid) is None or schedule_handle is None:
+            return None
+        return schedule_handle(self._store, sid)
+
+    @property
+    def cron_expression(self) -> str | None:
+        """The cron string of the schedule that fired it (Jobber's field); None for a
+        one-off job, an interval schedule, or a schedule removed since."""
+        sid = self.schedule_id
+        rec = None if sid is None else self._store.get_schedule(sid)
+        if rec is None:
+            return None
+        trigger = trigger_from_spec(json.loads(rec.trigger))
+        return trigger.expr if isinstance(trigger, CronTrigger) else None
+
     def is_done(self) -> bool:
         return self.status.is_terminal
 
@@ -142,7 +222,7 @@ class Job:
                 raise WaitTimeout(f"job {self.id} not done after {timeout} s")
             yield seen, left
 
-    def wait(self, timeout: float | None = None) -> Job:
+    def wait(self, timeout: float | None = None) -> Job[R]:
         """Block until the job is in a terminal state; raise WaitTimeout after `timeout` s.
 
         All waiters of a process share one listener (the backend's doorbell), so an idle
@@ -154,7 +234,7 @@ class Job:
                     listener.wait(seen, left)
         return self
 
-    async def wait_async(self, timeout: float | None = None) -> Job:
+    async def wait_async(self, timeout: float | None = None) -> Job[R]:
         """`wait` for asyncio code: sleeps on the event loop, never blocks it."""
         if not self.is_done():
             with self._doorbell().listen() as listener:
@@ -164,11 +244,12 @@ class Job:
 
     # -- outcome ---------------------------------------------------------------------
 
-    def result(self) -> Any:
+    def result(self) -> R:
+        """Its return value once SUCCESS; raises for any other state (see docs/jobs.md)."""
         rec = self._record()
         status = JobStatus(self._store.status_of(int(self.id)) or rec.status)
         if status is JobStatus.SUCCESS:
-            return None if rec.result is None else serialization.loads(rec.result)
+            return cast(R, None if rec.result is None else serialization.loads(rec.result))
         if status is JobStatus.CANCELLED:
             raise JobCancelledError(f"job {self.id} was cancelled")
         if not status.is_terminal:
@@ -206,7 +287,19 @@ class Job:
 
     # -- workflows -------------------------------------------------------------------
 
-    def then(self, builder: JobBuilder) -> Job:
+    def then(self, builder: JobBuilder[Any]) -> Job[Any]:
         """Push `builder`'s job to run after this one succeeds, with its result as first
         argument (a chain: `a.then(b).then(c)`); see docs/workflows.md."""
         return builder.after(self)  # the builder side knows workflows (no import cycle)
+
+    def retry(self) -> Job[R]:
+        """Queue a finished job again with fresh attempts, as `mpjobs jobs retry` does.
+
+        Raises MpjobsError if the job is not finished (a waiting or running job needs
+        no retry), and StoreError if another live job has taken its unique key since.
+        """
+        if not self._store.retry(int(self.id), time.time()):
+            raise MpjobsError(
+                f"cannot retry job {self.id}: it is {self.status.value}, not finished"
+            )
+        return self

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mpjobs.control.options import CONTROL_OPTIONS, Control, check_control
+from mpjobs.control.options import GATE_OPTIONS, Gates, check_gates
+from mpjobs.control.spec import CONTROL_OPTIONS, Control, check_soft, control_of
 from mpjobs.limits import Limit, resolve_limits
 
 __all__ = [
@@ -36,7 +37,8 @@ JOB_OPTIONS = {
     "queue", "priority", "max_attempts", "retry_backoff", "timeout", "memory_limit",
     "limits", "unique_key", "name",
 }  # fmt: skip
-JOB_OPTIONS |= CONTROL_OPTIONS  # expires, rate_limit, concurrency_key/limit (control/)
+JOB_OPTIONS |= GATE_OPTIONS  # expires, rate_limit, concurrency_key/limit (control/options.py)
+JOB_OPTIONS |= CONTROL_OPTIONS  # retry_on, dont_retry_on, soft_timeout (control/spec.py)
 SCHEDULE_OPTIONS = {
     "coalesce", "misfire_grace_time", "max_instances", "max_failures", "jitter", "id",
 }  # fmt: skip
@@ -75,8 +77,10 @@ def check_options(options: dict[str, Any], allowed: set[str]) -> None:
         from mpjobs.workflows.links import check_depends_on
 
         check_depends_on(options["depends_on"])
-    if not CONTROL_OPTIONS.isdisjoint(options):
-        check_control(options)  # raises ConfigError naming the bad control option
+    if not GATE_OPTIONS.isdisjoint(options):
+        check_gates(options)  # raises ConfigError naming the bad control option
+    if CONTROL_OPTIONS.intersection(options):
+        control_of(options)  # job control: its checks (the timeout pairing is in Shape.of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +95,18 @@ class Shape:
     timeout: float | None
     memory_limit: int | None
     unique_key: str | None
-    control: Control | None = None  # expires, rate_limit, concurrency (mpjobs/control/)
+    control: Control | None = None  # retry rules, soft timeout (control/spec.py)
+    gates: Gates | None = None  # expires, rate_limit, concurrency (control/options.py)
 
     @classmethod
     def of(cls, options: dict[str, Any], name: str) -> Shape:
         o = options
         timeout, memory = resolve_limits(o.get("timeout"), o.get("memory_limit"), o.get("limits"))
+        control = control_of(o)
+        check_soft(control, timeout)
         return cls(
             o.get("name") or name, o.get("queue", DEFAULT_QUEUE),
             o.get("priority", DEFAULT_PRIORITY), o.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
             float(o.get("retry_backoff", DEFAULT_RETRY_BACKOFF)), timeout, memory,
-            o.get("unique_key"), Control.of(o),
+            o.get("unique_key"), control, Gates.of(o),
         )  # fmt: skip

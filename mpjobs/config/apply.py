@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from mpjobs.app import App, JobBuilder
 from mpjobs.config.check import check_config
@@ -76,7 +77,7 @@ def check_file(path: str | os.PathLike[str]) -> Config:
     return cfg
 
 
-def builder_for(app: App, spec: JobSpec) -> JobBuilder:
+def builder_for(app: App, spec: JobSpec) -> JobBuilder[Any]:
     """The job one entry describes (handler, arguments, options), not yet scheduled."""
     if spec.handler_kind == "class":
         builder = app.schedule(CLASS_RUNNER, spec.handler, dict(spec.params))
@@ -92,10 +93,10 @@ def builder_for(app: App, spec: JobSpec) -> JobBuilder:
     )
 
 
-def apply_jobs(app: App, cfg: Config) -> list[Schedule | Job]:
+def apply_jobs(app: App, cfg: Config) -> list[Schedule | Job[Any]]:
     """Declare every entry of `cfg` in `app`'s home; idempotent per entry id."""
     check_config(cfg)
-    done: list[Schedule | Job] = []
+    done: list[Schedule | Job[Any]] = []
     for spec in cfg.jobs:
         builder = builder_for(app, spec)
         if spec.frequency_kind is None:
@@ -124,7 +125,7 @@ def apply_jobs(app: App, cfg: Config) -> list[Schedule | Job]:
     return done
 
 
-def _push_once(builder: JobBuilder, spec: JobSpec, delay: float | str | None) -> Job:
+def _push_once(builder: JobBuilder[Any], spec: JobSpec, delay: float | str | None) -> Job[Any]:
     once = builder.options(unique_key=f"config:{spec.id}")
     job = once.delay(delay) if isinstance(delay, (int, float)) else once.now()
     log.info("config: one-time job %r is job %s, runs at %s", spec.id, job.id,

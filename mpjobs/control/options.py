@@ -1,7 +1,7 @@
 """The control options of a task or `.options()` call, checked once and resolved per job.
 
-`Control.of` runs where the options are given (the decorator, `.options()`), so a bad
-rate or a naive datetime fails at the call site; `Control.columns` runs per push and
+`Gates.of` runs where the options are given (the decorator, `.options()`), so a bad
+rate or a naive datetime fails at the call site; `Gates.columns` runs per push and
 only evaluates what differs per job (the deadline from the due time, a key callable).
 """
 
@@ -16,20 +16,20 @@ from mpjobs.control.expiry import Expires, check_expires, deadline
 from mpjobs.control.rate import RateLimit, parse_rate
 from mpjobs.store.base import NewJob
 
-__all__ = ["CONTROL_OPTIONS", "Control", "apply_schedule_spec", "check_control", "schedule_spec"]
+__all__ = ["GATE_OPTIONS", "Gates", "apply_schedule_spec", "check_gates", "schedule_spec"]
 
-CONTROL_OPTIONS = frozenset({"expires", "rate_limit", "concurrency_key", "concurrency_limit"})
+GATE_OPTIONS = frozenset({"expires", "rate_limit", "concurrency_key", "concurrency_limit"})
 
 
 @dataclass(frozen=True, slots=True)
-class Control:
+class Gates:
     expires: Expires | None
     rate: RateLimit | None
     key: KeySpec | None
     limit: int | None
 
     @classmethod
-    def of(cls, options: dict[str, Any]) -> Control | None:
+    def of(cls, options: dict[str, Any]) -> Gates | None:
         """The options' control part, checked; None when no control option is set."""
         expires = options.get("expires")
         rate = options.get("rate_limit")
@@ -59,9 +59,9 @@ class Control:
         )
 
 
-def check_control(options: dict[str, Any]) -> None:
+def check_gates(options: dict[str, Any]) -> None:
     """Check each control option given, alone: `.options(concurrency_limit=3)` may add a
-    limit to a task's key, so a limit without a key is refused by `Control.of` instead,
+    limit to a task's key, so a limit without a key is refused by `Gates.of` instead,
     on the merged options (when the job is built)."""
     if options.get("expires") is not None:
         check_expires(options["expires"])
@@ -71,7 +71,7 @@ def check_control(options: dict[str, Any]) -> None:
     check_concurrency(key if key is not None else "-", options.get("concurrency_limit"))
 
 
-def schedule_spec(control: Control | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+def schedule_spec(control: Gates | None, args: tuple[Any, ...], kwargs: dict[str, Any]
                   ) -> dict[str, Any] | None:  # fmt: skip
     """The control options as a schedule stores them (JSON), for its fires.
 

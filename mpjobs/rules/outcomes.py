@@ -12,12 +12,16 @@ from __future__ import annotations
 import math
 import random
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpjobs import serialization
-from mpjobs.errors import SerializationError
+from mpjobs.errors import Retry, SerializationError
+from mpjobs.scheduling.durations import parse_duration
 from mpjobs.store import base
 from mpjobs.store.base import FAILED, SCHEDULED, SUCCESS, Completion, JobRecord
+
+if TYPE_CHECKING:
+    from mpjobs.control.spec import Control
 
 MAX_BACKOFF = 3600.0
 
@@ -59,14 +63,47 @@ def success(job: JobRecord, value: Any) -> Completion:
     return Completion(job.id, SUCCESS, result=blob, schedule_id=job.schedule_id)
 
 
-def from_exception(job: JobRecord, exc: BaseException, now: float) -> Completion:
+def from_exception(
+    job: JobRecord, exc: BaseException, now: float, control: Control | None = None
+) -> Completion:
     """The outcome of a job that raised `exc`, whatever `exc` is; never raises.
 
     An exception may be beyond repair: its __str__ raises, it cannot be pickled, or it
     pickles but cannot be unpickled. The traceback text is kept whenever it can be
     made, and the pickled exception only when a client could load it again.
+
+    `control` (the job's retry_on/dont_retry_on) is judged here, on the live exception,
+    so it needs neither pickling nor importing: see control/spec.py. `Retry` asks for
+    another attempt at its own delay, attempts permitting.
     """
-    return failure(job, describe(exc), now, exc=_exception_blob(exc))
+    text, blob = describe(exc), _exception_blob(exc)
+    if isinstance(exc, Retry):
+        return _retry_asked(job, exc, text, blob, now)
+    try:
+        retried = control is None or control.retries(exc)
+    except BaseException:  # a broken exception class: judge it as any other failure
+        retried = True
+    if not retried:
+        why = f"mpjobs: not retried ({type(exc).__name__} is excluded by retry_on/dont_retry_on)\n"
+        return Completion(job.id, FAILED, error=base.storable_text(why + text), exc=blob)
+    return failure(job, text, now, exc=blob)
+
+
+def _retry_asked(
+    job: JobRecord, exc: Retry, text: str, blob: bytes | None, now: float
+) -> Completion:
+    """`raise mpjobs.Retry(delay=...)`: due again after the delay (or the backoff)."""
+    try:
+        asked = None if exc.delay is None else parse_duration(exc.delay, what="Retry delay")
+    except Exception as bad:  # the job's own mistake: say so, do not guess a delay
+        why = f"mpjobs: not retried: {bad}\n"
+        return Completion(job.id, FAILED, error=base.storable_text(why + text), exc=blob)
+    if job.attempts < job.max_attempts:
+        delay = retry_delay(job.retry_backoff, job.attempts) if asked is None else asked
+        error = base.storable_text(text)
+        return Completion(job.id, SCHEDULED, exec_at=now + delay, error=error, exc=blob)
+    why = f"mpjobs: Retry asked for, but all {job.max_attempts} attempt(s) are used up\n"
+    return Completion(job.id, FAILED, error=base.storable_text(why + text), exc=blob)
 
 
 def describe(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ the worker loops (worker.py for one job at a time, inflight.py for N at once).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import os
@@ -30,9 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpjobs import serialization
+from mpjobs.control import context, progress
+from mpjobs.control.soft import ThreadAlarm, main_thread_alarm, soft_limited
+from mpjobs.control.spec import Control
 from mpjobs.observability.hooks import Hooks
 from mpjobs.rules import outcomes
-from mpjobs.store.base import TIMEOUT, Completion, JobRecord
+from mpjobs.store.base import TIMEOUT, Completion, JobRecord, Store
 
 GRACE = 1.5  # seconds an async job has to finish once its task is cancelled at its limit
 
@@ -53,15 +57,21 @@ class Stats:
         self.jobs_done += 1
 
 
-def _load(job: JobRecord) -> tuple[Callable[..., Any], Any, Any]:
-    """The job's function, positional and keyword arguments."""
+def _load(job: JobRecord) -> tuple[Callable[..., Any], Any, Any, Control | None]:
+    """The job's function, positional and keyword arguments, and control options."""
     fn = serialization.load_callable(job.func, job.func_pickle)
-    args, kwargs = serialization.loads(job.payload) if job.payload else ((), {})
-    return fn, args, kwargs
+    if not job.payload:
+        return fn, (), {}, None
+    call = serialization.loads(job.payload)  # (args, kwargs[, control]): see control/spec.py
+    return fn, call[0], call[1], Control(*call[2]) if len(call) > 2 else None
 
 
-def _failed(job: JobRecord, exc: BaseException) -> Completion:
-    done = outcomes.from_exception(job, exc, time.time())
+def _soft(control: Control | None) -> float | None:
+    return None if control is None else control.soft_timeout
+
+
+def _failed(job: JobRecord, exc: BaseException, control: Control | None = None) -> Completion:
+    done = outcomes.from_exception(job, exc, time.time(), control)
     done.schedule_id = job.schedule_id
     return done
 
@@ -81,10 +91,11 @@ class SerialExecutor:
 
     concurrency = 1
 
-    def __init__(self, report: Report, stats: Stats) -> None:
+    def __init__(self, report: Report, stats: Stats, store: Store | None = None) -> None:
         self.report = report
         self.stats = stats
         self.hooks = Hooks()  # the worker sets the app's (observability/hooks.py)
+        self.store = store  # where current_job().set_progress() writes
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def execute(self, job: JobRecord) -> Completion:
@@ -93,15 +104,25 @@ class SerialExecutor:
         if limited:
             self.report(_start_line(job))
         t0 = time.perf_counter()
+        control: Control | None = None
+        token = context.enter(job, self.store)
         try:
-            fn, args, kwargs = _load(job)
-            value = fn(*args, **kwargs)
+            fn, args, kwargs, control = _load(job)
+            soft = _soft(control)
+            if soft is None:
+                value = fn(*args, **kwargs)
+            elif inspect.iscoroutinefunction(fn):
+                value = soft_limited(fn(*args, **kwargs), soft)
+            else:
+                with main_thread_alarm(soft):
+                    value = fn(*args, **kwargs)
             if inspect.isawaitable(value):
                 value = self._event_loop().run_until_complete(value)
             done = outcomes.success(job, value)
         except BaseException as exc:  # SystemExit from a job is a failure of that job
-            done = _failed(job, exc)
+            done = _failed(job, exc, control)
         finally:
+            context.leave(job, self.store, token)
             if limited:
                 self.report(f"E {os.getpid()} {job.id}\n")
         took = time.perf_counter() - t0
@@ -128,11 +149,14 @@ class AsyncExecutor:
     the deadline itself, as for a one-at-a-time worker.
     """
 
-    def __init__(self, concurrency: int, report: Report, stats: Stats) -> None:
+    def __init__(
+        self, concurrency: int, report: Report, stats: Stats, store: Store | None = None
+    ) -> None:
         self.concurrency = concurrency
         self.report = report
         self.stats = stats
         self.hooks = Hooks()  # the worker sets the app's (observability/hooks.py)
+        self.store = store  # where current_job().set_progress() writes
         self._threads: ThreadPoolExecutor | None = None
 
     async def execute(self, job: JobRecord) -> Completion:
@@ -141,9 +165,13 @@ class AsyncExecutor:
         reported = False
         expired = False
         timer: asyncio.TimerHandle | None = None
+        soft_timer: asyncio.TimerHandle | None = None
+        control: Control | None = None
         t0 = time.perf_counter()
+        token = context.enter(job, self.store)  # this task's own copy of the context
         try:
-            fn, args, kwargs = _load(job)
+            fn, args, kwargs, control = _load(job)
+            soft = _soft(control)
             is_async = inspect.iscoroutinefunction(fn)
             if limited:
                 self.report(_start_line(job, GRACE if is_async and job.timeout else 0.0))
@@ -158,20 +186,32 @@ class AsyncExecutor:
                         task.cancel()
 
                     timer = asyncio.get_running_loop().call_later(job.timeout, expire)
-                value = await fn(*args, **kwargs)
+                coro = fn(*args, **kwargs)
+                value = await (coro if soft is None else soft_limited(coro, soft))
             else:
+                loop = asyncio.get_running_loop()
                 call = functools.partial(fn, *args, **kwargs)
-                value = await asyncio.get_running_loop().run_in_executor(self._pool(), call)
+                if soft is not None:  # see control/soft.py: an exception set in its thread
+                    alarm = ThreadAlarm()
+                    call = functools.partial(alarm.run, call)
+                    soft_timer = loop.call_later(soft, alarm.fire)
+                call = functools.partial(contextvars.copy_context().run, call)
+                value = await loop.run_in_executor(self._pool(), call)
                 if inspect.isawaitable(value):
                     value = await value
             done = self._timed_out(job) if expired else outcomes.success(job, value)
         except asyncio.CancelledError as exc:
-            done = self._timed_out(job) if expired else _failed(job, exc)
+            done = self._timed_out(job) if expired else _failed(job, exc, control)
         except BaseException as exc:  # SystemExit from a job is a failure of that job
-            done = self._timed_out(job) if expired else _failed(job, exc)
+            done = self._timed_out(job) if expired else _failed(job, exc, control)
         finally:
-            if timer is not None:
-                timer.cancel()
+            for handle in (timer, soft_timer):
+                if handle is not None:
+                    handle.cancel()
+            context.leave(job, self.store, token, flush=False)
+            if self.store is not None and progress.pending(self.store, job.id):
+                # its last progress lands before its outcome, without blocking the loop
+                await asyncio.to_thread(progress.flush_pending, self.store, job.id)
             if reported:
                 self.report(f"E {os.getpid()} {job.id}\n")
         took = time.perf_counter() - t0

@@ -134,7 +134,7 @@ class Worker:
         self.proc = psutil.Process()
         self.journal = Journal(self.app.home.journal(self.token))
         self.rest = BatchRest(self._publish)
-        self.serial = SerialExecutor(self._report, self.stats)
+        self.serial = SerialExecutor(self._report, self.stats, self.store)
         self.serial.hooks = self.app.hooks
         self._report(f"R {os.getpid()}\n")  # booted: from now on a death is a lost worker
         self.app.hooks.worker("on_worker_start", WorkerInfo.of(self))
@@ -194,7 +194,7 @@ class Worker:
         A worker with concurrency N runs the loop of inflight.py instead.
         """
         if self.concurrency > 1:
-            executor = AsyncExecutor(self.concurrency, self._report, self.stats)
+            executor = AsyncExecutor(self.concurrency, self._report, self.stats, self.store)
             executor.hooks = self.app.hooks
             InFlight(self, executor).serve()
             return

@@ -60,7 +60,7 @@ def _shape(spec: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in spec.items() if k != "anchor"}
 
 
-def _options(builder: JobBuilder) -> dict[str, Any]:
+def _options(builder: JobBuilder[Any]) -> dict[str, Any]:
     o = builder._options
     opts = {k: o.get(k, d) for k, d in SCHEDULE_DEFAULTS.items()}
     for key in ("misfire_grace_time", "jitter"):
@@ -81,7 +81,7 @@ def _options(builder: JobBuilder) -> dict[str, Any]:
 STARTUP_SLACK = 5.0  # seconds: how far before the declaration a "startup" anchor may lie
 
 
-def declare(builder: JobBuilder, trigger: Trigger) -> Schedule:
+def declare(builder: JobBuilder[Any], trigger: Trigger) -> Schedule:
     """Create or update the schedule; the same id (given, or derived) is one schedule."""
     now = time.time()  # before opening the store: a start="startup" anchor is "now" too
     store = builder.app.store
@@ -205,6 +205,6 @@ class Schedule:
         """Delete the schedule; removing one that is already gone does nothing."""
         self.app.store.remove_schedule(self.id)
 
-    def jobs(self, limit: int = 100) -> list[Job]:
+    def jobs(self, limit: int = 100) -> list[Job[Any]]:
         store = self.app.store
         return [Job(store, r.id) for r in store.list_jobs(None, None, limit, schedule_id=self.id)]

@@ -13,7 +13,7 @@ import dataclasses
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mpjobs.home import Home
@@ -315,6 +315,14 @@ class Store(Protocol):
     def fold_counters(self) -> int:
         """Merge the counter rows of processes that are gone; how many processes' rows."""
         ...
+
+    # progress (store/progress.py): only the running owner writes, anyone reads
+    def set_progress(
+        self, job_id: int, owner: str, value: float | None, meta: str | None
+    ) -> bool: ...
+    def progress_of(
+        self, job_id: int
+    ) -> tuple[float | None, dict[str, Any] | None] | None: ...
 
     # schedules
     def upsert_schedule(

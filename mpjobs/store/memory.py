@@ -42,6 +42,7 @@ from mpjobs.store.base import (
 )
 from mpjobs.store.deps import WAITING_AT
 from mpjobs.store.memory_deps import MemoryDeps
+from mpjobs.store.progress import Progress, decode
 
 log = logging.getLogger("mpjobs.store")
 
@@ -72,6 +73,7 @@ class MemoryStore(MemoryDeps):
         # (name, task, queue, status, bucket) -> [n, total]: one process, so no tokens
         self._counts: dict[tuple[str, str, str, str, int], list[float]] = {}
         self._windows: dict[str, tuple[float, int]] = {}  # rate_windows
+        self._progress: dict[int, tuple[float | None, str | None]] = {}  # see progress.py
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -353,6 +355,23 @@ class MemoryStore(MemoryDeps):
                     q = out.setdefault(r.queue, {})
                     q[r.status] = q.get(r.status, 0) + 1
         return out
+
+    def set_progress(
+        self, job_id: int, owner: str, value: float | None, meta: str | None
+    ) -> bool:
+        with self._tx():
+            r = self._jobs.get(job_id)
+            if r is None or r.owner != owner or r.status != RUNNING:
+                return False
+            old = self._progress.get(job_id, (None, None))[1]
+            self._progress[job_id] = (value, old if meta is None else meta)
+            return True
+
+    def progress_of(self, job_id: int) -> Progress | None:
+        with self.changed:
+            if job_id not in self._jobs:
+                return None
+            return decode(*self._progress.get(job_id, (None, None)))
 
     def purge(self, before: float) -> int:
         with self._tx():

@@ -143,5 +143,9 @@ MIGRATIONS: dict[int, list[str]] = {
             used INTEGER NOT NULL
         ) WITHOUT ROWID
         """,
+        # issue 13, progress (mpjobs.current_job().set_progress): written only by the
+        # job's owner while it runs, read by Job.progress / Job.meta (JSON text).
+        "ALTER TABLE jobs ADD COLUMN progress REAL",
+        "ALTER TABLE jobs ADD COLUMN meta TEXT",
     ],
 }

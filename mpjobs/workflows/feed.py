@@ -37,7 +37,7 @@ def fed(spec: tuple[Any, ...]) -> Any:
     return fn(values if many else values[0], *args, **kwargs)
 
 
-def feeding(store: Store, builder: JobBuilder, ids: list[int], many: bool) -> JobBuilder:
+def feeding(store: Store, builder: JobBuilder[Any], ids: list[int], many: bool) -> JobBuilder[Any]:
     """`builder` as a job that receives the results of `ids` of `store` (a list if `many`)."""
     spec = (str(store.home.path), store.url, ids, many, builder.func, builder.func_pickle,
             builder.args, builder.kwargs)  # fmt: skip

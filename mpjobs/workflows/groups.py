@@ -30,7 +30,7 @@ class Group:
 
     __slots__ = ("_store", "id", "jobs")
 
-    def __init__(self, store: Store, group_id: str, jobs: list[Job]) -> None:
+    def __init__(self, store: Store, group_id: str, jobs: list[Job[Any]]) -> None:
         self._store = store
         self.id = group_id
         self.jobs = jobs
@@ -80,7 +80,7 @@ class Group:
             self.jobs[len(out)].result()  # purged: NotFoundError
         return out
 
-    def then(self, builder: JobBuilder) -> Job:
+    def then(self, builder: JobBuilder[Any]) -> Job[Any]:
         """A chord: `builder`'s job runs once every member succeeded, with the list of
         their results (push order) as first argument; cancelled if one fails for good."""
         ids = [int(j.id) for j in self.jobs]
@@ -94,7 +94,7 @@ class Group:
         return sum(job.cancel(terminate) for job in self.jobs)
 
 
-def push_group(app: App, builders: Iterable[JobBuilder]) -> Group:
+def push_group(app: App, builders: Iterable[JobBuilder[Any]]) -> Group:
     """`app.group(...)`: every member in one transaction, under a new group id."""
     todo = list(builders)
     if not todo:
@@ -114,7 +114,7 @@ def get_group(app: App, group_id: str) -> Group | None:
     return Group(store, group_id, [Job(store, i) for i in ids]) if ids else None
 
 
-def then(job: Job, builder: JobBuilder) -> Job:
+def then(job: Job[Any], builder: JobBuilder[Any]) -> Job[Any]:
     """`job.then(builder)`: a chain link receiving `job`'s result as first argument."""
     store = builder.app.store
     (parent,) = links.dep_ids(store, [job])

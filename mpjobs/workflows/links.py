@@ -55,21 +55,21 @@ def dep_ids(store: Store, deps: Iterable[Any]) -> list[int]:
     return out
 
 
-def deps_of(store: Store, builder: JobBuilder) -> list[int]:
+def deps_of(store: Store, builder: JobBuilder[Any]) -> list[int]:
     return dep_ids(store, builder.opt(OPTION) or ())
 
 
-def has_deps(builders: Sequence[JobBuilder]) -> bool:
+def has_deps(builders: Sequence[JobBuilder[Any]]) -> bool:
     return any(b.opt(OPTION) for b in builders)
 
 
 def push_linked(
     store: Store,
-    builders: Sequence[JobBuilder],
+    builders: Sequence[JobBuilder[Any]],
     extra: Sequence[Sequence[int]] | None = None,
     group_id: str | None = None,
     exec_at: float | None = None,
-) -> list[Job]:
+) -> list[Job[Any]]:
     """Push builders with their dependencies (and `extra` ones each) in one transaction."""
     if not builders:
         return []

@@ -11,7 +11,7 @@ import pytest
 
 import mpjobs
 from mpjobs.control.expiry import check_expires
-from mpjobs.control.options import Control
+from mpjobs.control.options import Gates
 from mpjobs.control.rate import RateLimit, parse_rate
 from mpjobs.errors import ConfigError
 from mpjobs.home import Home
@@ -91,7 +91,7 @@ def test_options_are_checked_at_the_call_site(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs a concurrency_key"):
         plain.schedule().options(concurrency_limit=5).new_job(0.0)
     assert not plain.schedule().new_job(0.0).gated
-    assert Control.of({}) is None
+    assert Gates.of({}) is None
 
 
 def test_an_expired_job_is_cancelled_not_claimed(store: Store) -> None:
@@ -185,7 +185,7 @@ def test_a_schedule_spec_carries_the_options_to_each_fire() -> None:
 
     from mpjobs.control.options import apply_schedule_spec, schedule_spec
 
-    c = Control.of({"expires": "30s", "rate_limit": "5/m",
+    c = Gates.of({"expires": "30s", "rate_limit": "5/m",
                     "concurrency_key": lambda user: f"u{user}",
                     "concurrency_limit": 2})  # fmt: skip
     spec = json.loads(json.dumps(schedule_spec(c, (7,), {})))

@@ -149,7 +149,7 @@ class MpjobsBackend(BaseTaskBackend):  # type: ignore[misc]
         super().__init__(alias, params)
         _check_queues(alias, self.queues)
         self.settings = BackendSettings.parse(alias, self.options)
-        self._probe: JobBuilder | None = None
+        self._probe: JobBuilder[Any] | None = None
 
     @property
     def app(self) -> App:
@@ -202,7 +202,7 @@ class MpjobsBackend(BaseTaskBackend):  # type: ignore[misc]
         task_enqueued.send(type(self), task_result=result)
         return result
 
-    def _push(self, builder: JobBuilder, run_after: datetime | None) -> str:
+    def _push(self, builder: JobBuilder[Any], run_after: datetime | None) -> str:
         connection = self._transaction_connection()
         if connection is not None:
             if run_after is not None:

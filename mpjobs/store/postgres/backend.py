@@ -37,6 +37,7 @@ from mpjobs.store.postgres.relay import Relay
 from mpjobs.store.postgres.schema import migrate
 from mpjobs.store.postgres.sessions import SessionLock, SessionLost, is_free, ping_every
 from mpjobs.store.postgres.url import StoreUrl, parse
+from mpjobs.store.progress import ProgressQueries
 from mpjobs.store.schedules import ProcessQueries, ScheduleQueries
 
 log = logging.getLogger("mpjobs.store")
@@ -52,7 +53,9 @@ def relock_window() -> float:
     return min(RELOCK_WINDOW, dead_after() / 5)
 
 
-class PgStore(PgQueries, JobQueries, ScheduleQueries, ProcessQueries, base.Store):
+class PgStore(
+    PgQueries, JobQueries, ProgressQueries, ScheduleQueries, ProcessQueries, base.Store
+):
     """A `Store` over the app's schema in a PostgreSQL database."""
 
     def _insert_many(self, conn: Any, jobs: Sequence[base.NewJob], now: float) -> list[int]:

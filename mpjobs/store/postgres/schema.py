@@ -164,6 +164,10 @@ MIGRATIONS: dict[int, list[str]] = {
             used integer NOT NULL
         )
         """,
+        # issue 13, progress (mpjobs.current_job().set_progress): written only by the
+        # job's owner while it runs, read by Job.progress / Job.meta (JSON text).
+        "ALTER TABLE jobs ADD COLUMN progress double precision",
+        "ALTER TABLE jobs ADD COLUMN meta text",
     ],
 }
 
