@@ -1,7 +1,7 @@
 """The cost of the job-control options on the no-op drain and push, and how close a
 rate limit of 1,000/s holds under load (SQLite home, 2 workers).
 
-    python -m benchmarks.control [--quick] [--only plain,expires,rate,key,rate_1000]
+    python -m benchmarks.control [--quick] [--only plain,expires,rate,key,retry_on,...]
 
 Each variant drains the same number of no-op jobs pushed before the clock starts;
 "plain" is the task with no option, the others one option each (a rate and a limit
@@ -30,13 +30,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "expires": {"expires": "1h"},
     "rate": {"rate_limit": "1000000/s"},
     "key": {"concurrency_key": "k", "concurrency_limit": 1000},
+    "retry_on": {"retry_on": (ConnectionError,), "dont_retry_on": (KeyError,)},
+    "soft_timeout": {"soft_timeout": 60},
+    "set_progress": {},  # a no-op that reports its progress once (tasks.progress_noop)
 }
 
 
-def _builders(options: dict[str, Any], n: int) -> list[Any]:
+def _builders(options: dict[str, Any], n: int, name: str = "") -> list[Any]:
+    task = tasks.progress_noop if name == "set_progress" else tasks.noop
     if not options:
-        return [tasks.noop.schedule() for _ in range(n)]
-    b = tasks.noop.schedule().options(**options)
+        return [task.schedule() for _ in range(n)]
+    b = task.schedule().options(**options)
     return [b for _ in range(n)]  # one builder, pushed n times: same options, no payload
 
 
@@ -44,7 +48,7 @@ def drain(tmp: Path, name: str, options: dict[str, Any], n: int) -> dict[str, fl
     home = tmp / f"drain-{name}"
     home.mkdir(mode=0o700)
     app = tasks.rehome(tasks.app, home)
-    b = _builders(options, 1)[0]
+    b = _builders(options, 1, name)[0]
     b.now()  # open the store, warm the caches
     pushes = n // 4
     t0 = time.perf_counter()
@@ -52,7 +56,7 @@ def drain(tmp: Path, name: str, options: dict[str, Any], n: int) -> dict[str, fl
         b.now()
     push_rate = pushes / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    app.push_many(_builders(options, n - pushes - 1))
+    app.push_many(_builders(options, n - pushes - 1, name))
     push_many_rate = (n - pushes - 1) / (time.perf_counter() - t0)
     conn = reader(home / "mpjobs.db")
     with pool_of(app, 2):

@@ -36,6 +36,12 @@ async def nap(seconds: float) -> None:
 
 
 @app.task
+def progress_noop() -> None:
+    """A no-op that reports its progress once: the cost of set_progress."""
+    mpjobs.current_job().set_progress(1.0)
+
+
+@app.task
 def sleeper(marker: str, seconds: float) -> None:
     """The scale scenario's watched job: note that it runs, then sleep."""
     Path(marker).touch()
