@@ -28,6 +28,14 @@ log = logging.getLogger("mpjobs.progress")
 Pending = tuple[str, float | None, str | None]  # owner, value, meta JSON (None: keep)
 
 
+class _WriterThread(threading.Thread):
+    """The writer's thread. It may be running when this process forks (a process that
+    ran a job inline, then starts a pool): the child never uses it or its lock, since
+    `writer_for` makes a new writer in a new pid, so it does not make forking unsafe."""
+
+    mpjobs_fork_safe = True  # read by coordination/listener.py's check before a fork
+
+
 class ProgressWriter:
     """The latest progress of each job, written by one thread at a bounded rate."""
 
@@ -38,7 +46,7 @@ class ProgressWriter:
         self._pending: dict[int, Pending] = {}
         self._busy: set[int] = set()  # being written now
         self._hurry = False
-        self._thread = threading.Thread(target=self._run, name="mpjobs-progress", daemon=True)
+        self._thread = _WriterThread(target=self._run, name="mpjobs-progress", daemon=True)
         self._thread.start()
 
     def submit(self, job_id: int, owner: str, value: float | None, meta: str | None) -> None:

@@ -172,7 +172,8 @@ def foreign_thread_count() -> int:
 
     The listener thread holds no lock of ours while it sleeps, and a forked child drops
     it (`_forget_hub_in_child`), so it does not make a fork unsafe; the PostgreSQL
-    relay (store/postgres/relay.py, marked `mpjobs_fork_safe`) neither. Any other
+    relay (store/postgres/relay.py) and the progress writer (control/progress.py), both marked
+    `mpjobs_fork_safe`, neither. Any other
     thread may.
     """
     me = threading.current_thread()

@@ -26,6 +26,7 @@ from mpjobs.store.base import FAILED, RUNNING, SCHEDULED, JobRecord, NewJob
 from mpjobs.store.memory import MemoryStore
 from mpjobs.store.schema import SCHEMA_VERSION
 from mpjobs.store.sqlite import SqliteStore, open_store
+from tests.schema_v1 import downgrade_sqlite
 
 
 @pytest.fixture
@@ -241,12 +242,7 @@ def test_a_version_1_store_gains_the_progress_columns(tmp_path: Path) -> None:
     home = Home.resolve(tmp_path / "home")
     s = open_store(home)
     jid = _running(s)
-    conn = sqlite3.connect(s.path)
-    conn.execute("ALTER TABLE jobs DROP COLUMN progress")
-    conn.execute("ALTER TABLE jobs DROP COLUMN meta")
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
+    downgrade_sqlite(Path(s.path))  # everything version 2 added goes, not only progress
     s2 = SqliteStore(home)
     assert s2.status_of(jid) == RUNNING
     assert s2.set_progress(jid, "w1", 0.75, None) and s2.progress_of(jid) == (0.75, None)
