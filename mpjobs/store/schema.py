@@ -9,7 +9,7 @@ from __future__ import annotations
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -81,5 +81,13 @@ MIGRATIONS: dict[int, list[str]] = {
             info TEXT NOT NULL
         ) WITHOUT ROWID
         """,
+    ],
+    2: [
+        # The dashboard's pages (store/listing.py): each filter walks one of these newest
+        # first and stops after a page; the overview reads the last hour of finished_at.
+        "CREATE INDEX jobs_status_id ON jobs(status, id)",
+        "CREATE INDEX jobs_queue_id ON jobs(queue, id)",
+        "CREATE INDEX jobs_name_id ON jobs(name, id)",
+        "CREATE INDEX jobs_finished ON jobs(finished_at)",
     ],
 }

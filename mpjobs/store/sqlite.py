@@ -22,10 +22,13 @@ from mpjobs.home import Home
 from mpjobs.store import backend, base
 from mpjobs.store.connection import Connector, set_wait_abort
 from mpjobs.store.jobs import JobQueries
+from mpjobs.store.listing import ListingQueries
 from mpjobs.store.schedules import ProcessQueries, ScheduleQueries
 
 
-class SqliteStore(JobQueries, ScheduleQueries, ProcessQueries, Connector, base.Store):
+class SqliteStore(
+    JobQueries, ListingQueries, ScheduleQueries, ProcessQueries, Connector, base.Store
+):
     """A `Store` over one SQLite file in the home (see connection.py for the rules)."""
 
 

@@ -31,6 +31,7 @@ from mpjobs.errors import OwnerAlive, StoreError
 from mpjobs.home import Home
 from mpjobs.store import backend, base
 from mpjobs.store.jobs import JobQueries
+from mpjobs.store.listing import ListingQueries
 from mpjobs.store.postgres.connection import UNAVAILABLE, PgConnector, advisory_key, dead_after
 from mpjobs.store.postgres.queries import PgQueries
 from mpjobs.store.postgres.relay import Relay
@@ -52,7 +53,9 @@ def relock_window() -> float:
     return min(RELOCK_WINDOW, dead_after() / 5)
 
 
-class PgStore(PgQueries, JobQueries, ScheduleQueries, ProcessQueries, base.Store):
+class PgStore(
+    PgQueries, JobQueries, ListingQueries, ScheduleQueries, ProcessQueries, base.Store
+):
     """A `Store` over the app's schema in a PostgreSQL database."""
 
     def _owner_gone(self, conn: Any, owner: str) -> None:

@@ -21,7 +21,7 @@ from mpjobs.store.postgres.url import StoreUrl
 
 log = logging.getLogger("mpjobs.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MARK = "mpjobs store"
 MIGRATE_WAIT_MS = 60_000  # a migration elsewhere takes well under a second
 
@@ -109,6 +109,13 @@ MIGRATIONS: dict[int, list[str]] = {
         )
         """,
         "INSERT INTO leader (id, epoch) VALUES (1, 0)",
+    ],
+    2: [
+        # The dashboard's pages (store/listing.py): see the SQLite schema.
+        "CREATE INDEX jobs_status_id ON jobs (status, id)",
+        "CREATE INDEX jobs_queue_id ON jobs (queue, id)",
+        "CREATE INDEX jobs_name_id ON jobs (name, id)",
+        "CREATE INDEX jobs_finished ON jobs (finished_at)",
     ],
 }
 

@@ -1,0 +1,81 @@
+"""The operator's reads and bulk writes: keyset pages of jobs, one job's every column,
+purging by filter, and the last hour's outcomes per minute.
+
+Written once for SQLite and PostgreSQL, like jobs.py: `?` placeholders and statements
+both accept. Every read is bounded by an index (schema version 2): a page of jobs walks
+(status, id), (queue, id) or (name, id) newest first and stops after `limit` rows, so it
+costs the same with a thousand jobs or with millions; the per-minute counts read only
+the last hour of the finished_at index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mpjobs.store.base import JobFilter, JobRecord
+from mpjobs.store.rows import Rows
+from mpjobs.store.sql import JOB_COLS, LIVE_SQL
+
+
+def filter_sql(where: JobFilter) -> tuple[list[str], list[Any]]:
+    """The WHERE terms (and their arguments) of a filter; statuses bound, not spelled."""
+    terms: list[str] = []
+    args: list[Any] = []
+    if where.statuses:
+        terms.append(f"status IN ({','.join('?' * len(where.statuses))})")
+        args.extend(where.statuses)
+    if where.queue is not None:
+        terms.append("queue = ?")
+        args.append(where.queue)
+    if where.name is not None:
+        terms.append("name = ?")
+        args.append(where.name)
+    return terms, args
+
+
+class ListingQueries(Rows):
+    def job_page(self, where: JobFilter, before_id: int | None, limit: int) -> list[JobRecord]:
+        terms, args = filter_sql(where)
+        if before_id is not None:
+            terms.append("id < ?")
+            args.append(before_id)
+        cond = " AND ".join(terms) or "TRUE"
+        sql = f"SELECT {JOB_COLS} FROM jobs WHERE {cond} ORDER BY id DESC LIMIT ?"
+        return [JobRecord(*r) for r in self._conn().execute(sql, [*args, limit])]
+
+    def job_row(self, job_id: int) -> dict[str, object] | None:
+        cur = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        names = [d[0] for d in getattr(cur, "description", None) or ()]
+        return dict(zip(names, row, strict=True))
+
+    def purge_matching(self, where: JobFilter, before: float, chunk: int = 2000) -> int:
+        """Delete finished jobs that match and finished before `before`, in short chunks.
+
+        As `purge`: the newest row is always kept, so a job id is never handed out twice.
+        """
+        terms, args = filter_sql(where)
+        cond = "".join(f" AND {t}" for t in terms)
+        total = 0
+        while True:
+            with self._tx() as conn:
+                n = conn.execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ? "
+                    f"AND status NOT IN {LIVE_SQL}{cond} "
+                    "AND id < (SELECT max(id) FROM jobs) ORDER BY id LIMIT ?)",
+                    [before, *args, chunk],
+                ).rowcount
+            total += n
+            if n < chunk:
+                return total
+
+    def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
+        # Integer division of a whole second truncates in both dialects (a CAST of the
+        # float itself rounds on PostgreSQL but truncates on SQLite).
+        sql = (
+            "SELECT CAST(finished_at AS BIGINT) / 60 AS minute, status, count(*) FROM jobs "
+            "WHERE finished_at >= ? GROUP BY minute, status"
+        )
+        return [(int(m), str(s), int(n)) for m, s, n in self._conn().execute(sql, (since,))]
