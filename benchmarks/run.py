@@ -64,12 +64,13 @@ class Config:
     backlog_drain_n: int = 60_000  # long enough (about 1.5 s) that load spikes average out
     async_n: int = 10_000  # jobs of 0.1 s on 2 workers of concurrency ASYNC_CONCURRENCY
     async_serial_n: int = 200  # the same jobs on 2 workers of concurrency 1
+    dashboard_n: int = 1_000_000  # jobs in the store the dashboard's pages are timed on
 
 
 QUICK = Config(
     drain_n=5_000, huey_n=2_000, huey_nosync_n=2_000, push_n=5_000, push_many_n=50_000,
     latency_samples=50, schedule_for=2.0, kills=5, failovers=5, idle_for=3.0,
-    backlog_n=200_000, backlog_drain_n=5_000, async_serial_n=100,
+    backlog_n=200_000, backlog_drain_n=5_000, async_serial_n=100, dashboard_n=200_000,
 )  # fmt: skip
 
 
@@ -510,8 +511,16 @@ class Bench:
         postgres.run_section(self, quick=self.cfg == QUICK)
 
 
+    # -- 11. The dashboard's pages with a million jobs (benchmarks/dashboard.py) ----------
+
+    def dashboard(self) -> None:
+        from benchmarks import dashboard
+
+        self.out.update(dashboard.run(self.cfg.dashboard_n, 21, self.log))
+
+
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
-             "drain", "backlog", "async_drain", "postgres"]  # fmt: skip
+             "drain", "backlog", "async_drain", "postgres", "dashboard"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).
@@ -562,6 +571,10 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("async_serial_s", "s", None, False),
     ("async_serial_overhead_s", "s", None, False),
     ("async_serial_projected_s", "s", None, False),
+    ("dashboard_overview_ms", "ms", 100.0, False),
+    ("dashboard_jobs_status_queue_task_ms", "ms", 100.0, False),
+    ("dashboard_jobs_second_page_ms", "ms", 100.0, False),
+    ("dashboard_failures_ms", "ms", 100.0, False),
 ]
 
 

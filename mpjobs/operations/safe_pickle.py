@@ -28,10 +28,20 @@ class Refused(pickle.UnpicklingError):
     """The pickle names something other than plain builtin data."""
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """How protocols 0-2 spell bytes (`_codecs.encode(str, "latin1")`), and nothing else:
+    any other codec (zlib, bz2...) could turn a small pickle into a huge value."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise Refused(f"_codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
 class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
         raise Refused(f"{module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:

@@ -7,6 +7,7 @@ of being written into; `PRAGMA user_version` is the schema version migrations wa
 from __future__ import annotations
 
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
+from mpjobs.store.sql import LIVE_SQL
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
 SCHEMA_VERSION = 2
@@ -89,5 +90,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX jobs_queue_id ON jobs(queue, id)",
         "CREATE INDEX jobs_name_id ON jobs(name, id)",
         "CREATE INDEX jobs_finished ON jobs(finished_at)",
+        # The live jobs only (the backlog, not the history), for the queue depths of
+        # the overview and `mpjobs status`: the same WHERE text as their query (sql.py).
+        f"CREATE INDEX jobs_live ON jobs(queue, status) WHERE status IN {LIVE_SQL}",
     ],
 }

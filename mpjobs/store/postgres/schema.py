@@ -18,6 +18,7 @@ from mpjobs.errors import StoreError
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
 from mpjobs.store.postgres.connection import advisory_key, connect
 from mpjobs.store.postgres.url import StoreUrl
+from mpjobs.store.sql import LIVE_SQL
 
 log = logging.getLogger("mpjobs.store")
 
@@ -116,6 +117,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX jobs_queue_id ON jobs (queue, id)",
         "CREATE INDEX jobs_name_id ON jobs (name, id)",
         "CREATE INDEX jobs_finished ON jobs (finished_at)",
+        # The live jobs only (the backlog, not the history), for the queue depths of
+        # the overview and `mpjobs status`: the same WHERE text as their query (sql.py).
+        f"CREATE INDEX jobs_live ON jobs (queue, status) WHERE status IN {LIVE_SQL}",
     ],
 }
 
