@@ -103,7 +103,8 @@ def test_a_version_1_store_migrates(tmp_path: Path) -> None:
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"jobs_status_id", "jobs_queue_id", "jobs_name_id", "jobs_finished", "jobs_live"} <= names
+    new = {"jobs_status_id", "jobs_queue_id", "jobs_name_id", "jobs_finished", "jobs_live"}
+    assert new <= names
 
 
 class WritesFile:
