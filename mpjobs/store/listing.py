@@ -3,27 +3,47 @@ purging by filter, and the last hour's outcomes per minute.
 
 Written once for SQLite and PostgreSQL, like jobs.py: `?` placeholders and statements
 both accept. Every read is bounded by an index (schema version 2): a page of jobs walks
-(status, id), (queue, id) or (name, id) newest first and stops after `limit` rows, so it
-costs the same with a thousand jobs or with millions; the per-minute counts read only
-the last hour of the finished_at index.
+newest first and stops after `limit` rows, so it costs the same with a thousand jobs or
+with millions; the per-minute counts read only the last hour of finished_at.
+
+The indexes a status filter walks are partial, one per finished status (`WHERE status =
+'FAILED'`, on id), not one on (status, id): SQLite would take such an index for the
+claim (`status = 'SCHEDULED'`) instead of jobs_ready and sort the backlog on every
+claim, and a partial index costs a job one entry, written when it finishes. So the
+status is spelled into the SQL (a partial index serves only a query naming its very
+literal, as in sql.py), and several statuses are one bounded query each, merged.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
+import itertools
 from typing import Any
 
-from mpjobs.store.base import JobFilter, JobRecord
+from mpjobs.store.base import JobFilter, JobRecord, JobStatus
 from mpjobs.store.rows import Rows
 from mpjobs.store.sql import JOB_COLS, LIVE_SQL
 
+_STATUSES = {s.value for s in JobStatus}
+
+
+def status_sql(statuses: tuple[str, ...]) -> str:
+    """`status = 'X'` or `status IN ('X', 'Y')`, spelled; only known statuses (no quoting)."""
+    bad = sorted(set(statuses) - _STATUSES)
+    if bad:
+        raise ValueError(f"unknown job status {bad[0]!r}")
+    if len(statuses) == 1:
+        return f"status = '{statuses[0]}'"
+    return "status IN (" + ", ".join(f"'{s}'" for s in statuses) + ")"
+
 
 def filter_sql(where: JobFilter) -> tuple[list[str], list[Any]]:
-    """The WHERE terms (and their arguments) of a filter; statuses bound, not spelled."""
+    """The WHERE terms (and their arguments) of a filter; statuses spelled, the rest bound."""
     terms: list[str] = []
     args: list[Any] = []
     if where.statuses:
-        terms.append(f"status IN ({','.join('?' * len(where.statuses))})")
-        args.extend(where.statuses)
+        terms.append(status_sql(where.statuses))
     if where.queue is not None:
         terms.append("queue = ?")
         args.append(where.queue)
@@ -35,6 +55,16 @@ def filter_sql(where: JobFilter) -> tuple[list[str], list[Any]]:
 
 class ListingQueries(Rows):
     def job_page(self, where: JobFilter, before_id: int | None, limit: int) -> list[JobRecord]:
+        statuses = tuple(dict.fromkeys(where.statuses))
+        if len(statuses) > 1:  # each walks its own index; the newest `limit` of all of them
+            pages = [
+                self._page(dataclasses.replace(where, statuses=(s,)), before_id, limit)
+                for s in statuses
+            ]
+            return heapq.nlargest(limit, itertools.chain(*pages), key=lambda r: r.id)
+        return self._page(where, before_id, limit)
+
+    def _page(self, where: JobFilter, before_id: int | None, limit: int) -> list[JobRecord]:
         terms, args = filter_sql(where)
         if before_id is not None:
             terms.append("id < ?")

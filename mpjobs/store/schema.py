@@ -6,7 +6,7 @@ of being written into; `PRAGMA user_version` is the schema version migrations wa
 
 from __future__ import annotations
 
-from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
+from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, TERMINAL
 from mpjobs.store.sql import LIVE_SQL
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
@@ -84,12 +84,19 @@ MIGRATIONS: dict[int, list[str]] = {
         """,
     ],
     2: [
-        # The dashboard's pages (store/listing.py): each filter walks one of these newest
-        # first and stops after a page; the overview reads the last hour of finished_at.
-        "CREATE INDEX jobs_status_id ON jobs(status, id)",
-        "CREATE INDEX jobs_queue_id ON jobs(queue, id)",
+        # The dashboard's pages and `mpjobs jobs list` (store/listing.py). A status filter
+        # walks one of these newest first and stops after a page. One partial index per
+        # finished status, not one on (status, id): the planner would take that one for
+        # the claim's `status = 'SCHEDULED'` instead of jobs_ready (and sort the backlog
+        # at every claim), and each job is in one of these only once it has finished.
+        *[
+            f"CREATE INDEX jobs_{s.lower()} ON jobs(id) WHERE status = '{s}'"
+            for s in sorted(TERMINAL)
+        ],
+        # A task filter (the claim never filters by task, so no plan changes for it).
         "CREATE INDEX jobs_name_id ON jobs(name, id)",
-        "CREATE INDEX jobs_finished ON jobs(finished_at)",
+        # The overview's last hour: finished jobs only, so a push writes no entry.
+        "CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL",
         # The live jobs only (the backlog, not the history), for the queue depths of
         # the overview and `mpjobs status`: the same WHERE text as their query (sql.py).
         f"CREATE INDEX jobs_live ON jobs(queue, status) WHERE status IN {LIVE_SQL}",

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from mpjobs.errors import StoreError
-from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
+from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, TERMINAL
 from mpjobs.store.postgres.connection import advisory_key, connect
 from mpjobs.store.postgres.url import StoreUrl
 from mpjobs.store.sql import LIVE_SQL
@@ -112,11 +112,16 @@ MIGRATIONS: dict[int, list[str]] = {
         "INSERT INTO leader (id, epoch) VALUES (1, 0)",
     ],
     2: [
-        # The dashboard's pages (store/listing.py): see the SQLite schema.
-        "CREATE INDEX jobs_status_id ON jobs (status, id)",
-        "CREATE INDEX jobs_queue_id ON jobs (queue, id)",
+        # The dashboard's pages and `mpjobs jobs list` (store/listing.py): see the SQLite
+        # schema for why one partial index per finished status rather than (status, id).
+        *[
+            f"CREATE INDEX jobs_{s.lower()} ON jobs (id) WHERE status = '{s}'"
+            for s in sorted(TERMINAL)
+        ],
+        # A task filter (the claim never filters by task, so no plan changes for it).
         "CREATE INDEX jobs_name_id ON jobs (name, id)",
-        "CREATE INDEX jobs_finished ON jobs (finished_at)",
+        # The overview's last hour: finished jobs only, so a push writes no entry.
+        "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
         # The live jobs only (the backlog, not the history), for the queue depths of
         # the overview and `mpjobs status`: the same WHERE text as their query (sql.py).
         f"CREATE INDEX jobs_live ON jobs (queue, status) WHERE status IN {LIVE_SQL}",
