@@ -19,6 +19,7 @@ from mpjobs.store.base import (
     FAILED,
     PAUSED,
     PERMANENTLY_FAILED,
+    RUNNING,
     SUCCESS,
     TIMEOUT,
     JobFilter,
@@ -40,7 +41,10 @@ def status_data(app: App) -> dict[str, Any]:
 
     backend = app.backend
     store = backend.store
-    running = {r.owner: r for r in store.list_jobs("RUNNING", None, 10_000) if r.started_at}
+    # job_page spells the status into its SQL, so this reads the partial index of
+    # running jobs, not the whole history (list_jobs binds it, and scans).
+    running_jobs = store.job_page(JobFilter((RUNNING,)), None, 10_000)
+    running = {r.owner: r for r in running_jobs if r.started_at}
     procs = []
     for p in store.list_processes():
         if not backend.liveness.alive(p.token):
@@ -72,7 +76,7 @@ def status_data(app: App) -> dict[str, Any]:
         "store": None if url is None else redact(url),
         "leader": backend.current_leader(),
         "processes": procs,
-        "queues": store.queue_depths(),
+        "queues": store.live_depths(),
         "schedules": schedules,
     }
 

@@ -21,7 +21,7 @@ import heapq
 import itertools
 from typing import Any
 
-from mpjobs.store.base import JobFilter, JobRecord, JobStatus
+from mpjobs.store.base import RUNNING, SCHEDULED, JobFilter, JobRecord, JobStatus
 from mpjobs.store.rows import Rows
 from mpjobs.store.sql import JOB_COLS, LIVE_SQL
 
@@ -66,6 +66,13 @@ class ListingQueries(Rows):
 
     def _page(self, where: JobFilter, before_id: int | None, limit: int) -> list[JobRecord]:
         terms, args = filter_sql(where)
+        if where.statuses == (RUNNING,):
+            # Few rows (one per busy worker), so read them all from jobs_running and sort
+            # here: with ORDER BY id the planner walks the table backwards instead.
+            sql = f"SELECT {JOB_COLS} FROM jobs WHERE {' AND '.join(terms)}"
+            rows = [JobRecord(*r) for r in self._conn().execute(sql, args)]
+            rows = [r for r in rows if before_id is None or r.id < before_id]
+            return sorted(rows, key=lambda r: -r.id)[:limit]
         if before_id is not None:
             terms.append("id < ?")
             args.append(before_id)
@@ -100,6 +107,17 @@ class ListingQueries(Rows):
             total += n
             if n < chunk:
                 return total
+
+    def live_depths(self) -> dict[str, dict[str, int]]:
+        """`queue_depths`, read from the claim's own partial indexes (jobs_ready for the
+        waiting, jobs_running for the running jobs): as many rows as the backlog, never
+        the history, and no index of its own for every push and claim to keep up."""
+        out: dict[str, dict[str, int]] = {}
+        for status in (SCHEDULED, RUNNING):
+            sql = f"SELECT queue, count(*) FROM jobs WHERE status = '{status}' GROUP BY queue"
+            for queue, n in self._conn().execute(sql):
+                out.setdefault(str(queue), {})[status] = int(n)
+        return out
 
     def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
         # Integer division of a whole second truncates in both dialects (a CAST of the

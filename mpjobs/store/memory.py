@@ -300,6 +300,9 @@ class MemoryStore:
                 del self._jobs[i]
             return len(gone)
 
+    def live_depths(self) -> dict[str, dict[str, int]]:
+        return self.queue_depths()
+
     def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
         counts: dict[tuple[int, str], int] = {}
         with self.changed:

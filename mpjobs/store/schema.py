@@ -7,7 +7,6 @@ of being written into; `PRAGMA user_version` is the schema version migrations wa
 from __future__ import annotations
 
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, TERMINAL
-from mpjobs.store.sql import LIVE_SQL
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
 SCHEMA_VERSION = 2
@@ -97,8 +96,5 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX jobs_name_id ON jobs(name, id)",
         # The overview's last hour: finished jobs only, so a push writes no entry.
         "CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL",
-        # The live jobs only (the backlog, not the history), for the queue depths of
-        # the overview and `mpjobs status`: the same WHERE text as their query (sql.py).
-        f"CREATE INDEX jobs_live ON jobs(queue, status) WHERE status IN {LIVE_SQL}",
     ],
 }

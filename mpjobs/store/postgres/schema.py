@@ -18,7 +18,6 @@ from mpjobs.errors import StoreError
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, TERMINAL
 from mpjobs.store.postgres.connection import advisory_key, connect
 from mpjobs.store.postgres.url import StoreUrl
-from mpjobs.store.sql import LIVE_SQL
 
 log = logging.getLogger("mpjobs.store")
 
@@ -122,9 +121,6 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX jobs_name_id ON jobs (name, id)",
         # The overview's last hour: finished jobs only, so a push writes no entry.
         "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
-        # The live jobs only (the backlog, not the history), for the queue depths of
-        # the overview and `mpjobs status`: the same WHERE text as their query (sql.py).
-        f"CREATE INDEX jobs_live ON jobs (queue, status) WHERE status IN {LIVE_SQL}",
     ],
 }
 
