@@ -92,8 +92,6 @@ MIGRATIONS: dict[int, list[str]] = {
             f"CREATE INDEX jobs_{s.lower()} ON jobs(id) WHERE status = '{s}'"
             for s in sorted(TERMINAL)
         ],
-        # A task filter (the claim never filters by task, so no plan changes for it).
-        "CREATE INDEX jobs_name_id ON jobs(name, id)",
         # The overview's last hour: finished jobs only, so a push writes no entry.
         "CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL",
     ],
