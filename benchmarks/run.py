@@ -64,12 +64,13 @@ class Config:
     backlog_drain_n: int = 60_000  # long enough (about 1.5 s) that load spikes average out
     async_n: int = 10_000  # jobs of 0.1 s on 2 workers of concurrency ASYNC_CONCURRENCY
     async_serial_n: int = 200  # the same jobs on 2 workers of concurrency 1
+    dashboard_n: int = 1_000_000  # jobs in the store the dashboard's pages are timed on
 
 
 QUICK = Config(
     drain_n=5_000, huey_n=2_000, huey_nosync_n=2_000, push_n=5_000, push_many_n=50_000,
     latency_samples=50, schedule_for=2.0, kills=5, failovers=5, idle_for=3.0,
-    backlog_n=200_000, backlog_drain_n=5_000, async_serial_n=100,
+    backlog_n=200_000, backlog_drain_n=5_000, async_serial_n=100, dashboard_n=200_000,
 )  # fmt: skip
 
 
@@ -533,9 +534,16 @@ class Bench:
         for key, value in control.run(quick=self.cfg == QUICK, log=self.log).items():
             self.out[key] = value[0] if isinstance(value, list) else value
 
+    # -- 13. The dashboard's pages with a million jobs (benchmarks/dashboard.py) ----------
+
+    def dashboard(self) -> None:
+        from benchmarks import dashboard
+
+        self.out.update(dashboard.run(self.cfg.dashboard_n, 21, self.log))
+
 
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
-             "drain", "backlog", "async_drain", "scale", "workflows", "control",
+             "drain", "backlog", "async_drain", "scale", "workflows", "control", "dashboard",
              "postgres"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
@@ -605,6 +613,10 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("control_key_drain_per_s", "jobs/s", None, True),
     ("rate1000_busiest_aligned_second", "starts", 1000, False),
     ("rate1000_starts_per_window", "starts", None, True),
+    ("dashboard_overview_ms", "ms", 100.0, False),
+    ("dashboard_jobs_status_queue_task_ms", "ms", 100.0, False),
+    ("dashboard_jobs_second_page_ms", "ms", 100.0, False),
+    ("dashboard_failures_ms", "ms", 100.0, False),
 ]
 
 

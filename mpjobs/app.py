@@ -310,6 +310,12 @@ class App:
 
         return Pool.start(self, workers=workers, queues=queues, **opts)
 
+    def dashboard(self, **opts: Any) -> Any:
+        """The web dashboard as an ASGI app, to mount or serve; see mpjobs.dashboard.create."""
+        from mpjobs.dashboard import create
+
+        return create(self, **opts)
+
     @property
     def lifespan(self) -> Any:
         """An ASGI lifespan context (Starlette/FastAPI `lifespan=app.lifespan`)."""

@@ -222,6 +222,15 @@ def _safe_str(value: object, cap: int = 1000) -> str:
     return storable_text(text, cap)
 
 
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs an operator's listing or bulk action names; an empty field matches all."""
+
+    statuses: tuple[str, ...] = ()
+    queue: str | None = None
+    name: str | None = None
+
+
 @dataclass(slots=True)
 class ScheduleRecord:
     id: str
@@ -323,6 +332,21 @@ class Store(Protocol):
     def progress_of(
         self, job_id: int
     ) -> tuple[float | None, dict[str, Any] | None] | None: ...
+
+    # the operator's views (store/listing.py): keyset pages, bulk actions, the last hour
+    def job_page(self, where: JobFilter, before_id: int | None, limit: int) -> list[JobRecord]:
+        """Matching jobs newest first, with ids below `before_id` (keyset pagination)."""
+        ...
+    def job_row(self, job_id: int) -> dict[str, object] | None:
+        """Every column of one job, by name (columns later versions add included)."""
+        ...
+    def purge_matching(self, where: JobFilter, before: float) -> int: ...
+    def live_depths(self) -> dict[str, dict[str, int]]:
+        """`queue_depths` by the claim's indexes only (the overview, `mpjobs status`)."""
+        ...
+    def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
+        """(minute since the epoch, status, jobs) for jobs finished since `since`."""
+        ...
 
     # schedules
     def upsert_schedule(

@@ -35,6 +35,7 @@ from mpjobs.store.base import (
     Completion,
     Decide,
     FireRule,
+    JobFilter,
     JobRecord,
     NewJob,
     ProcessRecord,
@@ -381,6 +382,46 @@ class MemoryStore(MemoryDeps):
             for i in gone:
                 del self._jobs[i]
             return len(gone)
+
+    # -- the operator's views (store/listing.py) -----------------------------------------
+
+    def _matches(self, r: JobRecord, where: JobFilter) -> bool:
+        return ((not where.statuses or r.status in where.statuses)
+                and (where.queue is None or r.queue == where.queue)
+                and (where.name is None or r.name == where.name))  # fmt: skip
+
+    def job_page(self, where: JobFilter, before_id: int | None, limit: int) -> list[JobRecord]:
+        with self.changed:
+            ids = sorted((i for i in self._jobs if before_id is None or i < before_id),
+                         reverse=True)  # fmt: skip
+            out = [self._jobs[i] for i in ids if self._matches(self._jobs[i], where)][:limit]
+            return [dataclasses.replace(r) for r in out]
+
+    def job_row(self, job_id: int) -> dict[str, object] | None:
+        r = self._jobs.get(job_id)
+        return None if r is None else dataclasses.asdict(r)
+
+    def purge_matching(self, where: JobFilter, before: float) -> int:
+        with self._tx():
+            newest = max(self._jobs, default=0)
+            gone = [i for i, r in self._jobs.items() if r.status not in LIVE and i != newest
+                    and r.finished_at is not None and r.finished_at < before
+                    and self._matches(r, where)]  # fmt: skip
+            for i in gone:
+                del self._jobs[i]
+            return len(gone)
+
+    def live_depths(self) -> dict[str, dict[str, int]]:
+        return self.queue_depths()
+
+    def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
+        counts: dict[tuple[int, str], int] = {}
+        with self.changed:
+            for r in self._jobs.values():
+                if r.finished_at is not None and r.finished_at >= since:
+                    key = (int(r.finished_at) // 60, r.status)
+                    counts[key] = counts.get(key, 0) + 1
+        return [(m, s, n) for (m, s), n in counts.items()]
 
     # -- schedules -----------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ of being written into; `PRAGMA user_version` is the schema version migrations wa
 
 from __future__ import annotations
 
-from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
+from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, TERMINAL
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
 SCHEMA_VERSION = 2
@@ -147,5 +147,16 @@ MIGRATIONS: dict[int, list[str]] = {
         # job's owner while it runs, read by Job.progress / Job.meta (JSON text).
         "ALTER TABLE jobs ADD COLUMN progress REAL",
         "ALTER TABLE jobs ADD COLUMN meta TEXT",
+        # The dashboard's pages and `mpjobs jobs list` (store/listing.py). A status filter
+        # walks one of these newest first and stops after a page. One partial index per
+        # finished status, not one on (status, id): the planner would take that one for
+        # the claim's `status = 'SCHEDULED'` instead of jobs_ready (and sort the backlog
+        # at every claim), and each job is in one of these only once it has finished.
+        *[
+            f"CREATE INDEX jobs_{s.lower()} ON jobs(id) WHERE status = '{s}'"
+            for s in sorted(TERMINAL)
+        ],
+        # The overview's last hour: finished jobs only, so a push writes no entry.
+        "CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL",
     ],
 }

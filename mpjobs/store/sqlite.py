@@ -22,12 +22,14 @@ from mpjobs.home import Home
 from mpjobs.store import backend, base
 from mpjobs.store.connection import Connector, set_wait_abort
 from mpjobs.store.jobs import JobQueries
+from mpjobs.store.listing import ListingQueries
 from mpjobs.store.progress import ProgressQueries
 from mpjobs.store.schedules import ProcessQueries, ScheduleQueries
 
 
 class SqliteStore(
-    JobQueries, ProgressQueries, ScheduleQueries, ProcessQueries, Connector, base.Store
+    JobQueries, ProgressQueries, ListingQueries, ScheduleQueries, ProcessQueries, Connector,
+    base.Store,
 ):
     """A `Store` over one SQLite file in the home (see connection.py for the rules)."""
 

@@ -31,6 +31,7 @@ from mpjobs.errors import OwnerAlive, StoreError
 from mpjobs.home import Home
 from mpjobs.store import backend, base
 from mpjobs.store.jobs import JobQueries
+from mpjobs.store.listing import ListingQueries
 from mpjobs.store.postgres.connection import UNAVAILABLE, PgConnector, advisory_key, dead_after
 from mpjobs.store.postgres.queries import PgQueries
 from mpjobs.store.postgres.relay import Relay
@@ -54,7 +55,8 @@ def relock_window() -> float:
 
 
 class PgStore(
-    PgQueries, JobQueries, ProgressQueries, ScheduleQueries, ProcessQueries, base.Store
+    PgQueries, JobQueries, ProgressQueries, ListingQueries, ScheduleQueries, ProcessQueries,
+    base.Store,
 ):
     """A `Store` over the app's schema in a PostgreSQL database."""
 

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from mpjobs.errors import StoreError
-from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED
+from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, TERMINAL
 from mpjobs.store.postgres.connection import advisory_key, connect
 from mpjobs.store.postgres.url import StoreUrl
 
@@ -168,6 +168,14 @@ MIGRATIONS: dict[int, list[str]] = {
         # job's owner while it runs, read by Job.progress / Job.meta (JSON text).
         "ALTER TABLE jobs ADD COLUMN progress double precision",
         "ALTER TABLE jobs ADD COLUMN meta text",
+        # The dashboard's pages and `mpjobs jobs list` (store/listing.py): see the SQLite
+        # schema for why one partial index per finished status rather than (status, id).
+        *[
+            f"CREATE INDEX jobs_{s.lower()} ON jobs (id) WHERE status = '{s}'"
+            for s in sorted(TERMINAL)
+        ],
+        # The overview's last hour: finished jobs only, so a push writes no entry.
+        "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
     ],
 }
 
