@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from mpjobs.control.options import apply_schedule_spec
 from mpjobs.scheduling.triggers import due_fires, trigger_from_spec
 from mpjobs.store.base import ACTIVE, FAILED, SUCCESS, TIMEOUT, NewJob, ScheduleRecord
 
@@ -40,8 +41,9 @@ def fire_rule(rec: ScheduleRecord, now: float, active: int) -> tuple[list[NewJob
                      rec.id, len(times) - room, o["max_instances"])  # fmt: skip
             times = times[len(times) - room :] if room else []
     jitter = o["jitter"]
+    gates = o.get("control")  # expires, rate_limit, concurrency_key (control/options.py)
     jobs = [
-        NewJob(
+        apply_schedule_spec(NewJob(
             name=rec.name,
             func=rec.func,
             func_pickle=rec.func_pickle,
@@ -56,7 +58,7 @@ def fire_rule(rec: ScheduleRecord, now: float, active: int) -> tuple[list[NewJob
             unique_key=None,
             schedule_id=rec.id,
             fired_for=t,
-        )
+        ), gates)
         for t in times
     ]
     return jobs, nxt

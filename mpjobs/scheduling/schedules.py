@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from mpjobs.control.options import Gates, schedule_spec
 from mpjobs.errors import NotFoundError
 from mpjobs.job import Job
 from mpjobs.limits import resolve_limits
@@ -75,6 +76,9 @@ def _options(builder: JobBuilder[Any]) -> dict[str, Any]:
         max_attempts=o.get("max_attempts", 1), retry_backoff=float(o.get("retry_backoff", 1.0)),
         timeout=timeout, memory_limit=memory,
     )  # fmt: skip
+    gates = schedule_spec(Gates.of(o), builder.args, builder.kwargs)
+    if gates is not None:  # expires, rate_limit, concurrency_key: each fire carries them
+        opts["control"] = gates
     return opts
 
 

@@ -193,3 +193,24 @@ def test_a_schedule_spec_carries_the_options_to_each_fire() -> None:
     assert (job.expires_at, job.concurrency_key, job.concurrency_limit) == (1030.0, "u7", 2)
     assert (job.rate_limit, job.rate_period, job.gated) == (5, 60.0, True)
     assert not apply_schedule_spec(new(), schedule_spec(None, (), {})).gated
+
+
+def test_a_declared_schedule_fires_jobs_with_its_control_options(tmp_path: Path) -> None:
+    """Through the real path: declare (scheduling/schedules.py), fire (rules/schedules.py
+    and the store): a cron job of a rate-limited, keyed task is gated like a pushed one."""
+    import time
+
+    import mpjobs
+    from mpjobs.rules.schedules import fire_rule
+
+    app = mpjobs.App(tmp_path / "home")
+    task = app.task(rate_limit="5/m", concurrency_key="report", concurrency_limit=1,
+                    expires="30s")(print)  # fmt: skip
+    sched = task.schedule("tick").every("1s")
+    plain = app.task(print).schedule("tock").every("1s")
+    ids = app.store.fire_due(time.time() + 1.5, fire_rule)
+    rows = {r.schedule_id: r for r in (app.store.get(i) for i in ids) if r is not None}
+    fired = rows[sched.id]
+    assert (fired.concurrency_key, fired.concurrency_limit, fired.rate_limit) == ("report", 1, 5)
+    assert fired.expires_at is not None and fired.expires_at > fired.exec_at
+    assert rows[plain.id].concurrency_key is None and rows[plain.id].rate_limit is None
