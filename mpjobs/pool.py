@@ -23,10 +23,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mpjobs.coordination.listener import foreign_thread_count, safe_to_fork
+from mpjobs.coordination.listener import foreign_thread_count, foreign_thread_names, safe_to_fork
 from mpjobs.coordination.notify import deadline_left
 from mpjobs.coordination.processes import die_with_parent, new_token
 from mpjobs.errors import MpjobsError, WaitTimeout
+from mpjobs.observability import logs
 
 if TYPE_CHECKING:
     from mpjobs.app import App
@@ -138,8 +139,10 @@ class Pool:
 
         target = find_app_target(app)
         if target is None:
+            names = ", ".join(sorted(foreign_thread_names()))
             raise MpjobsError(
-                f"cannot start a pool from a process running {foreign_thread_count() + 1} threads: "
+                f"cannot start a pool from a process running {foreign_thread_count() + 1} threads "
+                f"(other than this one: {names}): "
                 "forking it is unsafe, and the app is not a module-level name to re-import. "
                 "Call app.start() before starting threads, or define the app at module level."
             )
@@ -162,7 +165,8 @@ class Pool:
         if queues:
             argv += ["--queues", ",".join(queues)]
         try:
-            proc = subprocess.Popen(argv, start_new_session=True, pass_fds=(report_w,))
+            env = {**os.environ, **logs.exec_env()}  # it logs as this process was told to
+            proc = subprocess.Popen(argv, start_new_session=True, pass_fds=(report_w,), env=env)
         except BaseException:
             os.close(report_r)
             raise

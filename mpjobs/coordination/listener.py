@@ -176,11 +176,16 @@ def foreign_thread_count() -> int:
     `mpjobs_fork_safe`, neither. Any other
     thread may.
     """
+    return len(foreign_thread_names())
+
+
+def foreign_thread_names() -> list[str]:
+    """The names of the threads `foreign_thread_count` counts (for error messages)."""
     me = threading.current_thread()
-    return sum(
-        1 for t in threading.enumerate()
+    return [
+        t.name for t in threading.enumerate()
         if t is not me and not isinstance(t, _Runner) and not getattr(t, "mpjobs_fork_safe", False)
-    )  # fmt: skip
+    ]  # fmt: skip
 
 
 def safe_to_fork() -> bool:

@@ -118,12 +118,21 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().close()
 
 
+_chosen: dict[str, str] = {}  # what the last configure() chose, as MPJOBS_LOG_* variables
+
+
+def exec_env() -> dict[str, str]:
+    """The MPJOBS_LOG_* settings of this process's configure(), for a pool started by
+    exec; empty if configure() was never called (the child then reads the environment)."""
+    return dict(_chosen)
+
+
 def configure(level: int | None = None, fmt: str | None = None, file: str | None = None) -> None:
     """Send mpjobs' logs to `file` (default $MPJOBS_LOG_FILE, else stderr) as `fmt`.
 
     `fmt`: "text" or "json" (default $MPJOBS_LOG_FORMAT, else text); `level`: default
     $MPJOBS_LOG_LEVEL, else INFO. Calling it again replaces what it installed before.
-    The choices are also put in those variables, for processes started by exec.
+    The choices are kept for a pool started by exec (`exec_env`).
     """
     if fmt is None:
         fmt = os.environ.get("MPJOBS_LOG_FORMAT") or "text"
@@ -150,10 +159,12 @@ def configure(level: int | None = None, fmt: str | None = None, file: str | None
     handler = LineHandler(fd, owned)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     # A pool started by exec (app.start() from a process with threads runs `mpjobs run`)
-    # reads these, so it logs as this process does.
-    os.environ.update(MPJOBS_LOG_FORMAT=fmt, MPJOBS_LOG_LEVEL=str(level))
+    # is given these (`exec_env`), so it logs as this process does. Not os.environ: a
+    # library call must not change what every later subprocess of the program inherits.
+    _chosen.clear()
+    _chosen.update(MPJOBS_LOG_FORMAT=fmt, MPJOBS_LOG_LEVEL=str(level))
     if file is not None:
-        os.environ["MPJOBS_LOG_FILE"] = file
+        _chosen["MPJOBS_LOG_FILE"] = file
     reset()
     _installed.append(handler)
     root = logging.getLogger()

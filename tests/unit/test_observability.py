@@ -88,11 +88,14 @@ def test_json_lines_of_many_processes_never_interleave(tmp_path: Path) -> None:
     assert all(len(r["filler"]) == 1000 + 37 * r["n"] for r in recs)
 
 
-def test_configure_exports_its_choices_for_exec(tmp_path: Path) -> None:
+def test_configure_keeps_its_choices_for_exec_not_in_the_environment(tmp_path: Path) -> None:
     logs.configure(level=15, fmt="json", file=str(tmp_path / "x.log"))
-    assert os.environ["MPJOBS_LOG_FORMAT"] == "json"
-    assert os.environ["MPJOBS_LOG_FILE"] == str(tmp_path / "x.log")
-    assert logs.parse_level(os.environ["MPJOBS_LOG_LEVEL"]) == 15
+    env = logs.exec_env()
+    assert env["MPJOBS_LOG_FORMAT"] == "json"
+    assert env["MPJOBS_LOG_FILE"] == str(tmp_path / "x.log")
+    assert logs.parse_level(env["MPJOBS_LOG_LEVEL"]) == 15
+    # every later subprocess of the program would inherit what a library call put there
+    assert "MPJOBS_LOG_FILE" not in os.environ and "MPJOBS_LOG_FORMAT" not in os.environ
 
 
 def test_configure_again_replaces_its_handler(tmp_path: Path) -> None:
