@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from mpjobs.control.options import Gates, schedule_spec
-from mpjobs.errors import NotFoundError
+from mpjobs.errors import ConfigError, NotFoundError
 from mpjobs.job import Job
 from mpjobs.limits import resolve_limits
 from mpjobs.scheduling.durations import parse_duration
@@ -87,6 +87,11 @@ STARTUP_SLACK = 5.0  # seconds: how far before the declaration a "startup" ancho
 
 def declare(builder: JobBuilder[Any], trigger: Trigger) -> Schedule:
     """Create or update the schedule; the same id (given, or derived) is one schedule."""
+    if "depends_on" in builder._options:
+        raise ConfigError(
+            "a schedule cannot depend on jobs (depends_on): each fire would wait on the "
+            "same parents; push the dependent job from the parent instead (job.then)"
+        )
     now = time.time()  # before opening the store: a start="startup" anchor is "now" too
     store = builder.app.store
     opts = _options(builder)

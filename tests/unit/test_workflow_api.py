@@ -58,3 +58,13 @@ def test_then_and_chord_store_their_parents(wapp: mpjobs.App) -> None:
     assert chord.status is JobStatus.CANCELLED and chain.status is JobStatus.CANCELLED
     with pytest.raises(mpjobs.JobCancelledError):
         group.results()
+
+
+def test_a_schedule_cannot_depend_on_jobs(tmp_path: Path) -> None:
+    import mpjobs
+    from mpjobs.errors import ConfigError
+
+    app = mpjobs.App(tmp_path / "home")
+    parent = app.task(print).schedule("a").now()
+    with pytest.raises(ConfigError, match="schedule cannot depend on jobs"):
+        app.task(print).schedule("b").options(depends_on=[parent]).every("1h")
