@@ -181,6 +181,20 @@ def test_priority_runs_larger_first(project: Path) -> None:
     assert high.task.priority == 50 and low.task.priority == -50
 
 
+def _stop_asgiref_thread() -> None:
+    """Stop the thread asgiref's sync_to_async left in this process (aenqueue ran on it).
+
+    A process with a thread it does not own cannot fork a pool safely, and later tests
+    in this process start pools; a fresh executor makes its thread only when used.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import SyncToAsync
+
+    SyncToAsync.single_thread_executor.shutdown(wait=True)
+    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
+
+
 def test_async_task_and_async_api(project: Path) -> None:
     from djproject.shop.tasks import async_add
 
@@ -191,7 +205,10 @@ def test_async_task_and_async_api(project: Path) -> None:
         return result
 
     with workers(project):
-        result = asyncio.run(go())
+        try:
+            result = asyncio.run(go())
+        finally:
+            _stop_asgiref_thread()
     assert result.status == "SUCCESSFUL"
     assert result.return_value["sum"] == 42
     assert [r.value for r in records("async") if r.id == result.return_value["row"]] == [42]

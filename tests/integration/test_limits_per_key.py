@@ -186,4 +186,7 @@ def test_parallel_claimers_never_share_a_keys_last_slot(app: mpjobs.App, tmp_pat
         t.start()
     for t in threads:
         t.join(30)
-    assert len(taken) == 1 and taken[0] == int(jobs[0].id), taken
+    assert len(taken) == 1, taken  # exactly one claimer got the key's one slot
+    if app.store_url is None:  # SQLite's claims take turns: the first in queue order
+        assert taken[0] == int(jobs[0].id), taken
+    # (PostgreSQL's claimers skip rows another holds locked, so any of them may go first)
