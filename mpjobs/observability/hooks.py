@@ -32,6 +32,7 @@ from mpjobs.errors import ConfigError
 from mpjobs.store.base import SCHEDULED, SUCCESS, Completion, JobRecord
 
 log = logging.getLogger("mpjobs.hooks")
+_JOBS_LOG = logging.getLogger("mpjobs.jobs")  # the built-in job log's (joblog.py)
 
 JOB_HOOKS = ("before_job", "after_job", "on_failure", "on_retry")
 WORKER_HOOKS = ("on_worker_start", "on_worker_stop")
@@ -138,6 +139,7 @@ class Hooks:
 
     def __init__(self, middlewares: Iterable[Middleware] = ()) -> None:
         self._fns: dict[str, list[Callable[..., None]]] = {name: [] for name in HOOKS}
+        self._only_log = True
         self.middlewares: list[Middleware] = []
         self.extend(middlewares)
 
@@ -166,12 +168,20 @@ class Hooks:
             fn = getattr(type(mw), name)
             if fn is not getattr(Middleware, name):
                 self._fns[name].append(getattr(mw, name))
+        self._only_log = self._is_only_log()
+
+    def _is_only_log(self) -> bool:
+        return all(
+            getattr(getattr(fn, "__self__", None), "quiet_below_info", False)
+            for fns in self._fns.values() for fn in fns
+        )  # fmt: skip
 
     def on(self, name: str, fn: Callable[..., None]) -> None:
         self._check_name(name)
         if not callable(fn):
             raise ConfigError(f"a hook must be callable, got {fn!r}")
         self._fns[name].append(fn)
+        self._only_log = False
 
     @staticmethod
     def _check_name(name: str) -> None:
@@ -180,9 +190,15 @@ class Hooks:
 
     # -- called by the executors and the worker ----------------------------------------
 
+    def _quiet(self) -> bool:
+        """Only the built-in job log is registered and its INFO lines are off: then a job
+        that succeeds gives it nothing to write, and no JobInfo need be made (the no-op
+        drain's per-job cost)."""
+        return self._only_log and not _JOBS_LOG.isEnabledFor(logging.INFO)
+
     def before(self, job: JobRecord) -> None:
         fns = self._fns["before_job"]
-        if fns:
+        if fns and not self._quiet():
             info = JobInfo.of(job)
             for fn in fns:
                 _call("before_job", fn, info)
@@ -192,6 +208,8 @@ class Hooks:
         extra = self._fns["on_retry" if done.status == SCHEDULED else "on_failure"]
         if done.status == SUCCESS or not extra:
             extra = []
+            if self._quiet():
+                return
         if after or extra:
             info, outcome = JobInfo.of(job), Outcome.of(done, took)
             for fn in after:

@@ -28,6 +28,10 @@ def _fields(job: JobInfo) -> dict[str, object]:
 class JobLog(Middleware):
     """Writes the "started" and "finished" lines of every job a worker runs."""
 
+    # A succeeded job's lines are INFO: with INFO off, Hooks skips making the job's info
+    # for it (its failure and retry lines are WARNING and ERROR, always asked).
+    quiet_below_info = True
+
     def before_job(self, job: JobInfo) -> None:
         if log.isEnabledFor(logging.INFO):
             log.info(
