@@ -17,6 +17,7 @@ import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psutil
@@ -210,8 +211,14 @@ def test_toml_config_runs_every_kind_of_entry(tmp_path: Path) -> None:
         nightly = next_run(app, "nightly", ZoneInfo("UTC"))
         assert (nightly.hour, nightly.minute) == (3, 0)
 
+        def one_time(name: str) -> list[Any]:
+            return [r for r in records(app, name) if r.schedule_id is None]
+
         for name in ("boot", "later", "nightly"):  # one-time jobs, incl. cron's startup run
-            (rec,) = [r for r in records(app, name) if r.schedule_id is None]
+            # its output is written before its result commits (results go in batches)
+            wait_for(lambda n=name: [r.status for r in one_time(n)] == ["SUCCESS"], 15,
+                     home=home, what=f"the one-time job {name} to be recorded")  # fmt: skip
+            (rec,) = one_time(name)
             assert rec.unique_key == f"config:{name}" and rec.status == "SUCCESS"
         (later,) = records(app, "later")
         assert later.exec_at - later.created_at == pytest.approx(1.0, abs=0.05)
