@@ -47,7 +47,7 @@ def main() -> int:
         assert b"dog.png@128px" in body
     finally:
         server.send_signal(signal.SIGTERM)  # graceful: web workers, then the pool
-        code = server.wait(timeout=30)
+        code = server.wait(timeout=60)  # within gunicorn's graceful_timeout, and more
     print("gunicorn exited with", code)
     return code
 
