@@ -21,6 +21,7 @@ import pytest
 
 import mpjobs
 from mpjobs.coordination.notify import Watcher
+from mpjobs.observability import logs
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
@@ -277,3 +278,20 @@ def chaos_pool(chaos_app: mpjobs.App) -> Iterator[mpjobs.Pool]:
 def pool(app: mpjobs.App) -> Iterator[mpjobs.Pool]:
     with started(app) as p:
         yield p
+
+
+@pytest.fixture
+def text_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """mpjobs' logs as text in a file of the test's own, removed again at its end.
+
+    The MPJOBS_LOG_* variables are cleared for the test (and restored after), so the
+    format and level come from this call, not from whoever runs the suite.
+    """
+    for name in ("MPJOBS_LOG_FORMAT", "MPJOBS_LOG_LEVEL", "MPJOBS_LOG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "mpjobs.log"
+    logs.configure(fmt="text", file=str(path))
+    try:
+        yield path
+    finally:
+        logs.reset()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import obs_tasks as ot
@@ -17,7 +16,6 @@ import pytest
 from conftest import started, wait_for
 
 import mpjobs
-from mpjobs.observability import logs
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -32,18 +30,6 @@ def hook_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "hooks.jsonl"
     monkeypatch.setenv("OBS_HOOK_LOG", str(path))
     return path
-
-
-@pytest.fixture
-def text_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in ("MPJOBS_LOG_FORMAT", "MPJOBS_LOG_LEVEL", "MPJOBS_LOG_FILE"):
-        monkeypatch.delenv(name, raising=False)  # restored after: configure() sets them
-    path = tmp_path / "mpjobs.log"
-    logs.configure(fmt="text", file=str(path))
-    try:
-        yield path
-    finally:
-        logs.reset()
 
 
 def of(path: Path, event: str, job: mpjobs.Job | None = None) -> list[dict[str, object]]:

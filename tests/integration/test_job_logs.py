@@ -44,18 +44,6 @@ def json_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         logs.reset()
 
 
-@pytest.fixture
-def text_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in ("MPJOBS_LOG_FORMAT", "MPJOBS_LOG_LEVEL", "MPJOBS_LOG_FILE"):
-        monkeypatch.delenv(name, raising=False)  # restored after: configure() sets them
-    path = tmp_path / "jobs.log"
-    logs.configure(fmt="text", file=str(path))
-    try:
-        yield path
-    finally:
-        logs.reset()
-
-
 def records(path: Path, **match: Any) -> list[dict[str, Any]]:
     """The JSON records of the log whose fields include `match`."""
     out = []

@@ -21,7 +21,7 @@ from mpjobs.store.base import SUCCESS, Completion, JobRecord
 @pytest.fixture(autouse=True)
 def _restore(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("MPJOBS_LOG_FORMAT", "MPJOBS_LOG_LEVEL", "MPJOBS_LOG_FILE", "MPJOBS_LOG_LIBS"):
-        monkeypatch.delenv(name, raising=False)  # restored after: configure() sets some
+        monkeypatch.delenv(name, raising=False)  # the defaults come from this test alone
     root = logging.getLogger()
     level = root.level
     libs = {n: logging.getLogger(n).level for n in logs.LIBRARIES}
