@@ -42,8 +42,13 @@ def test_kill_workers_running_many_async_jobs(home: Path, tmp_path: Path) -> Non
     app = at.make_app(home)
     logs = tmp_path / "logs"
     logs.mkdir()
+    # A lost attempt is retried after the backoff, which doubles per attempt: with the
+    # default of 1 s, a job hit by five kills in a row waits 16 s and outlasts the deadline.
     jobs = app.push_many(
-        [at.arecord.schedule(str(logs), i, PAUSE).options(max_attempts=100) for i in range(JOBS)]
+        [
+            at.arecord.schedule(str(logs), i, PAUSE).options(max_attempts=100, retry_backoff=0.01)
+            for i in range(JOBS)
+        ]
     )
     kills, lost = 0, 0
     with (

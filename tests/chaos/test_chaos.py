@@ -38,8 +38,6 @@ DEADLINE = 500.0 if SOAK else 45.0
 pytestmark = pytest.mark.timeout(600 if SOAK else 90)
 
 
-
-
 def _push(app: mpjobs.App, logs: Path) -> list[mpjobs.Job]:
     logs.mkdir()
     return app.push_many([ct.record.schedule(str(logs), i, PAUSE) for i in range(JOBS)])
