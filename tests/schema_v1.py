@@ -12,18 +12,22 @@ import sqlite3
 from pathlib import Path
 
 
-def _undo(statements: list[str]) -> list[str]:
-    """DROP statements for what `statements` create, indexes first, columns last."""
-    indexes, tables, columns = [], [], []
+def _undo(statements: list[str], before: list[str]) -> list[str]:
+    """DROP statements for what `statements` create, indexes first, columns last; then
+    the indexes of `before` (the version-1 DDL) that `statements` dropped, made again."""
+    indexes, tables, columns, remade = [], [], [], []
     for sql in statements:
         text = " ".join(sql.split())
-        if m := re.match(r"CREATE (?:UNIQUE )?INDEX (?:IF NOT EXISTS )?(\w+)", text, re.I):
+        if m := re.match(r"DROP INDEX (\w+)", text, re.I):
+            old = [b for b in before if re.search(rf"CREATE (?:UNIQUE )?INDEX {m.group(1)} ", b)]
+            remade.append(old[0].replace(f"INDEX {m.group(1)} ON ", f"INDEX {m.group(1)} ON {{s}}"))
+        elif m := re.match(r"CREATE (?:UNIQUE )?INDEX (?:IF NOT EXISTS )?(\w+)", text, re.I):
             indexes.append(f"DROP INDEX {{s}}{m.group(1)}")
         elif m := re.match(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", text, re.I):
             tables.append(f"DROP TABLE {{s}}{m.group(1)}")
         elif m := re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", text, re.I):
             columns.append(f"ALTER TABLE {{s}}{m.group(1)} DROP COLUMN {m.group(2)}")
-    return indexes + tables + columns
+    return indexes + tables + columns + remade
 
 
 def downgrade_sqlite(db: Path) -> None:
@@ -31,7 +35,7 @@ def downgrade_sqlite(db: Path) -> None:
 
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        for sql in _undo(MIGRATIONS[2]):
+        for sql in _undo(MIGRATIONS[2], MIGRATIONS[1]):
             conn.execute(sql.format(s=""))
         conn.execute("PRAGMA user_version = 1")
     finally:
@@ -46,6 +50,6 @@ def downgrade_postgres(url: str) -> None:
     schema = url.rsplit("schema=", 1)[1].split("&")[0] if "schema=" in url else "mpjobs"
     base = url.split("?schema=")[0].split("&schema=")[0]
     with psycopg.connect(base, autocommit=True) as conn:
-        for sql in _undo(MIGRATIONS[2]):
+        for sql in _undo(MIGRATIONS[2], MIGRATIONS[1]):
             conn.execute(sql.format(s=f"{schema}."))
         conn.execute(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'version'")

@@ -51,11 +51,11 @@ class GatedClaims(Rows):
     # Row locks on the candidates: PostgreSQL skips rows other transactions hold.
     _skip_locked = ""
 
-    def _gated_due(self, conn: Conn, qsql: str, qargs: list[Any], now: float) -> bool:
-        row = conn.execute(
-            f"SELECT 1 FROM jobs WHERE {DUE_GATED}{qsql} LIMIT 1", [now, *qargs]
-        ).fetchone()
-        return row is not None
+    def _plain_due(
+        self, conn: Conn, queues: list[str], now: float, limit: int
+    ) -> list[tuple[int, float, int]]:
+        """Up to `limit` due plain jobs as (priority, exec_at, id), in claim order."""
+        raise NotImplementedError  # store/due.py; PostgreSQL's locks them (postgres/)
 
     def _claim_gated(
         self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
@@ -81,16 +81,11 @@ class GatedClaims(Rows):
             if len(taken) >= limit or len(page) < size:
                 break
             after, size = page[-1].order, PAGE
-        plain = conn.execute(
-            f"SELECT id, priority, exec_at FROM jobs WHERE status = '{SCHEDULED}' "
-            f"AND gated IS NULL AND exec_at <= ?{qsql} ORDER BY priority, exec_at, id "
-            f"LIMIT ?{self._skip_locked}",
-            [now, *qargs, limit],
-        ).fetchall()
+        plain = self._plain_due(conn, qargs, now, limit)
         merged: list[tuple[tuple[int, float, int], Candidate | None]] = [
             (c.order, c) for c in taken
         ]
-        merged += [((int(p), float(e), int(i)), None) for i, p, e in plain]
+        merged += [(order, None) for order in plain]
         merged.sort(key=lambda x: x[0])
         ids = [order[2] for order, _ in merged[:limit]]
         for _, cut in merged[limit:]:
@@ -174,16 +169,6 @@ class GatedClaims(Rows):
             [now, *qargs],
         ).fetchone()
         return row is not None
-
-    def _next_gated(self, qsql: str, qargs: list[Any], now: float) -> float | None:
-        """The soonest due time of a gated job not yet due (the due ones wait on a key,
-        and the end of a job's wait for a key is a commit, which rings the doorbell)."""
-        row = self._conn().execute(
-            f"SELECT min(exec_at) FROM jobs WHERE gated = 1 AND status = '{SCHEDULED}' "
-            f"AND exec_at > ?{qsql}",
-            [now, *qargs],
-        ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
 
     def expire_due(self, now: float, limit: int = EXPIRE_BATCH) -> int:
         """Cancel up to `limit` waiting jobs past their deadline (the leader's sweep).

@@ -13,10 +13,17 @@ from typing import Any
 
 from mpjobs.errors import StoreError
 from mpjobs.store import base
-from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, Completion, Decide, JobRecord, NewJob
+from mpjobs.store.base import (
+    CANCELLED,
+    RUNNING,
+    SCHEDULED,
+    Completion,
+    Decide,
+    JobRecord,
+    NewJob,
+)
 from mpjobs.store.completions import CompletionQueries
-from mpjobs.store.deps import WAITING_AT
-from mpjobs.store.gated import GatedClaims
+from mpjobs.store.due import DueQueries
 from mpjobs.store.rows import Conn
 from mpjobs.store.sql import (
     FINISHED_SQL,
@@ -24,14 +31,17 @@ from mpjobs.store.sql import (
     JOB_COLS,
     LIVE_SQL,
     PLAIN_COLS,
+    expired_rows,
     grouped_inserts,
     insert_of,
     job_params,
     queue_filter,
 )
 
+_IDS_PER_STATEMENT = 500  # SQLite binds at most 32766 parameters
 
-class JobQueries(GatedClaims, CompletionQueries):
+
+class JobQueries(DueQueries, CompletionQueries):
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         with self._tx() as conn:
@@ -84,15 +94,10 @@ class JobQueries(GatedClaims, CompletionQueries):
         qsql, qargs = queue_filter(queues)
         with self._tx() as conn:
             self._complete_many(conn, owner, done, now)
-            if limit > 1 and share > 1:
-                ready = conn.execute(
-                    f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' "
-                    f"AND exec_at <= ?{qsql} LIMIT ?) AS ready",
-                    [now, *qargs, limit * share],
-                ).fetchone()[0]
-                limit = max(1, min(limit, -(-ready // share)))
-            rows = self._claim_rows(conn, owner, pid, qsql, qargs, now, limit)
+            rows = self._claim_rows(conn, owner, pid, list(queues or ()), now, limit, share)
             if rows is None:  # due jobs with control options: the claim of store/gated.py
+                if limit > 1 and share > 1:
+                    limit = self._fair_share(conn, queues, now, limit, share)
                 rows = self._claim_gated(conn, owner, pid, qsql, qargs, now, limit)
             self._count_started(conn, owner, rows)
         jobs = [JobRecord(*r) for r in rows]
@@ -100,24 +105,31 @@ class JobQueries(GatedClaims, CompletionQueries):
         return jobs
 
     def _claim_rows(
-        self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
-        limit: int,
+        self, conn: Conn, owner: str, pid: int, queues: list[str], now: float, limit: int,
+        share: int,
     ) -> list[Any] | None:
-        """SQLite's claim: its one writer at a time makes a plain UPDATE race-free.
+        """SQLite's claim: its one writer at a time makes select-then-update race-free.
 
-        It is the claim of before job control, unchanged, after a probe for due gated
-        jobs (None: there are some). Under the write lock the probe is exact, so when it
-        found none the plain query cannot pick one.
+        A probe for due gated jobs first (None: there are some, store/gated.py claims
+        them); under the write lock the probe is exact, so when it found none, the due
+        jobs of due.py are all plain. Their count up to `limit * share` is the fair share.
         """
-        if self._gated_due(conn, qsql, qargs, now):
+        if self._gated_due(conn, queues, now):
             return None
-        return list(conn.execute(
-            f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
-            "attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs "
-            f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
-            f"ORDER BY priority, exec_at, id LIMIT ?) RETURNING {PLAIN_COLS}",
-            [owner, pid, now, now, *qargs, limit],
-        ).fetchall())
+        fair = limit > 1 and share > 1
+        ids = [i for _p, _e, i in self._due(conn, queues, now, limit * share if fair else limit)]
+        if fair:
+            ids = ids[: max(1, min(limit, -(-len(ids) // share)))]
+        rows: list[Any] = []
+        for part in range(0, len(ids), _IDS_PER_STATEMENT):
+            chunk = ids[part : part + _IDS_PER_STATEMENT]
+            rows += conn.execute(
+                f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
+                f"attempts = attempts + 1 WHERE id IN ({','.join('?' * len(chunk))}) "
+                f"RETURNING {PLAIN_COLS}",
+                [owner, pid, now, *chunk],
+            ).fetchall()
+        return rows
 
     def complete(self, owner: str, done: Sequence[Completion], now: float) -> None:
         with self._tx() as conn:
@@ -174,22 +186,6 @@ class JobQueries(GatedClaims, CompletionQueries):
     def status_of(self, job_id: int) -> str | None:
         r = self._conn().execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if r is None else str(r[0])
-
-    def list_jobs(
-        self, status: str | None, queue: str | None, limit: int, schedule_id: str | None = None
-    ) -> list[JobRecord]:
-        where, args = ["TRUE"], []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if queue is not None:
-            where.append("queue = ?")
-            args.append(queue)
-        if schedule_id is not None:
-            where.append("schedule_id = ?")
-            args.append(schedule_id)
-        sql = f"SELECT {JOB_COLS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
-        return [JobRecord(*r) for r in self._conn().execute(sql, [*args, limit])]
 
     def cancel(self, job_id: int, terminate: bool, now: float) -> tuple[bool, str | None]:
         """Cancel a waiting job, or with `terminate` a running one; return (done, owner to kill)."""
@@ -257,51 +253,22 @@ class JobQueries(GatedClaims, CompletionQueries):
                 f"UPDATE jobs SET owner = NULL WHERE id = ? AND status != '{RUNNING}'", (job_id,)
             )
 
-    def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
-        """A read-only check, so idle workers woken together do not all queue for the lock."""
-        qsql, qargs = queue_filter(queues)
-        plain = self._conn().execute(
-            f"SELECT 1 FROM jobs WHERE status = '{SCHEDULED}' AND exec_at <= ? "
-            f"AND gated IS NULL{qsql} LIMIT 1",
-            [now, *qargs],
-        ).fetchone()
-        return plain is not None or self._startable_gated(qsql, qargs, now)
-
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None:
         """When the next job falls due; a gated job due already (waiting on its key) is
         left out, or an idle worker would wake at once, again and again."""
-        qsql, qargs = queue_filter(queues)
-        sql = (  # a job waiting for others (deps.py) is not due at its placeholder time
-            f"SELECT min(exec_at) FROM jobs WHERE status = '{SCHEDULED}' "
-            f"AND exec_at < {WAITING_AT!r}{qsql}"
-        )
-        r = self._conn().execute(sql, qargs).fetchone()
-        first = None if r is None or r[0] is None else float(r[0])
+        first = self._first_due_at(queues, plain_only=False)
         now = time.time()
         if first is None or first > now:
-            return first  # the common case: one index-only read, as before
+            return first  # the common case: one seek per (queue, priority), as before
         # Due, yet has_due found nothing startable: gated jobs waiting on a key.
-        r = self._conn().execute(sql.replace(" FROM jobs WHERE", " FROM jobs WHERE gated IS "
-                                             "NULL AND", 1), qargs).fetchone()  # fmt: skip
-        plain = None if r is None or r[0] is None else float(r[0])
-        gated = self._next_gated(qsql, qargs, now)
+        plain = self._first_due_at(queues, plain_only=True)
+        gated = self._next_gated(queues, now)
         return min((t for t in (plain, gated) if t is not None), default=None)
-
-    def queue_depths(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        sql = (
-            "SELECT queue, status, count(*) FROM jobs "
-            f"WHERE status IN {LIVE_SQL} GROUP BY queue, status"
-        )
-        for queue, status, n in self._conn().execute(sql):
-            out.setdefault(queue, {})[status] = int(n)
-        return out
 
     def purge(self, before: float, chunk: int = 2000) -> int:
         """Delete jobs that finished before `before`, in short transactions.
 
-        Oldest first by id, in chunks, so workers never wait long for the write lock;
-        the newest row is always kept, so a rowid (a job id) is never handed out twice.
+        In chunks (see sql.expired_rows), so workers never wait long for the write lock.
         """
         total = 0
         while True:
@@ -309,9 +276,7 @@ class JobQueries(GatedClaims, CompletionQueries):
                 self._fence(conn)
                 self._catch_up_pushed(conn)  # count rows as pushed before they go
                 n = conn.execute(
-                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ? "
-                    f"AND status NOT IN {LIVE_SQL} "
-                    "AND id < (SELECT max(id) FROM jobs) ORDER BY id LIMIT ?)",
+                    f"DELETE FROM jobs WHERE id IN ({expired_rows()} LIMIT ?)",
                     (before, chunk),
                 ).rowcount
             total += n

@@ -23,7 +23,7 @@ from typing import Any
 
 from mpjobs.store.base import RUNNING, SCHEDULED, JobFilter, JobRecord, JobStatus
 from mpjobs.store.rows import Rows
-from mpjobs.store.sql import JOB_COLS, LIVE_SQL
+from mpjobs.store.sql import JOB_COLS, expired_rows
 
 _STATUSES = {s.value for s in JobStatus}
 
@@ -80,6 +80,24 @@ class ListingQueries(Rows):
         sql = f"SELECT {JOB_COLS} FROM jobs WHERE {cond} ORDER BY id DESC LIMIT ?"
         return [JobRecord(*r) for r in self._conn().execute(sql, [*args, limit])]
 
+    def list_jobs(
+        self, status: str | None, queue: str | None, limit: int, schedule_id: str | None = None
+    ) -> list[JobRecord]:
+        """Newest first; a status's jobs are a page of its own index (see job_page)."""
+        if status is not None and schedule_id is None:
+            return self.job_page(JobFilter((status,), queue), None, limit)
+        where, args = ["TRUE"], []
+        if status is not None:
+            where.append(status_sql((status,)))
+        if queue is not None:
+            where.append("queue = ?")
+            args.append(queue)
+        if schedule_id is not None:
+            where.append("schedule_id = ?")
+            args.append(schedule_id)
+        sql = f"SELECT {JOB_COLS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+        return [JobRecord(*r) for r in self._conn().execute(sql, [*args, limit])]
+
     def job_row(self, job_id: int) -> dict[str, object] | None:
         cur = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
         row = cur.fetchone()
@@ -99,9 +117,7 @@ class ListingQueries(Rows):
         while True:
             with self._tx() as conn:
                 n = conn.execute(
-                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ? "
-                    f"AND status NOT IN {LIVE_SQL}{cond} "
-                    "AND id < (SELECT max(id) FROM jobs) ORDER BY id LIMIT ?)",
+                    f"DELETE FROM jobs WHERE id IN ({expired_rows(cond)} LIMIT ?)",
                     [before, *args, chunk],
                 ).rowcount
             total += n
@@ -118,6 +134,9 @@ class ListingQueries(Rows):
             for queue, n in self._conn().execute(sql):
                 out.setdefault(str(queue), {})[status] = int(n)
         return out
+
+    def queue_depths(self) -> dict[str, dict[str, int]]:
+        return self.live_depths()
 
     def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
         # Integer division of a whole second truncates in both dialects (a CAST of the

@@ -106,8 +106,8 @@ class Rows:
         raise NotImplementedError
 
     def _claim_rows(
-        self, conn: Conn, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
-        limit: int,
+        self, conn: Conn, owner: str, pid: int, queues: list[str], now: float, limit: int,
+        share: int,
     ) -> list[Any] | None:
         raise NotImplementedError
 

@@ -83,6 +83,17 @@ MIGRATIONS: dict[int, list[str]] = {
         """,
     ],
     2: [
+        # The due reads at scale (store/due.py): ordered by queue first, so a worker's
+        # queues and each of their priorities are seeks, and the due jobs of a (queue,
+        # priority) come before its delayed ones. Ordered by priority first, a due check
+        # or a claim short of due jobs read every delayed job of the priorities above.
+        "DROP INDEX jobs_ready",
+        f"""CREATE INDEX jobs_ready ON jobs(queue, priority, exec_at)
+           WHERE status = '{SCHEDULED}'""",
+        # A schedule's live jobs (its max_instances count at every fire): a seek among
+        # the few live ones, where jobs_schedule walks the schedule's whole history.
+        f"""CREATE INDEX jobs_schedule_live ON jobs(schedule_id)
+           WHERE schedule_id IS NOT NULL AND status IN ('{SCHEDULED}', '{RUNNING}')""",
         # Workflows (store/deps.py): an edge per dependency, resolved once (done).
         """
         CREATE TABLE job_deps (
@@ -133,7 +144,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE jobs ADD COLUMN rate_limit INTEGER",
         "ALTER TABLE jobs ADD COLUMN rate_period REAL",
         "ALTER TABLE jobs ADD COLUMN gated INTEGER",
-        f"""CREATE INDEX jobs_gated ON jobs(priority, exec_at)
+        f"""CREATE INDEX jobs_gated ON jobs(queue, priority, exec_at)
            WHERE gated = 1 AND status = '{SCHEDULED}'""",
         # One row per rate-limited task: the current fixed window and the starts in it.
         """

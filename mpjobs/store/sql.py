@@ -132,3 +132,13 @@ def queue_filter(queues: Sequence[str] | None) -> tuple[str, list[Any]]:
         return "", []
     return f" AND queue IN ({','.join('?' * len(queues))})", list(queues)
 
+
+def expired_rows(cond: str = "") -> str:
+    """The ids of jobs that finished before ? (and match `cond`), for a purge, oldest
+    first: read from jobs_finished (ordered by finished_at), a purge of nothing is one
+    seek. The newest row is always kept, so a rowid (a job id) is never handed out twice.
+    """
+    return (
+        f"SELECT id FROM jobs WHERE finished_at < ? AND status NOT IN {LIVE_SQL}{cond} "
+        "AND id < (SELECT max(id) FROM jobs) ORDER BY finished_at"
+    )

@@ -90,8 +90,8 @@ def test_sigkill_worker_retries_or_fails_and_is_replaced(
     victim = marker_pid(marker)
     assert victim in before
     marker.unlink()
-    release.touch()
     os.kill(victim, signal.SIGKILL)
+    release.touch()  # after the kill: the job polls for it, and must not finish first
     job.wait(15)
     if attempts == 2:
         assert job.result() == "released" and job.attempts == 2

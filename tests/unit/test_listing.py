@@ -92,24 +92,6 @@ def test_every_filter_walks_an_index_not_the_table(tmp_path: Path, where: str) -
         assert f"INDEX jobs_{index}" in plan, plan
 
 
-@pytest.mark.parametrize("queues", [None, ["default"], ["a", "b"]])
-def test_the_claim_still_reads_jobs_ready(tmp_path: Path, queues: list[str] | None) -> None:
-    """No index of schema 2 may lure the planner away from the claim's own index."""
-    from mpjobs.store.sql import queue_filter
-
-    store = open_store(Home.resolve(tmp_path / "home"))
-    qsql, qargs = queue_filter(queues)
-    conn = sqlite3.connect(store.path)
-    for sql, args in (
-        (f"SELECT id FROM jobs WHERE status = 'SCHEDULED' AND exec_at <= ?{qsql} "
-         "ORDER BY priority, exec_at, id LIMIT ?", [1, *qargs, 9]),
-        (f"SELECT 1 FROM jobs WHERE status = 'SCHEDULED' AND exec_at <= ?{qsql} LIMIT 1",
-         [1, *qargs]),
-    ):  # fmt: skip
-        plan = " ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
-        assert "jobs_ready" in plan and "TEMP B-TREE" not in plan, plan
-
-
 def test_a_version_1_store_migrates(tmp_path: Path) -> None:
     home = Home.resolve(tmp_path / "home")
     home.path.mkdir(parents=True, exist_ok=True)

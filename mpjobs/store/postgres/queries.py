@@ -21,7 +21,7 @@ import psycopg
 
 from mpjobs.store.base import LIVE, RUNNING, SCHEDULED, NewJob
 from mpjobs.store.counters import COUNT_PUSHED_FROM, CounterQueries, push_token
-from mpjobs.store.gated import GatedClaims
+from mpjobs.store.due import DueQueries
 from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
 from mpjobs.store.sql import (
     INSERT_GATED,
@@ -31,6 +31,7 @@ from mpjobs.store.sql import (
     gate_params,
     insert_of,
     job_params,
+    queue_filter,
 )
 
 _COPY_COLS = (
@@ -63,7 +64,7 @@ _INSERT_FIRED = pg_sql(
 assert len(LIVE) == 2
 
 
-class PgQueries(GatedClaims, PgConnector, CounterQueries):
+class PgQueries(DueQueries, PgConnector, CounterQueries):
     _skip_locked = " FOR UPDATE SKIP LOCKED"  # the gated claim's row locks (store/gated.py)
 
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
@@ -173,14 +174,17 @@ class PgQueries(GatedClaims, PgConnector, CounterQueries):
                 return int(live[0]), False
 
     def _claim_rows(
-        self, conn: Any, owner: str, pid: int, qsql: str, qargs: list[Any], now: float,
-        limit: int,
+        self, conn: Any, owner: str, pid: int, queues: list[str], now: float, limit: int,
+        share: int,
     ) -> list[Any] | None:
         """The claim of before job control: it picks the first `limit` due jobs as ever,
         and updates only the plain ones among them (a filter in the pick made the planner
         misjudge it, twice the cost). A gated job picked stays locked and SCHEDULED; a
         claim that took fewer than `limit` probes for due gated jobs and, if there are
         some, takes the rest of its batch through the gated claim, in queue order."""
+        qsql, qargs = queue_filter(queues)
+        if limit > 1 and share > 1:
+            limit = self._fair_share(conn, queues, now, limit, share)
         rows = list(conn.execute(
             "WITH picked AS MATERIALIZED (SELECT id, gated FROM jobs "
             f"WHERE status = '{SCHEDULED}' AND exec_at <= ?{qsql} "
@@ -191,9 +195,23 @@ class PgQueries(GatedClaims, PgConnector, CounterQueries):
             f"RETURNING {', '.join('jobs.' + c for c in PLAIN_COLS.split(', '))}",
             [now, *qargs, limit, owner, pid, now],
         ).fetchall())
-        if len(rows) < limit and self._gated_due(conn, qsql, qargs, now):
+        if len(rows) < limit and self._gated_due(conn, queues, now):
             rows += self._claim_gated(conn, owner, pid, qsql, qargs, now, limit - len(rows))
         return rows
+
+    def _plain_due(
+        self, conn: Any, queues: list[str], now: float, limit: int
+    ) -> list[tuple[int, float, int]]:
+        """The gated claim's plain part, row-locked: concurrent claimers skip these rows
+        (a UNION of due.py's per-pair reads cannot take row locks)."""
+        qsql, qargs = queue_filter(queues)
+        rows = conn.execute(
+            f"SELECT priority, exec_at, id FROM jobs WHERE status = '{SCHEDULED}' "
+            f"AND gated IS NULL AND exec_at <= ?{qsql} ORDER BY priority, exec_at, id "
+            "LIMIT ? FOR UPDATE SKIP LOCKED",
+            [now, *qargs, limit],
+        ).fetchall()
+        return [(int(p), float(e), int(i)) for p, e, i in rows]
 
     def _insert_fired(self, conn: Any, job: NewJob, now: float) -> int | None:
         row = conn.raw.execute(
