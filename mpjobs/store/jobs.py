@@ -35,7 +35,8 @@ class JobQueries(GatedClaims, CompletionQueries):
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         with self._tx() as conn:
-            if all(j.unique_key is None for j in jobs):
+            # A Batch (store/batch.py) holds plain jobs only: not read job by job.
+            if getattr(jobs, "plain", False) or all(j.unique_key is None for j in jobs):
                 self._count_pushed(conn, jobs)
                 if len(jobs) == 1:
                     if jobs[0].gated:

@@ -1,0 +1,182 @@
+"""Bulk push against the insert limit: bare executemany vs push_many vs task.map.
+
+    python -m benchmarks.bulk                # 100,000 jobs per method per round, 5 rounds
+    python -m benchmarks.bulk --quick        # 20,000 jobs, 3 rounds
+    python -m benchmarks.bulk --postgres     # also on a throwaway PostgreSQL server
+    python -m benchmarks.run --only bulk [--quick]
+
+In one run, interleaved round by round (the machine is shared and noisy, so every method
+sees the same load), each in a store of its own that grows over the rounds:
+
+- bare: `executemany` of prebuilt rows into a plain job table of the usual shape (11
+  columns, one partial index of ready jobs, the store's pragmas: WAL, synchronous=NORMAL,
+  the same autocheckpoint), in one BEGIN IMMEDIATE ... COMMIT. The rows hold the same
+  pickled arguments mpjobs stores, pickled beforehand: the bare figure is the insert
+  alone, what a hand-written loader would reach, and the limit the issue measures against.
+- push_many: `app.push_many([item.schedule(i) for i in range(n)])`, building the
+  builders included (a caller pays for them), and the call alone.
+- map: `item.map(args)` with args = [(i,), ...], prebuilt as a caller's data would be.
+
+Each rate is all the jobs of all rounds over the time of all rounds (so WAL checkpoints,
+which fall on some commits only, are shared fairly); the ratio is to bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mpjobs
+
+app = mpjobs.App()
+
+
+@app.task
+def item(i: int) -> int:
+    return i
+
+
+BARE_DDL = (
+    "CREATE TABLE jobs (id INTEGER PRIMARY KEY, name TEXT NOT NULL, func TEXT, payload BLOB, "
+    "queue TEXT NOT NULL, priority INTEGER NOT NULL, status TEXT NOT NULL, exec_at REAL NOT NULL, "
+    "attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL, created_at REAL NOT NULL)",
+    "CREATE INDEX jobs_ready ON jobs(priority, exec_at) WHERE status = 'SCHEDULED'",
+)
+BARE_INSERT = (
+    "INSERT INTO jobs (name, func, payload, queue, priority, status, exec_at, max_attempts, "
+    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def bare_table(path: Path) -> sqlite3.Connection:
+    """The plain job table, with the pragmas mpjobs' store runs with (connection.py)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "temp_store = MEMORY",
+                   "cache_size = -16000", "wal_autocheckpoint = 10000"):  # fmt: skip
+        conn.execute(f"PRAGMA {pragma}")
+    for ddl in BARE_DDL:
+        conn.execute(ddl)
+    return conn
+
+
+def _rehome(home: Path, store: str | None) -> None:
+    app._home_arg, app._home = str(home), None
+    app._store_arg = store
+    app._backend = None
+    app._backend_home = None
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run(n: int, rounds: int, root: Path, store: str | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """The three methods, `rounds` times each, interleaved; rates and ratios to bare."""
+    args = [(i,) for i in range(n)]
+    path = item.ref()[0]
+    bare = bare_table(root / "bare.db") if store is None else None
+    times: dict[str, list[float]] = {"bare": [], "push_many": [], "push_many_call": [],
+                                     "map": []}  # fmt: skip
+    homes = {}
+    for name in ("push_many", "map"):
+        homes[name] = root / name
+        homes[name].mkdir(mode=0o700)
+        _rehome(homes[name], store)
+        item.schedule(0).now()  # open (and on PostgreSQL, create) the store
+    for r in range(rounds):
+        if bare is not None:
+            now = time.time()
+            rows = [("item", path, pickle.dumps((a, {}), 5), "default", 0, "SCHEDULED", now, 1,
+                     now) for a in args]  # fmt: skip
+
+            def insert() -> None:
+                bare.execute("BEGIN IMMEDIATE")
+                bare.executemany(BARE_INSERT, rows)
+                bare.execute("COMMIT")
+
+            times["bare"].append(_timed(insert))
+        _rehome(homes["push_many"], store)
+        t0 = time.perf_counter()
+        builders = [item.schedule(i) for i in range(n)]
+        t1 = time.perf_counter()
+        app.push_many(builders)
+        t2 = time.perf_counter()
+        times["push_many"].append(t2 - t0)
+        times["push_many_call"].append(t2 - t1)
+        del builders
+        _rehome(homes["map"], store)
+        times["map"].append(_timed(lambda: item.map(args)))
+        log(f"round {r + 1}/{rounds}: " + ", ".join(
+            f"{k} {n / v[-1]:,.0f}/s" for k, v in times.items() if v))  # fmt: skip
+    where = "sqlite" if store is None else "postgres"
+    out: dict[str, Any] = {}
+    for k, v in times.items():
+        if v:
+            out[f"bulk_{where}_{k}_per_s"] = round(n * len(v) / sum(v))
+    base = out.get(f"bulk_{where}_bare_per_s")
+    if base:
+        for k in ("push_many", "push_many_call", "map"):
+            out[f"bulk_{where}_{k}_vs_bare"] = round(out[f"bulk_{where}_{k}_per_s"] / base, 2)
+    out[f"bulk_{where}_jobs_per_round"] = n
+    out[f"bulk_{where}_rounds"] = rounds
+    return out
+
+
+def postgres(n: int, rounds: int, root: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """push_many and map on a throwaway PostgreSQL server (tests/pgharness.py, fsync on)."""
+    from benchmarks.postgres import server, with_schema
+
+    with server() as (cluster, info):
+        log(f"PostgreSQL {info.get('version')}")
+        return run(n, rounds, root, with_schema(cluster.url(), "bulk"), log)
+
+
+def table(out: dict[str, Any]) -> str:
+    lines = []
+    for where in ("sqlite", "postgres"):
+        for k in ("bare", "push_many", "push_many_call", "map"):
+            rate = out.get(f"bulk_{where}_{k}_per_s")
+            if rate is None:
+                continue
+            ratio = out.get(f"bulk_{where}_{k}_vs_bare")
+            tail = "" if ratio is None else f"  {ratio:.2f}x bare"
+            lines.append(f"{where:8s} {k:15s} {rate:>10,} jobs/s{tail}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bulk", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--n", type=int, default=None, help="jobs per method per round")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
+    a = parser.parse_args(argv)
+    n = a.n or (20_000 if a.quick else 100_000)
+    rounds = a.rounds or (3 if a.quick else 5)
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mpjobs-bulk-") as tmp:
+        os.chmod(tmp, 0o700)
+        out.update(run(n, rounds, Path(tmp)))
+        if a.postgres:
+            pg_root = Path(tmp) / "pg"
+            pg_root.mkdir(mode=0o700)
+            out.update(postgres(n, rounds, pg_root))
+    print()
+    print(table(out))
+    print(f"load average {[round(x, 2) for x in os.getloadavg()]}")
+
+
+if __name__ == "__main__":
+    from benchmarks import bulk  # this module by its import path: `item` is found by it
+
+    bulk.main()
