@@ -99,7 +99,7 @@ def run(n: int, rounds: int, root: Path, store: str | None = None,
             rows = [("item", path, pickle.dumps((a, {}), 5), "default", 0, "SCHEDULED", now, 1,
                      now) for a in args]  # fmt: skip
 
-            def insert() -> None:
+            def insert(rows: list[tuple[Any, ...]] = rows) -> None:
                 bare.execute("BEGIN IMMEDIATE")
                 bare.executemany(BARE_INSERT, rows)
                 bare.execute("COMMIT")

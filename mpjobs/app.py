@@ -6,6 +6,7 @@ nothing until it is used, so creating one at import time in every web worker is 
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -13,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from mpjobs import serialization
-from mpjobs.bulk import batch_of, handles
+from mpjobs.bulk import batch_of, gc_paused, handles
 from mpjobs.errors import ConfigError, HomeError
 from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
@@ -248,14 +249,10 @@ class App:
             from mpjobs.workflows.links import push_linked
 
             return push_linked(self.store, builders)
-        now = time.time()
-        # Plain builders go as runs of alike jobs (mpjobs/bulk.py); the rest one by one.
-        rows: Sequence[NewJob] | None = batch_of(builders, now)
-        if rows is None:
-            rows = [b.new_job(now) for b in builders]
-        if not rows:
+        if not builders:
             return []
         store = self.store
+        push = store.push
         if connection is not None:
             push_in = getattr(store, "push_in", None)
             if push_in is None:
@@ -263,8 +260,14 @@ class App:
                     "push_many(connection=...) needs a PostgreSQL store; with SQLite "
                     "every push is its own transaction"
                 )
-            return handles(store, push_in(connection, rows, now))
-        return handles(store, store.push(rows, now))
+            push = functools.partial(push_in, connection)
+        with gc_paused():  # see mpjobs/bulk.py
+            now = time.time()
+            # Plain builders go as runs of alike jobs (mpjobs/bulk.py), others one by one.
+            rows: Sequence[NewJob] | None = batch_of(builders, now)
+            if rows is None:
+                rows = [b.new_job(now) for b in builders]
+            return handles(store, push(rows, now))
 
     def group(self, builders: Iterable[JobBuilder[Any]]) -> Group:
         """Push jobs as a group, in one transaction; see docs/workflows.md."""

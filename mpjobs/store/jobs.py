@@ -49,7 +49,8 @@ class JobQueries(GatedClaims, CompletionQueries):
                     conn.executemany(sql, rows)
                 # Rowids are max+1 and we hold the write lock: this batch is contiguous.
                 end = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
-                return [(i, True) for i in range(end - len(jobs) + 1, end + 1)]
+                n = len(jobs)
+                return list(zip(range(end - n + 1, end + 1), [True] * n, strict=True))
             out: list[tuple[int, bool]] = []
             for j in jobs:
                 try:
