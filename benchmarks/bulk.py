@@ -79,19 +79,23 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def run(n: int, rounds: int, root: Path, store: str | None = None,
+def run(n: int, rounds: int, root: Path, stores: dict[str, str] | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """The three methods, `rounds` times each, interleaved; rates and ratios to bare."""
+    """The three methods, `rounds` times each, interleaved; rates and ratios to bare.
+
+    `stores`: a PostgreSQL store URL for each of "push_many" and "map" (no bare run
+    then); None: SQLite in a home of each."""
     args = [(i,) for i in range(n)]
     path = item.ref()[0]
-    bare = bare_table(root / "bare.db") if store is None else None
+    bare = bare_table(root / "bare.db") if stores is None else None
+    store = (stores or {}).get
     times: dict[str, list[float]] = {"bare": [], "push_many": [], "push_many_call": [],
                                      "map": []}  # fmt: skip
     homes = {}
     for name in ("push_many", "map"):
         homes[name] = root / name
         homes[name].mkdir(mode=0o700)
-        _rehome(homes[name], store)
+        _rehome(homes[name], store(name))
         item.schedule(0).now()  # open (and on PostgreSQL, create) the store
     for r in range(rounds):
         if bare is not None:
@@ -105,7 +109,7 @@ def run(n: int, rounds: int, root: Path, store: str | None = None,
                 bare.execute("COMMIT")
 
             times["bare"].append(_timed(insert))
-        _rehome(homes["push_many"], store)
+        _rehome(homes["push_many"], store("push_many"))
         t0 = time.perf_counter()
         builders = [item.schedule(i) for i in range(n)]
         t1 = time.perf_counter()
@@ -114,11 +118,11 @@ def run(n: int, rounds: int, root: Path, store: str | None = None,
         times["push_many"].append(t2 - t0)
         times["push_many_call"].append(t2 - t1)
         del builders
-        _rehome(homes["map"], store)
+        _rehome(homes["map"], store("map"))
         times["map"].append(_timed(lambda: item.map(args)))
         log(f"round {r + 1}/{rounds}: " + ", ".join(
             f"{k} {n / v[-1]:,.0f}/s" for k, v in times.items() if v))  # fmt: skip
-    where = "sqlite" if store is None else "postgres"
+    where = "sqlite" if stores is None else "postgres"
     out: dict[str, Any] = {}
     for k, v in times.items():
         if v:
@@ -138,7 +142,9 @@ def postgres(n: int, rounds: int, root: Path, log: Callable[[str], None] = print
 
     with server() as (cluster, info):
         log(f"PostgreSQL {info.get('version')}")
-        return run(n, rounds, root, with_schema(cluster.url(), "bulk"), log)
+        url = cluster.url()
+        stores = {k: with_schema(url, f"bulk_{k}") for k in ("push_many", "map")}
+        return run(n, rounds, root, stores, log)
 
 
 def table(out: dict[str, Any]) -> str:

@@ -541,10 +541,19 @@ class Bench:
 
         self.out.update(dashboard.run(self.cfg.dashboard_n, 21, self.log))
 
+    # -- 14. bulk push: bare executemany vs push_many vs task.map (benchmarks/bulk.py) --
+
+    def bulk(self) -> None:
+        from benchmarks import bulk
+
+        quick = self.cfg == QUICK
+        self.out.update(bulk.run(20_000 if quick else 100_000, 3 if quick else 5,
+                                 self.home("bulk"), log=self.log))  # fmt: skip
+
 
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
              "drain", "backlog", "async_drain", "scale", "workflows", "control", "dashboard",
-             "postgres"]  # fmt: skip
+             "postgres", "bulk"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).
@@ -617,6 +626,12 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("dashboard_jobs_status_queue_task_ms", "ms", 100.0, False),
     ("dashboard_jobs_second_page_ms", "ms", 100.0, False),
     ("dashboard_failures_ms", "ms", 100.0, False),
+    ("bulk_sqlite_bare_per_s", "jobs/s", None, True),
+    ("bulk_sqlite_push_many_per_s", "jobs/s", None, True),
+    ("bulk_sqlite_map_per_s", "jobs/s", None, True),
+    ("bulk_sqlite_push_many_vs_bare", "x", 0.7, True),
+    ("bulk_sqlite_push_many_call_vs_bare", "x", None, True),
+    ("bulk_sqlite_map_vs_bare", "x", 0.7, True),
 ]
 
 
