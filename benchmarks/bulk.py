@@ -24,6 +24,7 @@ which fall on some commits only, are shared fairly); the ratio is to bare.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pickle
 import sqlite3
@@ -66,6 +67,43 @@ def bare_table(path: Path) -> sqlite3.Connection:
     return conn
 
 
+BULK_WAYS = ("push_many", "map")
+
+
+def sqlite_bare(root: Path) -> Callable[[list[tuple[Any, ...]]], None]:
+    """Bare SQLite: one executemany of the prebuilt rows, in BEGIN IMMEDIATE ... COMMIT."""
+    conn = bare_table(root / "bare.db")
+
+    def insert(rows: list[tuple[Any, ...]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(BARE_INSERT, rows)
+        conn.execute("COMMIT")
+
+    return insert
+
+
+def postgres_bare(url: str) -> Callable[[list[tuple[Any, ...]]], None]:
+    """Bare PostgreSQL: COPY of the prebuilt rows into the plain table, one transaction
+    (the fastest a hand-written loader gets; executemany is far slower there)."""
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("DROP SCHEMA IF EXISTS bulk_bare CASCADE")
+    conn.execute("CREATE SCHEMA bulk_bare")
+    conn.execute("SET search_path TO bulk_bare")
+    for ddl in BARE_DDL:
+        conn.execute(ddl.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY")
+                     .replace("BLOB", "BYTEA").replace(" REAL", " DOUBLE PRECISION"))  # fmt: skip
+    cols = BARE_INSERT.split("(", 1)[1].split(")", 1)[0]
+
+    def insert(rows: list[tuple[Any, ...]]) -> None:
+        with conn.transaction(), conn.cursor().copy(f"COPY jobs ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    return insert
+
+
 def _rehome(home: Path, store: str | None) -> None:
     app._home_arg, app._home = str(home), None
     app._store_arg = store
@@ -79,36 +117,34 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def run(n: int, rounds: int, root: Path, stores: dict[str, str] | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+def run(n: int, rounds: int, root: Path, log: Callable[[str], None] = print,
+        url: str | None = None) -> dict[str, Any]:  # fmt: skip
     """The three methods, `rounds` times each, interleaved; rates and ratios to bare.
 
-    `stores`: a PostgreSQL store URL for each of "push_many" and "map" (no bare run
-    then); None: SQLite in a home of each."""
+    `url`: a PostgreSQL server (a schema of it for each method); None: SQLite, a home
+    (or a file) for each."""
+    from benchmarks.postgres import with_schema
+
     args = [(i,) for i in range(n)]
     path = item.ref()[0]
-    bare = bare_table(root / "bare.db") if stores is None else None
-    store = (stores or {}).get
+    bare = sqlite_bare(root) if url is None else postgres_bare(url)
+    stores = {k: None if url is None else with_schema(url, f"bulk_{k}") for k in BULK_WAYS}
+    store = stores.get
+    mapping = hasattr(item, "map")  # not before task.map existed: the "before" figures
     times: dict[str, list[float]] = {"bare": [], "push_many": [], "push_many_call": [],
                                      "map": []}  # fmt: skip
     homes = {}
-    for name in ("push_many", "map"):
+    for name in BULK_WAYS:
         homes[name] = root / name
         homes[name].mkdir(mode=0o700)
         _rehome(homes[name], store(name))
         item.schedule(0).now()  # open (and on PostgreSQL, create) the store
     for r in range(rounds):
-        if bare is not None:
-            now = time.time()
-            rows = [("item", path, pickle.dumps((a, {}), 5), "default", 0, "SCHEDULED", now, 1,
-                     now) for a in args]  # fmt: skip
-
-            def insert(rows: list[tuple[Any, ...]] = rows) -> None:
-                bare.execute("BEGIN IMMEDIATE")
-                bare.executemany(BARE_INSERT, rows)
-                bare.execute("COMMIT")
-
-            times["bare"].append(_timed(insert))
+        now = time.time()
+        rows = [("item", path, pickle.dumps((a, {}), 5), "default", 0, "SCHEDULED", now, 1,
+                 now) for a in args]  # fmt: skip
+        times["bare"].append(_timed(functools.partial(bare, rows)))
+        del rows
         _rehome(homes["push_many"], store("push_many"))
         t0 = time.perf_counter()
         builders = [item.schedule(i) for i in range(n)]
@@ -118,18 +154,19 @@ def run(n: int, rounds: int, root: Path, stores: dict[str, str] | None = None,
         times["push_many"].append(t2 - t0)
         times["push_many_call"].append(t2 - t1)
         del builders
-        _rehome(homes["map"], store("map"))
-        times["map"].append(_timed(lambda: item.map(args)))
+        if mapping:
+            _rehome(homes["map"], store("map"))
+            times["map"].append(_timed(lambda: item.map(args)))
         log(f"round {r + 1}/{rounds}: " + ", ".join(
             f"{k} {n / v[-1]:,.0f}/s" for k, v in times.items() if v))  # fmt: skip
-    where = "sqlite" if stores is None else "postgres"
+    where = "sqlite" if url is None else "postgres"
     out: dict[str, Any] = {}
     for k, v in times.items():
         if v:
             out[f"bulk_{where}_{k}_per_s"] = round(n * len(v) / sum(v))
     base = out.get(f"bulk_{where}_bare_per_s")
     if base:
-        for k in ("push_many", "push_many_call", "map"):
+        for k in ("push_many", "push_many_call", "map")[: 3 if mapping else 2]:
             out[f"bulk_{where}_{k}_vs_bare"] = round(out[f"bulk_{where}_{k}_per_s"] / base, 2)
     out[f"bulk_{where}_jobs_per_round"] = n
     out[f"bulk_{where}_rounds"] = rounds
@@ -137,14 +174,12 @@ def run(n: int, rounds: int, root: Path, stores: dict[str, str] | None = None,
 
 
 def postgres(n: int, rounds: int, root: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """push_many and map on a throwaway PostgreSQL server (tests/pgharness.py, fsync on)."""
-    from benchmarks.postgres import server, with_schema
+    """The same on a throwaway PostgreSQL server (tests/pgharness.py, fsync on)."""
+    from benchmarks.postgres import server
 
     with server() as (cluster, info):
         log(f"PostgreSQL {info.get('version')}")
-        url = cluster.url()
-        stores = {k: with_schema(url, f"bulk_{k}") for k in ("push_many", "map")}
-        return run(n, rounds, root, stores, log)
+        return run(n, rounds, root, log, cluster.url())
 
 
 def table(out: dict[str, Any]) -> str:
@@ -173,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="mpjobs-bulk-") as tmp:
         os.chmod(tmp, 0o700)
         out.update(run(n, rounds, Path(tmp)))
+        print(table(out), flush=True)
         if a.postgres:
             pg_root = Path(tmp) / "pg"
             pg_root.mkdir(mode=0o700)

@@ -548,7 +548,7 @@ class Bench:
 
         quick = self.cfg == QUICK
         self.out.update(bulk.run(20_000 if quick else 100_000, 3 if quick else 5,
-                                 self.home("bulk"), log=self.log))  # fmt: skip
+                                 self.home("bulk"), self.log))  # fmt: skip
 
 
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",

@@ -119,9 +119,7 @@ def test_map_pushes_one_job_per_tuple_with_the_options(bulk_app: App) -> None:
     assert [_args(bulk_app, j) for j in jobs] == [((i, 2 * i), {}) for i in range(5)]
     for j in jobs:
         rec = _rec(bulk_app, j)
-        assert (rec.queue, rec.priority, rec.name, rec.func) == (
-            "q", -3, "tasks.add", "tasks:add"
-        )
+        assert (rec.queue, rec.priority, rec.name, rec.func) == ("q", -3, "tasks.add", "tasks:add")
         assert t0 + 90 <= rec.exec_at <= t1 + 90 and rec.status == "SCHEDULED"
     at = datetime(2031, 5, 4, tzinfo=timezone.utc)
     (timed,) = tasks.add.map([(1, 1)], at=at)
