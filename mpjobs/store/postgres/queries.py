@@ -24,6 +24,7 @@ from mpjobs.store.batch import Batch
 from mpjobs.store.counters import COUNT_PUSHED_FROM, CounterQueries, push_token
 from mpjobs.store.gated import GatedClaims
 from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
+from mpjobs.store.postgres.copytext import COPY_RUN_COLS, runs_text
 from mpjobs.store.sql import (
     INSERT_GATED,
     INSERT_JOB,
@@ -156,19 +157,10 @@ class PgQueries(GatedClaims, PgConnector, CounterQueries):
     def _copy_runs(
         self, raw: psycopg.Connection[Any], ids: list[Any], batch: Batch, now: float
     ) -> None:
-        """COPY a Batch: each run's shared columns are one tuple, joined to each payload."""
-        with raw.cursor().copy(f"COPY jobs ({_COPY_COLS}) FROM STDIN") as copy:
-            write = copy.write_row
-            it = iter(ids)
-            for r in batch.runs:
-                t = r.template
-                head = (t.name, t.func, t.func_pickle)
-                mid = (t.queue, t.priority)
-                tail = (t.max_attempts, t.retry_backoff, t.timeout, t.memory_limit, None,
-                        t.schedule_id, SCHEDULED, now)  # fmt: skip
-                ats = r.exec_ats or [t.exec_at] * len(r.payloads)
-                for p, at in zip(r.payloads, ats, strict=True):
-                    write((next(it), *head, p, *mid, at, *tail))
+        """COPY a Batch as text made a run at a time (postgres/copytext.py)."""
+        with raw.cursor().copy(f"COPY jobs ({COPY_RUN_COLS}) FROM STDIN") as copy:
+            for text in runs_text(ids, batch, now):
+                copy.write(text)
 
     def _copy_gated(
         self, raw: psycopg.Connection[Any], ids: list[Any], jobs: Sequence[NewJob], now: float
