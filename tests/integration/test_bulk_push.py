@@ -117,3 +117,18 @@ def test_push_many_of_delayed_builders_in_the_callers_transaction(app: mpjobs.Ap
         assert {j.id for j in app.jobs()} == {j.id for j in jobs}
     assert all(t0 + 60 <= _rec(app, j).exec_at <= time.time() + 60 for j in jobs[:5])
     assert _rec(app, jobs[5]).exec_at <= time.time()
+
+
+def test_a_bulk_push_stores_each_value_exactly(app: mpjobs.App) -> None:
+    """What the bulk path writes reads back the same: no arguments (NULL), a queue with
+    the characters COPY's text format escapes, a due time to the microsecond."""
+    at = datetime(2031, 5, 4, 12, 0, 0, 123457, tzinfo=timezone.utc)
+    queue = "q\t1\\2\n3\r"
+    bare = tasks.noop.map([(), ()], queue=queue, priority=-7, at=at)
+    mixed = app.push_many([tasks.noop.schedule().options(queue=queue, at=at),
+                           tasks.add.schedule(1, 2).options(at=at)])  # fmt: skip
+    for j in [*bare, mixed[0]]:
+        rec = _rec(app, j)
+        assert rec.payload is None and rec.queue == queue and rec.exec_at == at.timestamp()
+    assert [_rec(app, j).priority for j in bare] == [-7, -7]
+    assert _rec(app, mixed[1]).payload is not None and mixed[1].exec_at == at

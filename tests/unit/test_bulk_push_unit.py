@@ -237,3 +237,22 @@ def test_a_batch_reads_as_the_new_jobs_it_holds() -> None:
         batch[5]
     with pytest.raises(ValueError, match="plain jobs only"):
         Run(NewJob("t", "m:f", None, None, "q", 1, 5.0, 1, 1.0, None, None, "key"), [b"a"])
+
+
+def test_copy_text_formats_values_as_postgres_reads_them() -> None:
+    from mpjobs.store.postgres.copytext import copy_text, runs_text
+
+    assert [copy_text(v) for v in (None, True, 3, 1.5, b"\x00\xff", "a\tb\\c\nd\re")] == [
+        "\\N", "t", "3", "1.5", "\\\\x00ff", "a\\tb\\\\c\\nd\\re"
+    ]  # fmt: skip
+    assert float(copy_text(1796145103.8417802)) == 1796145103.8417802
+    with pytest.raises(ValueError, match="NUL"):
+        copy_text("a\x00b")
+    with pytest.raises(TypeError):
+        copy_text(object())
+    t = NewJob("t", "m:f", None, None, "q", 1, 5.0, 1, 1.0, None, None, None)
+    text = "".join(runs_text([7, 8], Batch([Run(t, [b"\x01", None])]), 2.0))
+    assert text.splitlines() == [
+        "7\t\\\\x01\t5.0\tt\tm:f\t\\N\tq\t1\t1\t1.0\t\\N\t\\N\t\\N\t\\N\tSCHEDULED\t2.0",
+        "8\t\\N\t5.0\tt\tm:f\t\\N\tq\t1\t1\t1.0\t\\N\t\\N\t\\N\t\\N\tSCHEDULED\t2.0",
+    ]
