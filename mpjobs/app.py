@@ -6,7 +6,6 @@ nothing until it is used, so creating one at import time in every web worker is 
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -14,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from mpjobs import serialization
-from mpjobs.bulk import batch_of, gc_paused, handles
+from mpjobs.bulk import batch_of, gc_paused, handles, pusher
 from mpjobs.errors import ConfigError, HomeError
 from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
@@ -252,15 +251,7 @@ class App:
         if not builders:
             return []
         store = self.store
-        push = store.push
-        if connection is not None:
-            push_in = getattr(store, "push_in", None)
-            if push_in is None:
-                raise ConfigError(
-                    "push_many(connection=...) needs a PostgreSQL store; with SQLite "
-                    "every push is its own transaction"
-                )
-            push = functools.partial(push_in, connection)
+        push = pusher(store, connection)
         with gc_paused():  # see mpjobs/bulk.py
             now = time.time()
             # Plain builders go as runs of alike jobs (mpjobs/bulk.py), others one by one.

@@ -14,6 +14,7 @@ returns None for a batch holding any.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import pickle
 import time
@@ -38,7 +39,7 @@ from mpjobs.store.batch import Batch, Run
 if TYPE_CHECKING:
     from mpjobs.tasks import JobBuilder, Task
 
-__all__ = ["batch_of", "gc_paused", "handles", "pickled", "push_map"]
+__all__ = ["batch_of", "gc_paused", "handles", "pickled", "push_map", "pusher"]
 
 _PROTOCOL = 5  # serialization.dumps' protocol: the same bytes either way
 
@@ -87,6 +88,20 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def pusher(store: Store, connection: Any) -> Callable[[Sequence[NewJob], float], Any]:
+    """`store.push`, or with a caller's psycopg `connection` the push inside the caller's
+    transaction (PostgreSQL only: `push_in`); see docs/multihost.md."""
+    if connection is None:
+        return store.push
+    push_in = getattr(store, "push_in", None)
+    if push_in is None:
+        raise ConfigError(
+            "a push with connection=... needs a PostgreSQL store; with SQLite "
+            "every push is its own transaction"
+        )
+    return functools.partial(push_in, connection)
 
 
 def handles(store: Store, pushed: list[tuple[int, bool]]) -> list[Job[Any]]:
@@ -158,6 +173,7 @@ def push_map(
     items: Iterable[tuple[Any, ...]],
     kwargs: Mapping[str, Any] | None,
     options: dict[str, Any],
+    connection: Any = None,
 ) -> list[Job[Any]]:
     """`task.map`: one run of jobs of `task`, one per tuple of positional arguments."""
     timing = check_timing(options) if not TIMING_OPTIONS.isdisjoint(options) else {}
@@ -182,10 +198,11 @@ def push_map(
         merged = task.options
         shape = task._shape or Shape.of(merged, task.name)
     if shape.unique_key is not None or shape.gates is not None or "depends_on" in rest:
-        return _map_general(task, arglist, kw, options)
+        return _map_general(task, arglist, kw, options, connection)
     path, func_pickle = task._ref or task.ref()
     control = shape.control
     store = task.app.store
+    push = pusher(store, connection)
     with gc_paused():
         if control is not None:
             ctl = control.astuple()
@@ -199,12 +216,12 @@ def push_map(
         now = time.time()
         due = timing["at"] if "at" in timing else now + timing.get("delay", 0.0)
         batch = Batch([Run(_template(shape, path, func_pickle, due), payloads)])
-        return handles(store, store.push(batch, now))
+        return handles(store, push(batch, now))
 
 
 def _map_general(
     task: Task[Any, Any], arglist: list[tuple[Any, ...]], kw: dict[str, Any],
-    options: dict[str, Any],
+    options: dict[str, Any], connection: Any,
 ) -> list[Job[Any]]:  # fmt: skip
     """A map whose jobs are checked one by one (unique_key, gates, depends_on)."""
     if "unique_key" in options:
@@ -213,4 +230,4 @@ def _map_general(
             "first would be pushed); push builders with a key each through app.push_many"
         )
     proto = task.schedule().options(**options)
-    return task.app.push_many([proto.with_args(a, kw) for a in arglist])
+    return task.app.push_many([proto.with_args(a, kw) for a in arglist], connection)

@@ -99,6 +99,7 @@ class Task(Generic[P, R]):
         items: Iterable[tuple[Any, ...]],
         *,
         kwargs: Mapping[str, Any] | None = None,
+        connection: Any = None,
         **options: Any,
     ) -> list[Job[T]]: ...
 
@@ -108,6 +109,7 @@ class Task(Generic[P, R]):
         items: Iterable[tuple[Any, ...]],
         *,
         kwargs: Mapping[str, Any] | None = None,
+        connection: Any = None,
         **options: Any,
     ) -> list[Job[R]]: ...
 
@@ -116,6 +118,7 @@ class Task(Generic[P, R]):
         items: Iterable[tuple[Any, ...]],
         *,
         kwargs: Mapping[str, Any] | None = None,
+        connection: Any = None,
         **options: Any,
     ) -> list[Job[Any]]:
         """Push one job per item in one transaction, all committed or none: the bulk push.
@@ -124,10 +127,11 @@ class Task(Generic[P, R]):
         `kwargs` are keyword arguments every job gets. `options` are those of
         `.options()`, for all the jobs, `delay=` and `at=` included. No builder is made
         per job: only the arguments are pickled; see docs/jobs.md#bulk-pushes.
+        `connection`: a psycopg connection of yours (PostgreSQL), as for `push_many`.
         """
         from mpjobs.bulk import push_map
 
-        return push_map(self, items, kwargs, options)
+        return push_map(self, items, kwargs, options, connection)
 
 
 class JobBuilder(Generic[R]):

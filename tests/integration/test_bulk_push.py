@@ -119,6 +119,25 @@ def test_push_many_of_delayed_builders_in_the_callers_transaction(app: mpjobs.Ap
     assert _rec(app, jobs[5]).exec_at <= time.time()
 
 
+@pytest.mark.postgres_only
+def test_map_in_the_callers_transaction(app: mpjobs.App) -> None:
+    import psycopg
+
+    url = app.store_url
+    assert url is not None
+    base = url.split("?schema=")[0].split("&schema=")[0]
+    with psycopg.connect(base, autocommit=True) as conn:
+        with pytest.raises(ZeroDivisionError), conn.transaction():
+            tasks.add.map([(i, 0) for i in range(5)], connection=conn)
+            assert app.jobs() == []  # not visible to others before the caller commits
+            1 / 0  # noqa: B018
+        assert app.jobs() == []
+        with conn.transaction():
+            jobs = tasks.add.map([(i, 0) for i in range(5)], connection=conn, delay=60)
+            gated = tasks.add.map([(1, 1)], connection=conn, expires="1h")  # general path
+        assert {j.id for j in app.jobs()} == {j.id for j in jobs + gated}
+
+
 def test_a_bulk_push_stores_each_value_exactly(app: mpjobs.App) -> None:
     """What the bulk path writes reads back the same: no arguments (NULL), a queue with
     the characters COPY's text format escapes, a due time to the microsecond."""

@@ -156,6 +156,8 @@ def test_map_refuses_bad_options_and_items_clearly(bulk_app: App) -> None:
         tasks.add.map([(1, 1)], kwargs=[("x", 1)])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="the same key"):
         tasks.add.map([(1, 1)], unique_key="k")
+    with pytest.raises(ConfigError, match="needs a PostgreSQL store"):
+        tasks.add.map([(1, 1)], connection=object())
     assert bulk_app.jobs() == []
 
 
