@@ -561,10 +561,19 @@ class Bench:
 
         self.out.update(dashboard.run(self.cfg.dashboard_n, 21, self.log))
 
+    # -- 14. bulk push: bare executemany vs push_many vs task.map (benchmarks/bulk.py) --
+
+    def bulk(self) -> None:
+        from benchmarks import bulk
+
+        quick = self.cfg == QUICK
+        self.out.update(bulk.run(20_000 if quick else 100_000, 3 if quick else 5,
+                                 self.home("bulk"), self.log))  # fmt: skip
+
 
 SCENARIOS = ["push", "latency", "schedule_lag", "recovery", "failover", "idle", "idle_waiters",
              "drain", "backlog", "bigstore", "async_drain", "scale", "workflows", "control",
-             "dashboard", "postgres"]  # fmt: skip
+             "dashboard", "postgres", "bulk"]  # fmt: skip
 
 # The client of the idle_waiters scenario: every waiter has run to its first sleep once
 # the main coroutine runs again after sleep(0).
@@ -637,6 +646,23 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("dashboard_jobs_status_queue_task_ms", "ms", 100.0, False),
     ("dashboard_jobs_second_page_ms", "ms", 100.0, False),
     ("dashboard_failures_ms", "ms", 100.0, False),
+    *[(f"bigstore_{q}_us", "us", 1000.0, False) for q in (
+        "claim_10", "claim_10_one_queue", "claim_fair_share_4", "has_due", "has_due_none_due",
+        "next_exec_at", "schedule_active_count", "purge_of_nothing", "queue_depths",
+        "jobs_success_q1", "jobs_failed_q1", "get_job")],  # fmt: skip
+    ("bigstore_start_latency_p50_ms", "ms", None, False),
+    ("bigstore_start_latency_p99_ms", "ms", 10.0, False),
+    ("bigstore_schedule_lag_p50_ms", "ms", None, False),
+    ("bigstore_schedule_lag_p99_ms", "ms", 20.0, False),
+    ("bigstore_drain_jobs_per_s_empty_ref", "jobs/s", None, True),
+    ("bigstore_drain_jobs_per_s", "jobs/s", None, True),
+    ("bigstore_drain_vs_empty", "ratio", 0.9, True),
+    ("bulk_sqlite_bare_per_s", "jobs/s", None, True),
+    ("bulk_sqlite_push_many_per_s", "jobs/s", None, True),
+    ("bulk_sqlite_map_per_s", "jobs/s", None, True),
+    ("bulk_sqlite_push_many_vs_bare", "x", 0.7, True),
+    ("bulk_sqlite_push_many_call_vs_bare", "x", None, True),
+    ("bulk_sqlite_map_vs_bare", "x", 0.7, True),
 ]
 
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from mpjobs import serialization
+from mpjobs.bulk import batch_of, gc_paused, handles, pusher
 from mpjobs.errors import ConfigError, HomeError
 from mpjobs.home import Home, home_path
 from mpjobs.job import Job, JobStatus
@@ -31,6 +32,7 @@ from mpjobs.options import (
 from mpjobs.scheduling.durations import parse_duration
 from mpjobs.store import Backend, Store
 from mpjobs.store.backends import open_backend
+from mpjobs.store.base import NewJob
 from mpjobs.store.postgres.url import STORE_ENV, redact, store_from
 from mpjobs.tasks import JobBuilder, Task
 
@@ -230,6 +232,10 @@ class App:
     ) -> list[Job[Any]]:
         """Push many jobs in one transaction: all of them are committed, or none.
 
+        Each job is due when its builder says: now, or its `.options(delay=...)` or
+        `.options(at=...)`. A bulk push of one task's jobs is faster still with
+        `task.map` (no builder per job); see docs/jobs.md#bulk-pushes.
+
         `connection`: a psycopg connection of yours, on a PostgreSQL store: the jobs are
         written in *your* open transaction, so they commit (and workers are woken) with
         your own rows, or vanish with your rollback; mpjobs neither commits nor rolls
@@ -242,20 +248,17 @@ class App:
             from mpjobs.workflows.links import push_linked
 
             return push_linked(self.store, builders)
-        now = time.time()
-        rows = [b.new_job(now) for b in builders]
-        if not rows:
+        if not builders:
             return []
         store = self.store
-        if connection is not None:
-            push_in = getattr(store, "push_in", None)
-            if push_in is None:
-                raise ConfigError(
-                    "push_many(connection=...) needs a PostgreSQL store; with SQLite "
-                    "every push is its own transaction"
-                )
-            return [Job(store, i) for i, _ in push_in(connection, rows, now)]
-        return [Job(store, i) for i, _ in store.push(rows, now)]
+        push = pusher(store, connection)
+        with gc_paused():  # see mpjobs/bulk.py
+            now = time.time()
+            # Plain builders go as runs of alike jobs (mpjobs/bulk.py), others one by one.
+            rows: Sequence[NewJob] | None = batch_of(builders, now)
+            if rows is None:
+                rows = [b.new_job(now) for b in builders]
+            return handles(store, push(rows, now))
 
     def group(self, builders: Iterable[JobBuilder[Any]]) -> Group:
         """Push jobs as a group, in one transaction; see docs/workflows.md."""

@@ -9,11 +9,14 @@ so a typo fails at the call site, naming the option, and not in a worker later.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from mpjobs.control.options import GATE_OPTIONS, Gates, check_gates
 from mpjobs.control.spec import CONTROL_OPTIONS, Control, check_soft, control_of
+from mpjobs.errors import ConfigError
 from mpjobs.limits import Limit, resolve_limits
+from mpjobs.scheduling.durations import parse_duration
 
 __all__ = [
     "DEFAULTS",
@@ -23,9 +26,11 @@ __all__ = [
     "DEFAULT_RETRY_BACKOFF",
     "JOB_OPTIONS",
     "SCHEDULE_OPTIONS",
+    "TIMING_OPTIONS",
     "WORKFLOW_OPTIONS",
     "Shape",
     "check_options",
+    "check_timing",
 ]
 
 DEFAULT_QUEUE = "default"
@@ -45,6 +50,11 @@ SCHEDULE_OPTIONS = {
 
 # Per job only (`.options()`), never a task's default: what a job waits for (workflows/).
 WORKFLOW_OPTIONS = {"depends_on"}
+
+# Per job only: when it is due, so a batch (`push_many`, `task.map`) can hold delayed and
+# timed jobs. `delay` counts from the push, not from the `.options()` call; `at` (or its
+# other name `exec_at`, the Job attribute it sets) is an aware datetime, naive = local.
+TIMING_OPTIONS = {"delay", "at", "exec_at"}
 
 DEFAULTS: dict[str, Any] = {
     "queue": DEFAULT_QUEUE,
@@ -81,6 +91,29 @@ def check_options(options: dict[str, Any], allowed: set[str]) -> None:
         check_gates(options)  # raises ConfigError naming the bad control option
     if CONTROL_OPTIONS.intersection(options):
         control_of(options)  # job control: its checks (the timeout pairing is in Shape.of)
+
+
+def check_timing(options: dict[str, Any]) -> dict[str, float]:
+    """The timing option of `options`, checked: {"delay": seconds}, {"at": timestamp}
+    or {} when none is given. A bad one is a ConfigError naming it, raised here, at the
+    call site, and not at the push of a batch that holds it."""
+    given = sorted(TIMING_OPTIONS.intersection(options))
+    if not given:
+        return {}
+    if len(given) > 1:
+        raise ConfigError(f"a job takes one of delay=, at= (or exec_at=), got {given}")
+    key = given[0]
+    value = options[key]
+    if key == "delay":
+        try:
+            return {"delay": parse_duration(value, what="delay")}
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if not isinstance(value, datetime):
+        raise ConfigError(
+            f"invalid {key} {value!r}: expected a datetime (aware; naive means local time)"
+        )
+    return {"at": value.timestamp()}
 
 
 @dataclass(frozen=True, slots=True)

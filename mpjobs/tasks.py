@@ -10,19 +10,22 @@ are the same classes, so code and pickles that name them there keep working.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from mpjobs import serialization
+from mpjobs.errors import ConfigError
 from mpjobs.job import Job
 from mpjobs.options import (
     DEFAULTS,
     JOB_OPTIONS,
     SCHEDULE_OPTIONS,
+    TIMING_OPTIONS,
     WORKFLOW_OPTIONS,
     Shape,
     check_options,
+    check_timing,
 )
 from mpjobs.scheduling.durations import parse_duration
 from mpjobs.store.base import NewJob
@@ -90,6 +93,46 @@ class Task(Generic[P, R]):
             self.app, path, pickled, self.name, args, kwargs, self.options, self._shape
         )
 
+    @overload
+    def map(
+        self: Task[P, Coroutine[Any, Any, T]],
+        items: Iterable[tuple[Any, ...]],
+        *,
+        kwargs: Mapping[str, Any] | None = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> list[Job[T]]: ...
+
+    @overload
+    def map(
+        self,
+        items: Iterable[tuple[Any, ...]],
+        *,
+        kwargs: Mapping[str, Any] | None = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> list[Job[R]]: ...
+
+    def map(
+        self,
+        items: Iterable[tuple[Any, ...]],
+        *,
+        kwargs: Mapping[str, Any] | None = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> list[Job[Any]]:
+        """Push one job per item in one transaction, all committed or none: the bulk push.
+
+        Each item is the tuple of one job's positional arguments (`(x,)` for one);
+        `kwargs` are keyword arguments every job gets. `options` are those of
+        `.options()`, for all the jobs, `delay=` and `at=` included. No builder is made
+        per job: only the arguments are pickled; see docs/jobs.md#bulk-pushes.
+        `connection`: a psycopg connection of yours (PostgreSQL), as for `push_many`.
+        """
+        from mpjobs.bulk import push_map
+
+        return push_map(self, items, kwargs, options, connection)
+
 
 class JobBuilder(Generic[R]):
     """A job not yet pushed: choose when with now/delay/at, or make it recurring."""
@@ -119,9 +162,21 @@ class JobBuilder(Generic[R]):
         self._exec_at: float | None = None
 
     def options(self, **options: Any) -> JobBuilder[R]:
-        """A copy with per-job options layered over the task's (dramatiq-style lookup)."""
+        """A copy with per-job options layered over the task's (dramatiq-style lookup).
+
+        `delay=` (seconds, "5m", timedelta) or `at=` (a datetime; also `exec_at=`) say
+        when the job is due, for `push_many` and `.now()`: the delay counts from the push.
+        """
+        timing = None
+        if not TIMING_OPTIONS.isdisjoint(options):
+            timing = check_timing(options)
+            options = {k: v for k, v in options.items() if k not in TIMING_OPTIONS}
         check_options(options, JOB_OPTIONS | SCHEDULE_OPTIONS | WORKFLOW_OPTIONS)
         merged = {**self._options, **options}
+        if timing is not None:  # stored parsed: {"delay": seconds} or {"at": timestamp}
+            merged.pop("delay", None)
+            merged.pop("at", None)
+            merged.update(timing)
         shape = Shape.of(merged, self.name)  # checks the merged options now, not at push
         b: JobBuilder[R] = JobBuilder(
             self.app,
@@ -133,6 +188,15 @@ class JobBuilder(Generic[R]):
             merged,
             shape,
         )
+        b._exec_at = self._exec_at
+        return b
+
+    def with_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobBuilder[R]:
+        """A copy with other arguments, the same options and timing (for `task.map`)."""
+        b: JobBuilder[R] = JobBuilder(
+            self.app, self.func, self.func_pickle, self.name, args, kwargs, self._options,
+            self._shape,
+        )  # fmt: skip
         b._exec_at = self._exec_at
         return b
 
@@ -155,12 +219,23 @@ class JobBuilder(Generic[R]):
             return None
         return serialization.dumps((self.args, self.kwargs), what)
 
+    def due(self, now: float) -> float:
+        """When this job is due if pushed at `now`: its own time (`_exec_at`, set by
+        integrations), else its `at=` or `delay=` option, else now."""
+        if self._exec_at is not None:
+            return self._exec_at
+        o = self._options
+        if "at" in o:
+            return float(o["at"])
+        if "delay" in o:
+            return now + float(o["delay"])
+        return now
+
     def new_job(
         self, now: float, exec_at: float | None = None, schedule_id: str | None = None
     ) -> NewJob:
         shape = self._shape_of()
-        when = exec_at if exec_at is not None else self._exec_at
-        due = now if when is None else when
+        due = exec_at if exec_at is not None else self.due(now)
         job = NewJob(
             shape.name, self.func, self.func_pickle, self.payload(), shape.queue, shape.priority,
             due, shape.max_attempts, shape.retry_backoff,
@@ -172,7 +247,7 @@ class JobBuilder(Generic[R]):
              job.rate_period) = shape.gates.columns(due, self.args, self.kwargs)  # fmt: skip
         return job
 
-    def _push(self, exec_at: float) -> Job[R]:
+    def _push(self, exec_at: float | None) -> Job[R]:
         if "depends_on" in self._options:  # waits for other jobs: workflows/links.py
             from mpjobs.workflows.links import push_linked
 
@@ -183,7 +258,8 @@ class JobBuilder(Generic[R]):
         return Job(store, job_id)
 
     def now(self) -> Job[R]:
-        return self._push(time.time())
+        """Push it now; it is due now, or when its `delay=`/`at=` option says."""
+        return self._push(None)
 
     def after(self, job: Job[Any]) -> Job[R]:
         """`job.then(this)`: run after `job` succeeds, with its result as first argument."""
@@ -200,15 +276,25 @@ class JobBuilder(Generic[R]):
             raise TypeError(f"at() takes a datetime, got {when!r}")
         return self._push(when.timestamp())
 
+    def _recurring(self) -> None:
+        """A schedule decides when its jobs are due: a job's own timing is refused."""
+        if self._exec_at is not None or "delay" in self._options or "at" in self._options:
+            raise ConfigError(
+                f"{self.name}: delay= and at= are for one job; a schedule's trigger says "
+                "when its jobs run (use .every(..., start=...) to start later)"
+            )
+
     def cron(self, expr: str, tz: str | None = None) -> Schedule:
         from mpjobs.scheduling.schedules import declare
         from mpjobs.scheduling.triggers import CronTrigger
 
+        self._recurring()
         return declare(self, CronTrigger(expr, tz))
 
     def every(self, interval: float | str | timedelta, start: Any = None) -> Schedule:
         from mpjobs.scheduling.schedules import declare, interval_trigger
 
+        self._recurring()
         return declare(self, interval_trigger(interval, start))
 
     def daily(self, hhmm: str, tz: str | None = None) -> Schedule:
@@ -217,6 +303,7 @@ class JobBuilder(Generic[R]):
         from mpjobs.scheduling.schedules import declare
         from mpjobs.scheduling.triggers import DailyTrigger
 
+        self._recurring()
         parsed = parse_daily_time(hhmm)
         if parsed is None:
             raise ValueError(f"invalid daily time {hhmm!r}: expected HH:MM")

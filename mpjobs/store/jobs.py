@@ -45,7 +45,8 @@ class JobQueries(DueQueries, CompletionQueries):
     def push(self, jobs: Sequence[NewJob], now: float) -> list[tuple[int, bool]]:
         """Insert jobs in one transaction; for a live duplicate unique_key, return its id."""
         with self._tx() as conn:
-            if all(j.unique_key is None for j in jobs):
+            # A Batch (store/batch.py) holds plain jobs only: not read job by job.
+            if getattr(jobs, "plain", False) or all(j.unique_key is None for j in jobs):
                 self._count_pushed(conn, jobs)
                 if len(jobs) == 1:
                     if jobs[0].gated:
@@ -58,7 +59,8 @@ class JobQueries(DueQueries, CompletionQueries):
                     conn.executemany(sql, rows)
                 # Rowids are max+1 and we hold the write lock: this batch is contiguous.
                 end = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
-                return [(i, True) for i in range(end - len(jobs) + 1, end + 1)]
+                n = len(jobs)
+                return list(zip(range(end - n + 1, end + 1), [True] * n, strict=True))
             out: list[tuple[int, bool]] = []
             for j in jobs:
                 try:

@@ -5,11 +5,11 @@ the INSERT of jobs (one statement per run of alike jobs, the rest bound per row)
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from mpjobs.store.base import RUNNING, SCHEDULED, TERMINAL, JobRecord, NewJob
+from mpjobs.store.batch import Batch
 
 JOB_COLS = ", ".join(f.name for f in JobRecord.__dataclass_fields__.values())
 # The columns a plain claim returns: a job without control options has NULL in the
@@ -58,44 +58,81 @@ def insert_of(j: NewJob, now: float) -> tuple[str, tuple[Any, ...]]:
     return INSERT_JOB, job_params(j, now)
 
 
-def _literal(value: object) -> str:
-    """An SQL literal for a value that is the same in every row of a batch."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return repr(value)
-    if isinstance(value, str) and "\x00" not in value:
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, bytes):
-        return f"X'{value.hex()}'"
-    raise ValueError(f"no SQL literal for {value!r}")
+# Rows per multi-row INSERT of a run: executemany steps a statement once per row, and
+# that step (reset, bind, VDBE setup) costs more than the insert of a small row; one
+# statement of RUN_ROWS rows is about twice the rate. At most 2 parameters per row plus
+# the shared ones stay below SQLite's oldest limit of 999 bound parameters.
+RUN_ROWS = 400
+# The columns a run shares, bound once per statement: name, func, func_pickle, queue,
+# priority, max_attempts, retry_backoff, timeout, memory_limit, schedule_id, created_at.
+_RUN_COLS = (
+    "name, func, func_pickle, queue, priority, max_attempts, retry_backoff, timeout, "
+    "memory_limit, schedule_id, created_at"
+)
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_for(shape: tuple[Any, ...], now: float, exec_at: float | None) -> str:
-    """An INSERT with every shared column as a literal; exec_at too when given."""
-    name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory, sid = shape
-    values = (name, func, func_pickle, queue, priority, max_attempts, backoff, timeout, memory)
-    consts = ", ".join(_literal(v) for v in (*values, sid, now))
-    at = "?" if exec_at is None else _literal(exec_at)
+def _insert_for(rows: int, varying_at: bool) -> str:
+    """A multi-row INSERT of `rows` alike jobs: the shared columns bound once, then one
+    payload per row (and one exec_at, when they differ), in push order.
+
+    The text depends only on its two arguments, so it is prepared once per process and
+    kept in the connection's statement cache, whatever the task or the time.
+    """
+    shared = ", ".join("?" * 11)
+    if varying_at:
+        cols, values = "column2, column1", ",".join(["(?,?)"] * rows)
+    else:
+        cols, values = "?, column1", ",".join(["(?)"] * rows)
     return (
-        "INSERT INTO jobs (payload, exec_at, name, func, func_pickle, queue, priority, "
-        "max_attempts, retry_backoff, timeout, memory_limit, schedule_id, created_at, status) "
-        f"VALUES (?, {at}, {consts}, '{SCHEDULED}')"
+        f"INSERT INTO jobs ({_RUN_COLS}, exec_at, payload, status) "
+        f"SELECT {shared}, {cols}, '{SCHEDULED}' FROM (VALUES {values})"
     )
+
+
+def run_inserts(
+    t: NewJob, payloads: Sequence[bytes | None], exec_ats: Sequence[float] | None, now: float
+) -> list[tuple[str, list[Any]]]:
+    """The statements inserting a run of jobs like `t`, with these payloads (and due
+    times; None: all due at t.exec_at), in push order."""
+    shared: tuple[Any, ...] = (t.name, t.func, t.func_pickle, t.queue, t.priority,
+                               t.max_attempts, t.retry_backoff, t.timeout, t.memory_limit,
+                               t.schedule_id, now)  # fmt: skip
+    if exec_ats is None:
+        shared += (t.exec_at,)
+        flat: Sequence[Any] = payloads
+        per = 1
+    else:
+        flat = [None] * (2 * len(payloads))
+        flat[0::2] = payloads
+        flat[1::2] = exec_ats
+        per = 2
+    n = len(payloads)
+    full, tail = divmod(n, RUN_ROWS)
+    step = RUN_ROWS * per
+    out: list[tuple[str, list[Any]]] = []
+    if full:
+        chunks = [shared + tuple(flat[i : i + step]) for i in range(0, full * step, step)]
+        out.append((_insert_for(RUN_ROWS, per == 2), chunks))
+    if tail:
+        out.append((_insert_for(tail, per == 2), [shared + tuple(flat[full * step :])]))
+    return out
 
 
 def grouped_inserts(jobs: Sequence[NewJob], now: float) -> list[tuple[str, list[Any]]]:
     """Batch inserts binding only what differs per job, in push order.
 
-    Binding 14 parameters per row costs more than SQLite's insert itself; the columns
-    that are the same for a whole run of jobs (same task, same options) become literals
-    of a statement that is cached and reused, and so does exec_at when a run shares it.
+    Binding 14 parameters per row costs more than SQLite's insert itself: a run of
+    jobs that share every column but their arguments (same task, same options) is
+    inserted by multi-row statements binding the shared columns once (`run_inserts`).
+    A `Batch` (batch.py) arrives as runs already; plain NewJobs are split into runs by
+    their batch keys. Jobs with control gates are bound per row, with their columns.
     """
+    if isinstance(jobs, Batch):
+        out: list[tuple[str, list[Any]]] = []
+        for r in jobs.runs:
+            out += run_inserts(r.template, r.payloads, r.exec_ats, now)
+        return out
     runs: list[tuple[Any, list[NewJob]]] = []
     last: object = object()
     for j in jobs:
@@ -104,27 +141,17 @@ def grouped_inserts(jobs: Sequence[NewJob], now: float) -> list[tuple[str, list[
             runs.append((key, []))
             last = key
         runs[-1][1].append(j)
-    out: list[tuple[str, list[Any]]] = []
+    out = []
     for _key, run in runs:
         j = run[0]
         if j.gated:  # a run shares its options: bound per row, with the control columns
             out.append((INSERT_GATED, [job_params(x, now) + gate_params(x) for x in run]))
             continue
-        shape = (j.name, j.func, j.func_pickle, j.queue, j.priority, j.max_attempts,
-                 j.retry_backoff, j.timeout, j.memory_limit, j.schedule_id)  # fmt: skip
         at = j.exec_at
         same_time = all(x.exec_at == at for x in run)
-        try:
-            sql = _insert_for(shape, now, at if same_time else None)
-        except ValueError:
-            out.append((INSERT_JOB, [job_params(x, now) for x in run]))
-            continue
-        if same_time:
-            out.append((sql, [(x.payload,) for x in run]))
-        else:
-            out.append((sql, [(x.payload, x.exec_at) for x in run]))
+        exec_ats = None if same_time else [x.exec_at for x in run]
+        out += run_inserts(j, [x.payload for x in run], exec_ats, now)
     return out
-
 
 
 def queue_filter(queues: Sequence[str] | None) -> tuple[str, list[Any]]:

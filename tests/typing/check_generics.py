@@ -34,6 +34,13 @@ def typed_results() -> None:
     print(total, page, later, waited, wrong)
 
 
+def typed_bulk() -> None:
+    sums: list[int] = [j.result() for j in add.map([(1, 2), (3, 4)], priority=1)]
+    pages: list[str] = [j.result() for j in fetch.map([("https://example.com",)], delay=5)]
+    wrong: list[str] = [j.result() for j in add.map([(1, 2)])]  # type: ignore[misc]
+    print(sums, pages, wrong)
+
+
 def untyped_lookups(job_id: str) -> None:
     job = app.get_job(job_id)
     if job is not None:

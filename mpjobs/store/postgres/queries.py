@@ -20,9 +20,11 @@ from typing import Any
 import psycopg
 
 from mpjobs.store.base import LIVE, RUNNING, SCHEDULED, NewJob
+from mpjobs.store.batch import Batch
 from mpjobs.store.counters import COUNT_PUSHED_FROM, CounterQueries, push_token
 from mpjobs.store.due import DueQueries
 from mpjobs.store.postgres.connection import PgConn, PgConnector, pg_sql
+from mpjobs.store.postgres.copytext import COPY_RUN_COLS, runs_text
 from mpjobs.store.sql import (
     INSERT_GATED,
     INSERT_JOB,
@@ -84,12 +86,7 @@ class PgQueries(DueQueries, PgConnector, CounterQueries):
             assert row is not None
             return [(int(row[0]), True)]
         with self._tx() as conn:
-            if all(j.unique_key is None for j in jobs):
-                out = [(i, True) for i in self._copy(conn, jobs, now)]
-            else:
-                out = [self._push_unique(conn, j, now) for j in jobs]
-            self._count_pushed(conn, [j for j, (_, new) in zip(jobs, out, strict=True) if new])
-            return out
+            return self._push_rows(conn, jobs, now)
 
     def push_in(
         self, user: psycopg.Connection[Any], jobs: Sequence[NewJob], now: float
@@ -111,17 +108,27 @@ class PgQueries(DueQueries, PgConnector, CounterQueries):
             old = user.execute("SELECT current_setting('search_path')").fetchone()
             user.execute("SELECT set_config('search_path', %s, true)", (self.target.schema,))
             try:
-                conn = PgConn(user)
-                if all(j.unique_key is None for j in jobs):
-                    out = [(i, True) for i in self._copy(conn, jobs, now)]
-                else:
-                    out = [self._push_unique(conn, j, now) for j in jobs]
-                self._count_pushed(conn, [j for j, (_, new) in zip(jobs, out, strict=True) if new])
+                out = self._push_rows(PgConn(user), jobs, now)
                 user.execute("SELECT pg_notify(%s, 'tx')", (self.channel,))
             finally:
                 user.execute(
                     "SELECT set_config('search_path', %s, true)", (old[0] if old else "",)
                 )
+        return out
+
+    def _push_rows(
+        self, conn: PgConn, jobs: Sequence[NewJob], now: float
+    ) -> list[tuple[int, bool]]:
+        """The body of a batch push, in the transaction given: rows, then their counts."""
+        if isinstance(jobs, Batch):  # plain jobs in runs (store/batch.py)
+            out = [(i, True) for i in self._copy(conn, jobs, now)]
+            self._count_pushed(conn, jobs.templates())
+            return out
+        if all(j.unique_key is None for j in jobs):
+            out = [(i, True) for i in self._copy(conn, jobs, now)]
+        else:
+            out = [self._push_unique(conn, j, now) for j in jobs]
+        self._count_pushed(conn, [j for j, (_, new) in zip(jobs, out, strict=True) if new])
         return out
 
     def _copy(self, conn: PgConn, jobs: Sequence[NewJob], now: float) -> list[int]:
@@ -134,6 +141,9 @@ class PgQueries(DueQueries, PgConnector, CounterQueries):
             ).fetchall()
         ]
         ids.sort()
+        if isinstance(jobs, Batch):
+            self._copy_runs(raw, ids, jobs, now)
+            return [int(i) for i in ids]
         if any(j.gated for j in jobs):
             self._copy_gated(raw, ids, jobs, now)
             return [int(i) for i in ids]
@@ -144,6 +154,14 @@ class PgQueries(DueQueries, PgConnector, CounterQueries):
                        j.exec_at, j.max_attempts, j.retry_backoff, j.timeout, j.memory_limit,
                        None, j.schedule_id, SCHEDULED, now))  # fmt: skip
         return [int(i) for i in ids]
+
+    def _copy_runs(
+        self, raw: psycopg.Connection[Any], ids: list[Any], batch: Batch, now: float
+    ) -> None:
+        """COPY a Batch as text made a run at a time (postgres/copytext.py)."""
+        with raw.cursor().copy(f"COPY jobs ({COPY_RUN_COLS}) FROM STDIN") as copy:
+            for text in runs_text(ids, batch, now):
+                copy.write(text)
 
     def _copy_gated(
         self, raw: psycopg.Connection[Any], ids: list[Any], jobs: Sequence[NewJob], now: float
