@@ -63,6 +63,7 @@ class JobContext:
                 )
         if self._store is None or self._owner is None:
             return  # run outside a worker (a test calling the executor): nowhere to write
+        _progress_given[0] = True
         writer_for(self._store).submit(int(self.id), self._owner, float(value), text)
 
     def flush(self) -> None:
@@ -81,6 +82,10 @@ Running = tuple[JobRecord, "Store | None"]
 _current: contextvars.ContextVar[Running | None] = contextvars.ContextVar(
     "mpjobs_current_job", default=None
 )
+# Whether a job of this process ever gave progress (set_progress is the only way to):
+# until one has, no writer exists and `leave` has nothing to flush. A forked child may
+# inherit True; then it merely asks, as every job did before this flag.
+_progress_given = [False]
 
 
 def current_job() -> JobContext:
@@ -107,5 +112,5 @@ def leave(
     """The job's call is over: forget it, and land its last progress, if it gave any
     (unless `flush` is False: an event loop must not block on it, see executors.py)."""
     _current.reset(token)
-    if flush and store is not None:
+    if flush and _progress_given[0] and store is not None:
         flush_pending(store, job.id)

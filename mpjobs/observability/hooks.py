@@ -32,6 +32,7 @@ from mpjobs.errors import ConfigError
 from mpjobs.store.base import SCHEDULED, SUCCESS, Completion, JobRecord
 
 log = logging.getLogger("mpjobs.hooks")
+_INFO = logging.INFO
 _JOBS_LOG = logging.getLogger("mpjobs.jobs")  # the built-in job log's (joblog.py)
 
 JOB_HOOKS = ("before_job", "after_job", "on_failure", "on_retry")
@@ -140,6 +141,7 @@ class Hooks:
     def __init__(self, middlewares: Iterable[Middleware] = ()) -> None:
         self._fns: dict[str, list[Callable[..., None]]] = {name: [] for name in HOOKS}
         self._only_log = True
+        self._success_free = True  # no before_job nor after_job hook (see `silent`)
         self.middlewares: list[Middleware] = []
         self.extend(middlewares)
 
@@ -169,6 +171,7 @@ class Hooks:
             if fn is not getattr(Middleware, name):
                 self._fns[name].append(getattr(mw, name))
         self._only_log = self._is_only_log()
+        self._success_free = not (self._fns["before_job"] or self._fns["after_job"])
 
     def _is_only_log(self) -> bool:
         return all(
@@ -182,6 +185,7 @@ class Hooks:
             raise ConfigError(f"a hook must be callable, got {fn!r}")
         self._fns[name].append(fn)
         self._only_log = False
+        self._success_free = not (self._fns["before_job"] or self._fns["after_job"])
 
     @staticmethod
     def _check_name(name: str) -> None:
@@ -190,11 +194,20 @@ class Hooks:
 
     # -- called by the executors and the worker ----------------------------------------
 
+    def silent(self) -> bool:
+        """Whether a job that succeeds calls no hook at all: none is registered for
+        before_job or after_job, or only the built-in job log with its INFO lines off.
+
+        The executors ask once per job and then skip both hook points for a success,
+        which is the no-op drain's case; a failure or retry always goes to `after`.
+        """
+        return self._success_free or (self._only_log and not _JOBS_LOG.isEnabledFor(_INFO))
+
     def _quiet(self) -> bool:
         """Only the built-in job log is registered and its INFO lines are off: then a job
         that succeeds gives it nothing to write, and no JobInfo need be made (the no-op
         drain's per-job cost)."""
-        return self._only_log and not _JOBS_LOG.isEnabledFor(logging.INFO)
+        return self._only_log and not _JOBS_LOG.isEnabledFor(_INFO)
 
     def before(self, job: JobRecord) -> None:
         fns = self._fns["before_job"]

@@ -334,22 +334,29 @@ class Worker:
         keeps trying, and claims nothing new meanwhile. If the worker is told to stop
         while the store is unwritable, its journal stays behind for whoever settles it.
         """
+        try:
+            return fn(*args)  # the usual case, a few times per job: no back-off object
+        except self.app.backend.unavailable + (OSError,) as exc:  # noqa: RUF005 (mypy)
+            failed = exc
+        return self._ride_out(failed, fn, *args)
+
+    def _ride_out(self, exc: BaseException, fn: Any, *args: Any) -> Any:
+        """`_retrying` after a failed call: try again after doubling waits until it works."""
         backoff = Backoff(0.1, 5.0)
         while True:
+            delay = backoff.next()
+            log.error("worker %s: store call failed (%s); retrying in %.1fs", self.slot, exc, delay)
+            if self.stopping:
+                raise exc
+            # not self.watcher: failed writes by every process in the home raise
+            # inotify events, which would turn this back-off into a busy loop
+            ready, _, _ = select.select([self._wake_r], [], [], delay)
+            if ready:
+                drain_pipe(self._wake_r)
             try:
                 return fn(*args)
-            except self.app.backend.unavailable + (OSError,) as exc:  # noqa: RUF005 (mypy)
-                delay = backoff.next()
-                log.error(
-                    "worker %s: store call failed (%s); retrying in %.1fs", self.slot, exc, delay
-                )
-                if self.stopping:
-                    raise
-                # not self.watcher: failed writes by every process in the home raise
-                # inotify events, which would turn this back-off into a busy loop
-                ready, _, _ = select.select([self._wake_r], [], [], delay)
-                if ready:
-                    drain_pipe(self._wake_r)
+            except self.app.backend.unavailable + (OSError,) as again:  # noqa: RUF005 (mypy)
+                exc = again
 
     # -- one job ---------------------------------------------------------------------
 

@@ -64,6 +64,11 @@ _BUCKET_SQL = (
     + " ".join(f"WHEN finished_at - started_at <= {b!r} THEN {i}" for i, b in enumerate(BUCKETS))
     + f" ELSE {len(BUCKETS)} END"
 )
+# What a completion's UPDATE returns for `_count_finished_rows` (completions.py): the
+# row's id and its counter key, the same bucket and duration `_FINISHED` computes.
+FINISHED_RETURNING = (
+    f"id, name, queue, status, {_BUCKET_SQL}, coalesce(finished_at - started_at, 0)"
+)
 _FINISHED = (
     "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
     f"SELECT ?, '{FINISHED}', name, queue, status, {_BUCKET_SQL}, count(*), "
@@ -134,7 +139,7 @@ class CounterQueries(Rows):
         """Count claimed job rows (JobRecord column order: name 1, queue 5)."""
         if not rows:
             return
-        keys = Counter((r[1], r[5]) for r in rows)
+        keys = Counter([(r[1], r[5]) for r in rows])  # a list: no call per row
         conn.executemany(
             _UPSERT, [(owner, STARTED, t, q, "", 0, n, 0.0) for (t, q), n in keys.items()]
         )
@@ -144,8 +149,41 @@ class CounterQueries(Rows):
         for part in _chunks(ids):
             conn.execute(_RELEASED.format(ids=",".join("?" * len(part))), [owner, *part])
 
+    def _count_unstarted(self, conn: Conn, owner: str, task: str, queue: str) -> None:
+        """A job requeued with its attempt refunded (one that never began, settled after
+        its worker died, or handed back at a stop) was counted as started at its claim:
+        take that back, so the started count stays the sum of the jobs' attempts."""
+        conn.execute(_UPSERT, (owner, STARTED, task, queue, "", 0, -1, 0.0))
+
+    def _count_finished_rows(self, conn: Conn, owner: str, rows: Sequence[Any]) -> None:
+        """Count finished jobs from their rows as FINISHED_RETURNING gives them.
+
+        The rows come back from the very UPDATE that finished the jobs, so these counts
+        are exact without reading the jobs table again (what `_count_finished` does):
+        one UPSERT per (task, queue, status, bucket), a single one for a no-op drain.
+        """
+        if not rows:
+            return
+        keys: dict[tuple[str, str, str, int], list[Any]] = {}
+        for r in rows:
+            key = (r[1], r[2], r[3], r[4])
+            entry = keys.get(key)
+            if entry is None:
+                keys[key] = [1, r[5]]
+            else:
+                entry[0] += 1
+                entry[1] += r[5]
+        conn.executemany(
+            _UPSERT,
+            [
+                (owner, FINISHED, t, q, st, b, n, float(tot))
+                for (t, q, st, b), (n, tot) in keys.items()
+            ],
+        )
+
     def _count_finished(self, conn: Conn, owner: str, ids: Sequence[int], now: float) -> None:
-        """Count the jobs of `ids` that this transaction finished (finished_at = now)."""
+        """Count the jobs of `ids` that this transaction finished (finished_at = now),
+        from the table: for outcomes applied row by row (schedules, recovery)."""
         for part in _chunks(ids):
             sql = _FINISHED.format(ids=",".join("?" * len(part)))
             conn.execute(sql, [owner, *part, now])

@@ -37,12 +37,14 @@ _FAILED = TERMINAL - {SUCCESS}
 CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's limits
 
 
-def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+def chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    """`ids` in slices of CHUNK, one IN (...) list each (completions.py uses it too)."""
     for i in range(0, len(ids), CHUNK):
         yield ids[i : i + CHUNK]
 
 
-def _marks(n: int) -> str:
+def marks(n: int) -> str:
+    """The placeholders of an IN (...) list of `n` values."""
     return ",".join("?" * n)
 
 
@@ -127,9 +129,9 @@ class DepQueries(Rows):
         completion waits for our commit and then sees the edges.
         """
         status: dict[int, str] = {}
-        for chunk in _chunks(parents):
+        for chunk in chunks(parents):
             rows = conn.execute(
-                f"UPDATE jobs SET pid = pid WHERE id IN ({_marks(len(chunk))}) "
+                f"UPDATE jobs SET pid = pid WHERE id IN ({marks(len(chunk))}) "
                 "RETURNING id, status",
                 list(chunk),
             ).fetchall()
@@ -147,21 +149,22 @@ class DepQueries(Rows):
     def _resolve(self, conn: Conn, finished: Sequence[int], now: float) -> None:
         """Resolve the edges of jobs that may just have ended; a no-op for the rest.
 
-        The common case (no job of the batch has a dependent) is one read of job_deps'
-        primary key that finds nothing. An edge is resolved only once its parent is terminal, and
-        only once (done = 0 -> 1), so a completion applied twice releases nothing twice.
+        The common case (no job of the batch has a dependent) is a read of job_deps'
+        primary key that finds nothing (see `_any_edge`). An edge is resolved only once
+        its parent is terminal, and only once (done = 0 -> 1), so a completion applied
+        twice releases nothing twice.
         """
         if not finished or not self._any_edge(conn, finished):
             return  # the plain fast path: a read of job_deps' primary key, no write
         frontier = list(finished)
         while frontier:
             edges: list[tuple[int, int]] = []
-            for chunk in _chunks(frontier):
+            for chunk in chunks(frontier):
                 edges += [
                     (int(r[0]), int(r[1]))
                     for r in conn.execute(
                         "UPDATE job_deps SET done = 1 WHERE done = 0 AND parent IN "
-                        f"(SELECT id FROM jobs WHERE id IN ({_marks(len(chunk))}) "
+                        f"(SELECT id FROM jobs WHERE id IN ({marks(len(chunk))}) "
                         f"AND status IN {FINISHED_SQL}) RETURNING parent, child",
                         list(chunk),
                     ).fetchall()
@@ -184,10 +187,20 @@ class DepQueries(Rows):
                 self._met(conn, child, n)
 
     def _any_edge(self, conn: Conn, ids: Sequence[int]) -> bool:
-        """Whether a job of `ids` has an unresolved dependent: probes of the primary key."""
-        for chunk in _chunks(ids):
+        """Whether a job of `ids` has an unresolved dependent.
+
+        First one seek to job_deps' first row: a store that never had a workflow (or
+        whose edges were all purged with their jobs) answers there, without binding the
+        batch's ids. The read is in the transaction that ended the jobs, after their
+        UPDATEs, so it is as exact as the probe by id: an edge pushed onto one of these
+        jobs is either committed before (and seen) or waits for this commit and sees
+        its parent ended (push_linked locks the parents' rows).
+        """
+        if conn.execute("SELECT 1 FROM job_deps LIMIT 1").fetchone() is None:
+            return False
+        for chunk in chunks(ids):
             row = conn.execute(
-                f"SELECT 1 FROM job_deps WHERE parent IN ({_marks(len(chunk))}) AND done = 0 "
+                f"SELECT 1 FROM job_deps WHERE parent IN ({marks(len(chunk))}) AND done = 0 "
                 "LIMIT 1",
                 list(chunk),
             ).fetchone()
@@ -221,9 +234,9 @@ class DepQueries(Rows):
 
     def _statuses(self, conn: Conn, ids: Sequence[int]) -> dict[int, str]:
         out: dict[int, str] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             rows = conn.execute(
-                f"SELECT id, status FROM jobs WHERE id IN ({_marks(len(chunk))})", list(chunk)
+                f"SELECT id, status FROM jobs WHERE id IN ({marks(len(chunk))})", list(chunk)
             )
             out.update((int(r[0]), str(r[1])) for r in rows)
         return out
@@ -250,9 +263,9 @@ class DepQueries(Rows):
         are left out. What a chord or a chained job receives is read with this."""
         found: dict[int, tuple[int, str, bytes | None]] = {}
         conn = self._conn()
-        for chunk in _chunks(list(ids)):
+        for chunk in chunks(list(ids)):
             rows = conn.execute(
-                f"SELECT id, status, result FROM jobs WHERE id IN ({_marks(len(chunk))})",
+                f"SELECT id, status, result FROM jobs WHERE id IN ({marks(len(chunk))})",
                 list(chunk),
             )
             for r in rows:
