@@ -232,6 +232,8 @@ class MemoryStore(MemoryDeps):
         if c.status == SCHEDULED:
             r.status, r.exec_at, r.started_at = SCHEDULED, c.exec_at or now, None
             r.attempts -= int(c.refund_attempt)
+            if c.refund_attempt:  # given back unstarted: its start is taken back too
+                self._count((counters.STARTED, r.name, r.queue, "", 0), -1)
             return
         r.status, r.result, r.finished_at = c.status, c.result, now
         s = self._schedules.get(r.schedule_id) if r.schedule_id is not None else None
