@@ -20,11 +20,11 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from mpjobs.store.base import SCHEDULED
+from mpjobs.store.base import RUNNING, SCHEDULED
 from mpjobs.store.deps import WAITING_AT
 from mpjobs.store.gated import GatedClaims
 from mpjobs.store.rows import Conn
-from mpjobs.store.sql import queue_filter
+from mpjobs.store.sql import PLAIN_COLS, queue_filter
 
 _WAITING = f"status = '{SCHEDULED}'"
 # Waiting jobs with control options only: jobs_gated, ordered as jobs_ready is.
@@ -63,6 +63,23 @@ _DUE_IN_PAIR = (
     "AND exec_at <= ? ORDER BY exec_at, id LIMIT ?"
 )
 _PLAIN_DUE_IN_PAIR = _DUE_IN_PAIR.replace(" ORDER BY", " AND gated IS NULL ORDER BY")
+
+
+def _pick(
+    priority: int, queues: list[str], now: float, n: int, what: str
+) -> tuple[str, list[Any]]:
+    """The first `n` due jobs of one priority over `queues` (`what`: the column to
+    select), oldest first: one range of jobs_ready per queue; several are merged, each
+    read at most `n` entries deep, so the sort is of a bounded few rows."""
+    arm = (
+        f"SELECT {what}, exec_at, id AS i FROM jobs WHERE {_WAITING} AND queue = ? "
+        "AND priority = ? AND exec_at <= ? ORDER BY exec_at, id LIMIT ?"
+    )
+    args: list[Any] = [x for q in queues for x in (q, priority, now, n)]
+    if len(queues) == 1:
+        return f"SELECT {what} FROM ({arm}) AS a", args
+    union = " UNION ALL ".join([f"SELECT * FROM ({arm}) AS a"] * len(queues))
+    return f"SELECT {what} FROM ({union}) AS u ORDER BY exec_at, i LIMIT ?", [*args, n]
 
 
 def _in_pair(waiting: str) -> str:
@@ -107,12 +124,56 @@ class DueQueries(GatedClaims):
     ) -> list[tuple[int, float, int]]:
         return self._due(conn, queues, now, limit, plain_only=True)
 
+    def _levels(
+        self, conn: Conn, queues: Sequence[str] | None
+    ) -> list[tuple[int, list[str]]]:
+        """The pairs grouped by priority, in claim order: [(priority, [queue, ...])]."""
+        return [
+            (priority, [q for _p, q in level])
+            for priority, level in itertools.groupby(self._pairs(conn, queues), lambda x: x[0])
+        ]
+
     def _fair_share(
         self, conn: Conn, queues: Sequence[str] | None, now: float, limit: int, share: int
     ) -> int:
         """A worker's fair share of the due jobs: ready / `share` workers, at most `limit`."""
-        ready = len(self._due(conn, queues, now, limit * share))
+        return self._share_of(conn, self._levels(conn, queues), now, limit, share)
+
+    def _share_of(
+        self, conn: Conn, levels: list[tuple[int, list[str]]], now: float, limit: int,
+        share: int,
+    ) -> int:
+        """The fair share, the due jobs of `levels` counted up to `limit * share` in SQL,
+        a priority at a time."""
+        want, ready = limit * share, 0
+        for priority, queues_at in levels:
+            sql, args = _pick(priority, queues_at, now, want - ready, "1")
+            ready += int(conn.execute(f"SELECT count(*) FROM ({sql}) AS d", args).fetchone()[0])
+            if ready >= want:
+                break
         return max(1, min(limit, -(-ready // share)))
+
+    def _claim_due(
+        self, conn: Conn, owner: str, pid: int, levels: list[tuple[int, list[str]]],
+        now: float, limit: int,
+    ) -> list[Any]:
+        """Take up to `limit` due jobs of `levels` (all plain: the caller has checked),
+        in claim order.
+
+        Each priority's pick is a subquery of the UPDATE, so no id travels through
+        Python: a claim costs what the single UPDATE of one index range did before.
+        """
+        rows: list[Any] = []
+        for priority, queues_at in levels:
+            pick, args = _pick(priority, queues_at, now, limit - len(rows), "id")
+            rows += conn.execute(
+                f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
+                f"attempts = attempts + 1 WHERE id IN ({pick}) RETURNING {PLAIN_COLS}",
+                [owner, pid, now, *args],
+            ).fetchall()
+            if len(rows) >= limit:
+                break
+        return rows
 
     def has_due(self, queues: Sequence[str] | None, now: float) -> bool:
         """A read-only check, so idle workers woken together do not all queue for the lock."""
@@ -140,7 +201,13 @@ class DueQueries(GatedClaims):
 
 
     def _gated_due(self, conn: Conn, queues: Sequence[str] | None, now: float) -> bool:
-        """Whether a gated job is due: the claim's probe (store/gated.py claims them)."""
+        """Whether a gated job is due: the claim's probe (store/gated.py claims them).
+
+        Most homes have no job with control options waiting: the first entry of
+        jobs_gated says so at once, before the walk of its pairs."""
+        first = conn.execute(f"SELECT min(queue) FROM jobs WHERE {_GATED}").fetchone()
+        if first is None or first[0] is None:
+            return False
         cte, args = pairs_cte(queues, _GATED)
         row = conn.execute(
             cte + "SELECT 1 FROM ps WHERE p IS NOT NULL AND EXISTS (SELECT 1 FROM jobs WHERE "

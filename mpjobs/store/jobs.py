@@ -30,15 +30,12 @@ from mpjobs.store.sql import (
     INSERT_JOB_ID,
     JOB_COLS,
     LIVE_SQL,
-    PLAIN_COLS,
     expired_rows,
     grouped_inserts,
     insert_of,
     job_params,
     queue_filter,
 )
-
-_IDS_PER_STATEMENT = 500  # SQLite binds at most 32766 parameters
 
 
 class JobQueries(DueQueries, CompletionQueries):
@@ -118,20 +115,10 @@ class JobQueries(DueQueries, CompletionQueries):
         """
         if self._gated_due(conn, queues, now):
             return None
-        fair = limit > 1 and share > 1
-        ids = [i for _p, _e, i in self._due(conn, queues, now, limit * share if fair else limit)]
-        if fair:
-            ids = ids[: max(1, min(limit, -(-len(ids) // share)))]
-        rows: list[Any] = []
-        for part in range(0, len(ids), _IDS_PER_STATEMENT):
-            chunk = ids[part : part + _IDS_PER_STATEMENT]
-            rows += conn.execute(
-                f"UPDATE jobs SET status = '{RUNNING}', owner = ?, pid = ?, started_at = ?, "
-                f"attempts = attempts + 1 WHERE id IN ({','.join('?' * len(chunk))}) "
-                f"RETURNING {PLAIN_COLS}",
-                [owner, pid, now, *chunk],
-            ).fetchall()
-        return rows
+        levels = self._levels(conn, queues)
+        if limit > 1 and share > 1:
+            limit = self._share_of(conn, levels, now, limit, share)
+        return self._claim_due(conn, owner, pid, levels, now, limit)
 
     def complete(self, owner: str, done: Sequence[Completion], now: float) -> None:
         with self._tx() as conn:
