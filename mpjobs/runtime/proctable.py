@@ -27,11 +27,16 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 def _stat(pid: int) -> tuple[int, int] | None:
     """(parent pid, RSS in bytes) from /proc/<pid>/stat, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            line = f.read()
+    try:  # os.open and one read: half the cost of a buffered open() (50 Hz x a tree)
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        line = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after
     # the last ')'. Counting from `state` as 0: ppid is 1, rss (pages) is 21.
     fields = line[line.rfind(b")") + 2 :].split()
@@ -49,6 +54,7 @@ class ProcTable:
         self._children: dict[int, list[int]] = {}
         self._full_at = 0.0
         self._fresh = False
+        self._names: list[str] = []  # the last listing of /proc
         self.usable = os.path.isdir("/proc/self")
 
     def new_pass(self) -> None:
@@ -57,11 +63,16 @@ class ProcTable:
 
     def _refresh(self) -> None:
         try:
-            pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
+            names = os.listdir("/proc")
         except OSError:
             self.usable = False
             return
         now = time.monotonic()
+        if names == self._names and now < self._full_at:
+            self._fresh = True  # no process came or went since the last pass
+            return
+        self._names = names
+        pids = {int(n) for n in names if n.isdigit()}
         if now >= self._full_at:
             self._parent.clear()
             self._full_at = now + FULL_EVERY
