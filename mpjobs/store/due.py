@@ -10,8 +10,8 @@ scan in one recursive statement (one seek per pair, in SQLite and PostgreSQL ali
 then reads each pair's due jobs by a seek of its own. A home has a handful of queues and
 priorities; the cost is that handful of seeks, never the backlog.
 
-The due check, the next due time and the claim's choice all go through `_pairs`, so
-none of them reads a delayed job it does not return.
+The due check, the next due time, the claim's pick and its fair share all go through
+this walk (`pairs_cte`), so none of them reads a delayed job it does not return.
 """
 
 from __future__ import annotations
