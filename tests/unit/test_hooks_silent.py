@@ -6,6 +6,7 @@ and the built-in job log writes its lines as soon as INFO is on."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -42,9 +43,21 @@ def _run(hooks: Hooks, job: JobRecord) -> str:
     return ex.execute(job).status
 
 
-def test_silent_only_when_no_hook_would_be_called() -> None:
+@pytest.fixture
+def info_off() -> Iterator[None]:
+    """The job log's INFO lines off, whatever an earlier test of this process set."""
+    logger = logging.getLogger("mpjobs.jobs")
+    old = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def test_silent_only_when_no_hook_would_be_called(info_off: None) -> None:
     assert Hooks().silent()
-    assert Hooks([JobLog()]).silent()  # INFO is off by default (WARNING)
+    assert Hooks([JobLog()]).silent()  # INFO is off (the default level is WARNING)
     failures_only = Hooks()
     failures_only.on("on_failure", lambda job, outcome: None)
     assert failures_only.silent()  # a success calls no on_failure hook
@@ -54,7 +67,9 @@ def test_silent_only_when_no_hook_would_be_called() -> None:
     assert not user.silent()
 
 
-def test_a_silent_executor_still_reports_failures_and_user_hooks_see_everything() -> None:
+def test_a_silent_executor_still_reports_failures_and_user_hooks_see_everything(
+    info_off: None,
+) -> None:
     seen = Seen()
     failures: list[str] = []
     quiet = Hooks([JobLog()])
