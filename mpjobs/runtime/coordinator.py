@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from mpjobs.backoff import Backoff
 from mpjobs.coordination.notify import drain_pipe
-from mpjobs.coordination.processes import boot_child, host_info, stop_on_lost_session
+from mpjobs.coordination.processes import (
+    BOOT_ERROR,
+    boot_child,
+    host_info,
+    stop_on_lost_session,
+)
 from mpjobs.rules.schedules import fire_rule
 from mpjobs.runtime.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.scheduling.lifecycle import LifecycleRunner
@@ -61,7 +66,14 @@ class Coordinator:
     def run(self, parent_pid: int) -> NoReturn:
         code = 0
         try:
-            self._boot(parent_pid)
+            try:
+                self._boot(parent_pid)
+            except _Stop:
+                raise
+            except BaseException:  # the store out of reach (a server restarting), say:
+                log.exception("coordinator failed to boot")  # as a worker's, backed off
+                self._shutdown()
+                os._exit(BOOT_ERROR)
             try:
                 self._campaigning = True
                 self.leadership.campaign()

@@ -118,6 +118,7 @@ def hog_in_child(
     if how == "multiprocessing":
         p = multiprocessing.get_context("fork").Process(target=_child_hog, args=(total, pids, pace))
         p.start()
+        _record_pid(pids, p.pid)
         p.join()
         return f"child exited {p.exitcode}"
     pid = os.fork()
@@ -126,8 +127,20 @@ def hog_in_child(
             _child_hog(total, pids, pace)
         finally:
             os._exit(0)
+    _record_pid(pids, pid)
     os.waitpid(pid, 0)
     return "child exited"
+
+
+def _record_pid(pids: str, pid: int | None) -> None:
+    """The parent notes its child too, at once: a child forked from a large worker
+    counts the pages it shares with it (RSS), so the tree can cross a limit, and be
+    killed, before the child has written its own line."""
+    fd = os.open(pids, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{pid}\n".encode())
+    finally:
+        os.close(fd)
 
 
 # -- recovery and chaos ----------------------------------------------------------------
