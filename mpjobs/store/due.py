@@ -57,12 +57,10 @@ def pairs_cte(queues: Sequence[str] | None, waiting: str = _WAITING) -> tuple[st
     return f"WITH RECURSIVE {qs}, {ps} ", args
 
 
-# Jobs of one (queue, priority) due by now, oldest first: one range of jobs_ready.
-_DUE_IN_PAIR = (
-    f"SELECT id, exec_at FROM jobs WHERE {_WAITING} AND queue = ? AND priority = ? "
-    "AND exec_at <= ? ORDER BY exec_at, id LIMIT ?"
+# The due jobs of one (queue, priority), oldest first: one range of jobs_ready.
+_DUE_RANGE = (
+    f"FROM jobs WHERE {_WAITING} AND queue = ? AND priority = ? AND exec_at <= ?"
 )
-_PLAIN_DUE_IN_PAIR = _DUE_IN_PAIR.replace(" ORDER BY", " AND gated IS NULL ORDER BY")
 
 
 def _pick(
@@ -71,10 +69,7 @@ def _pick(
     """The first `n` due jobs of one priority over `queues` (`what`: the column to
     select), oldest first: one range of jobs_ready per queue; several are merged, each
     read at most `n` entries deep, so the sort is of a bounded few rows."""
-    arm = (
-        f"SELECT {what}, exec_at, id AS i FROM jobs WHERE {_WAITING} AND queue = ? "
-        "AND priority = ? AND exec_at <= ? ORDER BY exec_at, id LIMIT ?"
-    )
+    arm = f"SELECT {what}, exec_at, id AS i {_DUE_RANGE} ORDER BY exec_at, id LIMIT ?"
     args: list[Any] = [x for q in queues for x in (q, priority, now, n)]
     if len(queues) == 1:
         return f"SELECT {what} FROM ({arm}) AS a", args
@@ -94,35 +89,28 @@ class DueQueries(GatedClaims):
         rows = conn.execute(cte + "SELECT p, q FROM ps WHERE p IS NOT NULL", args).fetchall()
         return sorted((int(p), str(q)) for p, q in rows)
 
-    def _due(
-        self, conn: Conn, queues: Sequence[str] | None, now: float, want: int,
-        plain_only: bool = False,
-    ) -> list[tuple[int, float, int]]:
-        """Up to `want` due jobs as (priority, exec_at, id), in that claim order; with
-        `plain_only`, jobs without control options only (the gated claim's plain part).
-
-        A priority's pairs are read together, each its own range of at most `want`
-        entries; a lower priority is read only when the higher ones ran short.
-        """
-        arm = _PLAIN_DUE_IN_PAIR if plain_only else _DUE_IN_PAIR
-        out: list[tuple[int, float, int]] = []
-        for priority, level in itertools.groupby(self._pairs(conn, queues), lambda x: x[0]):
-            arms = [q for _p, q in level]
-            left = want - len(out)
-            sql = " UNION ALL ".join([f"SELECT * FROM ({arm}) AS a"] * len(arms))
-            args: list[Any] = [x for q in arms for x in (q, priority, now, left)]
-            rows = [(float(e), int(i)) for i, e in conn.execute(sql, args)]
-            if len(arms) > 1:  # each arm is in order: merge them (at most `left` each)
-                rows = sorted(rows)[:left]
-            out += [(priority, e, i) for e, i in rows]
-            if len(out) >= want:
-                break
-        return out
-
     def _plain_due(
         self, conn: Conn, queues: list[str], now: float, limit: int
     ) -> list[tuple[int, float, int]]:
-        return self._due(conn, queues, now, limit, plain_only=True)
+        """Up to `limit` due jobs without control options, as (priority, exec_at, id) in
+        claim order: the plain part of the gated claim, merged there with its picks.
+
+        A priority's pairs are read together, each its own range of at most `limit`
+        entries; a lower priority is read only when the higher ones ran short.
+        """
+        arm = f"SELECT id, exec_at {_DUE_RANGE} AND gated IS NULL ORDER BY exec_at, id LIMIT ?"
+        out: list[tuple[int, float, int]] = []
+        for priority, queues_at in self._levels(conn, queues):
+            left = limit - len(out)
+            sql = " UNION ALL ".join([f"SELECT * FROM ({arm}) AS a"] * len(queues_at))
+            args: list[Any] = [x for q in queues_at for x in (q, priority, now, left)]
+            rows = [(float(e), int(i)) for i, e in conn.execute(sql, args)]
+            if len(queues_at) > 1:  # each arm is in order: merge them (at most `left` each)
+                rows = sorted(rows)[:left]
+            out += [(priority, e, i) for e, i in rows]
+            if len(out) >= limit:
+                break
+        return out
 
     def _levels(
         self, conn: Conn, queues: Sequence[str] | None
