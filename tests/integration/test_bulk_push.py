@@ -11,14 +11,18 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import pytest
 import tasks
-from conftest import started, wait_for
+from conftest import pg_base_url, started, wait_for
 
 import mpjobs
 from mpjobs import SerializationError
 from mpjobs.store.base import JobRecord
+
+if TYPE_CHECKING:
+    import psycopg
 
 DELAY = 1.0  # long enough to see a job wait, short enough for the suite
 
@@ -93,15 +97,19 @@ def test_a_bulk_push_with_an_unpicklable_argument_pushes_nothing(app: mpjobs.App
     wait_for(lambda: len(app.jobs()) == 2, timeout=10, what="the two jobs listed")
 
 
+def _callers_connection(app: mpjobs.App) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection of the caller's own to the app's server, autocommit between its
+    explicit transactions."""
+    import psycopg
+
+    assert app.store_url is not None and app.store_url.startswith(pg_base_url())
+    return psycopg.connect(pg_base_url(), autocommit=True)
+
+
 @pytest.mark.postgres_only
 def test_push_many_of_delayed_builders_in_the_callers_transaction(app: mpjobs.App) -> None:
     """The runs of a bulk push go through COPY on the caller's connection too."""
-    import psycopg
-
-    url = app.store_url
-    assert url is not None
-    base = url.split("?schema=")[0].split("&schema=")[0]
-    with psycopg.connect(base, autocommit=True) as conn:
+    with _callers_connection(app) as conn:
         with pytest.raises(ZeroDivisionError), conn.transaction():
             app.push_many([tasks.add.schedule(i, 0).options(delay=60) for i in range(5)],
                           connection=conn)  # fmt: skip
@@ -121,12 +129,7 @@ def test_push_many_of_delayed_builders_in_the_callers_transaction(app: mpjobs.Ap
 
 @pytest.mark.postgres_only
 def test_map_in_the_callers_transaction(app: mpjobs.App) -> None:
-    import psycopg
-
-    url = app.store_url
-    assert url is not None
-    base = url.split("?schema=")[0].split("&schema=")[0]
-    with psycopg.connect(base, autocommit=True) as conn:
+    with _callers_connection(app) as conn:
         with pytest.raises(ZeroDivisionError), conn.transaction():
             tasks.add.map([(i, 0) for i in range(5)], connection=conn)
             assert app.jobs() == []  # not visible to others before the caller commits
