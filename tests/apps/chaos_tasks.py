@@ -30,12 +30,16 @@ def make_app(home: Path | str) -> mpjobs.App:
 def _mark(marker: str | None, **extra: object) -> None:
     """Append one JSON line per attempt: {"pid": ..., "t": ...} (one write, O_APPEND)."""
     if marker:
-        line = json.dumps({"pid": os.getpid(), "t": time.time(), **extra}) + "\n"
-        fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        _append(marker, json.dumps({"pid": os.getpid(), "t": time.time(), **extra}) + "\n")
+
+
+def _append(path: str, line: str) -> None:
+    """One O_APPEND write, so lines of many processes never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 def starts(marker: Path | str) -> list[dict[str, float]]:
@@ -136,11 +140,7 @@ def _record_pid(pids: str, pid: int | None) -> None:
     """The parent notes its child too, at once: a child forked from a large worker
     counts the pages it shares with it (RSS), so the tree can cross a limit, and be
     killed, before the child has written its own line."""
-    fd = os.open(pids, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, f"{pid}\n".encode())
-    finally:
-        os.close(fd)
+    _append(pids, f"{pid}\n")
 
 
 # -- recovery and chaos ----------------------------------------------------------------
@@ -160,11 +160,7 @@ def stall(marker: str, release: str, timeout: float = 60.0) -> int:
 
 def log_execution(directory: str, n: int) -> None:
     """Append `n` to this process's own log in `directory` (O_APPEND, one write)."""
-    fd = os.open(f"{directory}/{os.getpid()}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, f"{n}\n".encode())
-    finally:
-        os.close(fd)
+    _append(f"{directory}/{os.getpid()}.log", f"{n}\n")
 
 
 @app.task(max_attempts=25, retry_backoff=0.01)
