@@ -652,6 +652,7 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("dashboard_jobs_second_page_ms", "ms", 100.0, False),
     ("dashboard_failures_ms", "ms", 100.0, False),
     *[(f"bigstore_{q}_us", "us", 1000.0, False) for q in BIGSTORE_QUERIES],
+    ("bigstore_census_ms", "ms", None, False),
     ("bigstore_start_latency_p50_ms", "ms", None, False),
     ("bigstore_start_latency_p99_ms", "ms", 10.0, False),
     ("bigstore_schedule_lag_p50_ms", "ms", None, False),

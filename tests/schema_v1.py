@@ -1,8 +1,8 @@
 """Turn a store of this version back into a version-1 store, to test the migration.
 
-What version 2 added is read from the migrations themselves (every CREATE TABLE,
-CREATE INDEX and ADD COLUMN of MIGRATIONS[2]), so a test of one feature's upgrade
-keeps working when another feature adds to the same version.
+What versions 2 and later added is read from the migrations themselves (every CREATE
+TABLE, CREATE INDEX and ADD COLUMN of MIGRATIONS[2] on), undone newest first, so a test
+of one feature's upgrade keeps working when another feature adds to the schema.
 """
 
 from __future__ import annotations
@@ -30,12 +30,20 @@ def _undo(statements: list[str], before: list[str]) -> list[str]:
     return indexes + tables + columns + remade
 
 
+def _back_to_v1(migrations: dict[int, list[str]]) -> list[str]:
+    """The DROP statements of every version above 1, the newest version first."""
+    return [
+        sql for v in sorted(migrations, reverse=True) if v > 1
+        for sql in _undo(migrations[v], migrations[v - 1])
+    ]  # fmt: skip
+
+
 def downgrade_sqlite(db: Path) -> None:
     from mpjobs.store.schema import MIGRATIONS
 
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        for sql in _undo(MIGRATIONS[2], MIGRATIONS[1]):
+        for sql in _back_to_v1(MIGRATIONS):
             conn.execute(sql.format(s=""))
         conn.execute("PRAGMA user_version = 1")
     finally:
@@ -50,6 +58,6 @@ def downgrade_postgres(url: str) -> None:
     schema = url.rsplit("schema=", 1)[1].split("&")[0] if "schema=" in url else "mpjobs"
     base = url.split("?schema=")[0].split("&schema=")[0]
     with psycopg.connect(base, autocommit=True) as conn:
-        for sql in _undo(MIGRATIONS[2], MIGRATIONS[1]):
+        for sql in _back_to_v1(MIGRATIONS):
             conn.execute(sql.format(s=f"{schema}."))
         conn.execute(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'version'")

@@ -36,15 +36,27 @@ def render_status(data: dict[str, Any]) -> str:
                 f"    {p['kind']:<11} pid {p['pid']:<7} {p['state']:<7} rss {rss:<10} {what}{lead}"
             )
     lines.append("queues:")
+    estimated = data.get("queues_estimated", {})
     for queue, counts in sorted(data["queues"].items()):
         lines.append(
-            f"  {queue}: {counts.get('SCHEDULED', 0)} waiting, {counts.get('RUNNING', 0)} running"
+            f"  {queue}: {_waiting(counts.get('SCHEDULED', 0), queue, estimated)} waiting, "
+            f"{counts.get('RUNNING', 0)} running"
         )
     if data["schedules"]:
         lines.append("schedules:")
         for s in data["schedules"]:
             lines.append(f"  {s['id']}: {s['state']}, next {ts(s['next_run_time'])}")
     return "\n".join(lines)
+
+
+def _waiting(n: int, queue: str, estimated: dict[str, float | None]) -> str:
+    """A queue's waiting figure; a deep queue's says it is the leader's last census."""
+    if queue not in estimated:
+        return str(n)
+    at = estimated[queue]
+    if at is None:
+        return f"more than {n - 1:,}"
+    return f"~{n:,} (counted {max(0.0, time.time() - at):.0f}s ago)"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -72,12 +72,15 @@ def status_data(app: App) -> dict[str, Any]:
         for s in store.list_schedules()
     ]
     url = app.store_url
+    depths = store.depths()
     return {
         "home": str(app.home.path),
         "store": None if url is None else redact(url),
         "leader": backend.current_leader(),
         "processes": procs,
-        "queues": store.live_depths(),
+        "queues": depths.counts,
+        # queue -> when its waiting figure was counted (None: a floor, not counted yet)
+        "queues_estimated": depths.estimated,
         "schedules": schedules,
     }
 

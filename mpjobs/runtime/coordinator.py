@@ -27,6 +27,7 @@ from mpjobs.coordination.processes import (
     stop_on_lost_session,
 )
 from mpjobs.rules.schedules import fire_rule
+from mpjobs.runtime.census import Census
 from mpjobs.runtime.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.scheduling.lifecycle import LifecycleRunner
 from mpjobs.store.base import ProcessRecord
@@ -152,6 +153,8 @@ class Coordinator:
             default_timeout=self.leadership.timeout,
         )
         self.lifecycle.start()
+        self.census = Census(self.store)
+        self.census.start()
         log.info("process %d is now the leader of %s", os.getpid(), self.app.home.path)
         try:  # only informative (mpjobs status); a busy store must not end a leader
             self.store.register_process(
@@ -212,6 +215,8 @@ class Coordinator:
     def _shutdown(self) -> None:
         self._turn_due = float("inf")  # the loop is over; cleanups are watched by overdue()
         ended = True
+        if getattr(self, "census", None) is not None:
+            self.census.stop()
         if getattr(self, "lifecycle", None) is not None:
             ended = self.lifecycle.stop()  # type: ignore[union-attr]
         if not ended:

@@ -231,6 +231,19 @@ class JobFilter:
     name: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Depths:
+    """Waiting (SCHEDULED) and RUNNING jobs per queue (store/census.py).
+
+    `estimated` names the queues deeper than the live count's cap: their waiting figure
+    is the last census's, counted at the time given, or a floor (the cap + 1, "more
+    than that") with None when no census has counted them yet.
+    """
+
+    counts: dict[str, dict[str, int]]
+    estimated: dict[str, float | None] = dataclasses.field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class ScheduleRecord:
     id: str
@@ -302,7 +315,18 @@ class Store(Protocol):
     def kill_requests(self, owners: Sequence[str]) -> list[tuple[int, str]]: ...
     def clear_owner(self, job_id: int) -> None: ...
     def next_exec_at(self, queues: Sequence[str] | None) -> float | None: ...
-    def queue_depths(self) -> dict[str, dict[str, int]]: ...
+    def queue_depths(self) -> dict[str, dict[str, int]]:
+        """`depths().counts`: waiting and running jobs per queue (store/census.py)."""
+        ...
+
+    def depths(self) -> Depths:
+        """The depths, exact up to DEPTH_CAP a queue, the last census's beyond it."""
+        ...
+
+    def take_census(self, now: float) -> int:
+        """The leader's exact count of the queues too deep to count live; how many."""
+        ...
+
     def purge(self, before: float) -> int: ...
     def expire_due(self, now: float, limit: int = 500) -> int:
         """Cancel up to `limit` waiting jobs past their `expires` deadline; how many."""
@@ -341,9 +365,6 @@ class Store(Protocol):
         """Every column of one job, by name (columns later versions add included)."""
         ...
     def purge_matching(self, where: JobFilter, before: float) -> int: ...
-    def live_depths(self) -> dict[str, dict[str, int]]:
-        """`queue_depths` by the claim's indexes only (the overview, `mpjobs status`)."""
-        ...
     def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
         """(minute since the epoch, status, jobs) for jobs finished since `since`."""
         ...

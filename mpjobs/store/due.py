@@ -31,6 +31,16 @@ _WAITING = f"status = '{SCHEDULED}'"
 _GATED = f"gated = 1 AND status = '{SCHEDULED}'"
 
 
+def queue_walk(waiting: str = _WAITING) -> str:
+    """A recursive CTE qs(q): every queue with rows matching `waiting`, one seek each
+    (a skip scan of the index led by queue); a row with q NULL ends the walk."""
+    return (
+        f"qs(q) AS (SELECT min(queue) FROM jobs WHERE {waiting} UNION ALL SELECT "
+        f"(SELECT min(queue) FROM jobs WHERE {waiting} AND queue > qs.q) "
+        "FROM qs WHERE q IS NOT NULL)"
+    )
+
+
 def pairs_cte(queues: Sequence[str] | None, waiting: str = _WAITING) -> tuple[str, list[Any]]:
     """A `WITH RECURSIVE` naming ps(q, p): every (queue, priority) with waiting jobs
     (those that match `waiting`, the WHERE of jobs_ready or of jobs_gated).
@@ -42,12 +52,7 @@ def pairs_cte(queues: Sequence[str] | None, waiting: str = _WAITING) -> tuple[st
         qs = "qs(q) AS (VALUES " + ", ".join(["(CAST(? AS TEXT))"] * len(queues)) + ")"
         args: list[Any] = list(queues)
     else:
-        qs = (
-            f"qs(q) AS (SELECT min(queue) FROM jobs WHERE {waiting} UNION ALL SELECT "
-            f"(SELECT min(queue) FROM jobs WHERE {waiting} AND queue > qs.q) "
-            "FROM qs WHERE q IS NOT NULL)"
-        )
-        args = []
+        qs, args = queue_walk(waiting), []
     ps = (
         f"ps(q, p) AS (SELECT q, (SELECT min(priority) FROM jobs WHERE {waiting} "
         "AND queue = qs.q) FROM qs WHERE q IS NOT NULL UNION ALL SELECT q, "

@@ -21,7 +21,7 @@ import heapq
 import itertools
 from typing import Any
 
-from mpjobs.store.base import RUNNING, SCHEDULED, JobFilter, JobRecord, JobStatus
+from mpjobs.store.base import RUNNING, JobFilter, JobRecord, JobStatus
 from mpjobs.store.rows import Rows
 from mpjobs.store.sql import JOB_COLS, expired_rows
 
@@ -123,20 +123,6 @@ class ListingQueries(Rows):
             total += n
             if n < chunk:
                 return total
-
-    def live_depths(self) -> dict[str, dict[str, int]]:
-        """`queue_depths`, read from the claim's own partial indexes (jobs_ready for the
-        waiting, jobs_running for the running jobs): as many rows as the backlog, never
-        the history, and no index of its own for every push and claim to keep up."""
-        out: dict[str, dict[str, int]] = {}
-        for status in (SCHEDULED, RUNNING):
-            sql = f"SELECT queue, count(*) FROM jobs WHERE status = '{status}' GROUP BY queue"
-            for queue, n in self._conn().execute(sql):
-                out.setdefault(str(queue), {})[status] = int(n)
-        return out
-
-    def queue_depths(self) -> dict[str, dict[str, int]]:
-        return self.live_depths()
 
     def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
         # Integer division of a whole second truncates in both dialects (a CAST of the

@@ -34,6 +34,7 @@ from mpjobs.store.base import (
     TERMINAL,
     Completion,
     Decide,
+    Depths,
     FireRule,
     JobFilter,
     JobRecord,
@@ -413,8 +414,11 @@ class MemoryStore(MemoryDeps):
                 del self._jobs[i]
             return len(gone)
 
-    def live_depths(self) -> dict[str, dict[str, int]]:
-        return self.queue_depths()
+    def depths(self) -> Depths:
+        return Depths(self.queue_depths())  # every count is exact here: nothing estimated
+
+    def take_census(self, now: float) -> int:
+        return 0
 
     def finished_per_minute(self, since: float) -> list[tuple[int, str, int]]:
         counts: dict[tuple[int, str], int] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from mpjobs.store.base import CANCELLED, RUNNING, SCHEDULED, TERMINAL
 
 APPLICATION_ID = 0x6D706A62  # "mpjb"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -169,5 +169,16 @@ MIGRATIONS: dict[int, list[str]] = {
         ],
         # The overview's last hour: finished jobs only, so a push writes no entry.
         "CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL",
+    ],
+    3: [
+        # The leader's census of the queues too deep to count live (store/census.py):
+        # one row per such queue, rewritten by each census.
+        """
+        CREATE TABLE depths (
+            queue TEXT PRIMARY KEY,
+            waiting INTEGER NOT NULL,
+            counted_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
     ],
 }

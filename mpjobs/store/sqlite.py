@@ -20,6 +20,7 @@ from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.errors import StoreError
 from mpjobs.home import Home
 from mpjobs.store import backend, base
+from mpjobs.store.census import CensusQueries
 from mpjobs.store.connection import Connector, set_wait_abort
 from mpjobs.store.jobs import JobQueries
 from mpjobs.store.listing import ListingQueries
@@ -28,7 +29,8 @@ from mpjobs.store.schedules import ProcessQueries, ScheduleQueries
 
 
 class SqliteStore(
-    JobQueries, ProgressQueries, ListingQueries, ScheduleQueries, ProcessQueries, Connector,
+    JobQueries, ProgressQueries, ListingQueries, CensusQueries, ScheduleQueries, ProcessQueries,
+    Connector,
     base.Store,
 ):
     """A `Store` over one SQLite file in the home (see connection.py for the rules)."""

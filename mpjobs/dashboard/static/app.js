@@ -176,8 +176,14 @@ function renderOverview(d) {
       el("td", { class: "num" }, fmtBytes(p.rss_bytes)),
       el("td", { class: "num" }, fmtAge(d.now - p.started_at)));
   });
+  // A queue too deep to count live shows the leader's last census (or a floor).
+  const est = d.queues_estimated || {};
+  const waiting = (q, n) => !(q in est) ? n
+    : est[q] === null ? "more than " + (n - 1)
+    : "~" + n + " (counted " + fmtAge(d.now - est[q]) + " ago)";
   const queues = Object.entries(d.queues || {}).sort().map(([q, c]) =>
-    el("tr", { class: "queue" }, el("td", {}, q), el("td", { class: "num" }, c.SCHEDULED || 0),
+    el("tr", { class: "queue" }, el("td", {}, q),
+       el("td", { class: "num" }, waiting(q, c.SCHEDULED || 0)),
        el("td", { class: "num" }, c.RUNNING || 0)));
   const hour = d.last_hour || { succeeded: [], failed: [] };
   return el("div", {},

@@ -30,6 +30,7 @@ from mpjobs.coordination.locks import LivenessLock, is_alive
 from mpjobs.errors import OwnerAlive, StoreError
 from mpjobs.home import Home
 from mpjobs.store import backend, base
+from mpjobs.store.census import CensusQueries
 from mpjobs.store.jobs import JobQueries
 from mpjobs.store.listing import ListingQueries
 from mpjobs.store.postgres.connection import UNAVAILABLE, PgConnector, advisory_key, dead_after
@@ -55,8 +56,8 @@ def relock_window() -> float:
 
 
 class PgStore(
-    PgQueries, JobQueries, ProgressQueries, ListingQueries, ScheduleQueries, ProcessQueries,
-    base.Store,
+    PgQueries, JobQueries, ProgressQueries, ListingQueries, CensusQueries, ScheduleQueries,
+    ProcessQueries, base.Store,
 ):
     """A `Store` over the app's schema in a PostgreSQL database."""
 

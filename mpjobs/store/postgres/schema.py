@@ -21,7 +21,7 @@ from mpjobs.store.postgres.url import StoreUrl
 
 log = logging.getLogger("mpjobs.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MARK = "mpjobs store"
 MIGRATE_WAIT_MS = 60_000  # a migration elsewhere takes well under a second
 
@@ -176,6 +176,16 @@ MIGRATIONS: dict[int, list[str]] = {
         ],
         # The overview's last hour: finished jobs only, so a push writes no entry.
         "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+    ],
+    3: [
+        # The leader's census of the queues too deep to count live (store/census.py).
+        """
+        CREATE TABLE depths (
+            queue text PRIMARY KEY,
+            waiting bigint NOT NULL,
+            counted_at double precision NOT NULL
+        )
+        """,
     ],
 }
 

@@ -1,0 +1,56 @@
+"""Queue depths (store/census.py): exact up to DEPTH_CAP waiting jobs a queue, and the
+leader's census beyond it, marked estimated; a census writes nothing when no queue is
+deep; the memory backend is exact always."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import tasks
+
+from mpjobs.store.base import RUNNING, SCHEDULED
+from mpjobs.store.census import DEPTH_CAP
+from mpjobs.store.memory import MemoryStore
+
+
+def test_a_deep_queue_shows_a_floor_then_the_census(tmp_path: Path) -> None:
+    app = tasks.make_app(tmp_path / "home")
+    tasks.noop.map([()] * (DEPTH_CAP + 20), queue="deep", delay=3600)  # due in an hour
+    tasks.noop.map([()] * 3, queue="small")
+    store = app.store
+    store.claim("w", 1, ["small"], 1, time.time())
+    first = store.depths()
+    assert first.counts == {
+        "deep": {SCHEDULED: DEPTH_CAP + 1}, "small": {SCHEDULED: 2, RUNNING: 1}
+    }
+    assert first.estimated == {"deep": None}  # a floor: no census yet
+    assert store.take_census(1234.5) == 1
+    second = store.depths()
+    assert second.counts["deep"] == {SCHEDULED: DEPTH_CAP + 20}
+    assert second.estimated == {"deep": 1234.5}
+    assert store.queue_depths() == second.counts
+    # Below the cap again, the live count is exact and the census's row goes at the next.
+    for job in app.jobs(status="SCHEDULED", queue="deep", limit=100):
+        job.cancel()
+    assert store.depths().counts["deep"] == {SCHEDULED: DEPTH_CAP - 80}
+    assert store.depths().estimated == {}
+    assert store.take_census(1240.0) == 0
+    assert store._conn().execute("SELECT count(*) FROM depths").fetchone()[0] == 0
+
+
+def test_a_census_with_nothing_deep_writes_nothing(tmp_path: Path) -> None:
+    app = tasks.make_app(tmp_path / "home")
+    tasks.noop.map([()] * 5)
+    conn = app.store._conn()
+    before = conn.total_changes  # type: ignore[union-attr]
+    assert app.store.take_census(time.time()) == 0
+    assert conn.total_changes == before  # type: ignore[union-attr]
+
+
+def test_the_memory_backend_counts_exactly(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    now = time.time()
+    store.push([tasks.noop.schedule().new_job(now) for _ in range(DEPTH_CAP + 5)], now)
+    assert store.depths().counts == {"default": {SCHEDULED: DEPTH_CAP + 5}}
+    assert store.depths().estimated == {} and store.take_census(time.time()) == 0
