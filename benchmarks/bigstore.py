@@ -11,7 +11,8 @@ priorities. Then:
 1. each hot query of the store API, median of 100 calls (microseconds): the claim (10
    jobs, given back after each timed call), the claim with a fair share of 4, the due
    check, the next due time, a schedule's live count, a purge of nothing, the queue
-   depths (after a census, as the leader takes it: its time is reported too), a page of `app.jobs(status=..., queue=..., limit=100)`, and `get_job`;
+   depths (after a census, as the leader takes it: its time is reported too), a page
+   of `app.jobs(status=..., queue=..., limit=100)`, and `get_job`;
 2. with the ready jobs gone (2M finished and 1M delayed left): an idle pool's push-to-
    start latency, a 50 ms schedule's fire lag, and a drain of 60,000 no-op jobs against
    the same drain on an empty store run right before it.
