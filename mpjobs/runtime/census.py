@@ -5,12 +5,16 @@ A queue deeper than the live count's cap shows the last census's exact figure
 second; in the leader's loop it would hold up every schedule due meanwhile, so it runs
 beside the loop, as a reader that blocks no writer (sqlite3 and psycopg release the GIL
 while the server or the library counts). It takes at most CENSUS_SHARE of the time:
-after a census of d seconds the next waits max(CENSUS_EVERY, d / CENSUS_SHARE).
+after a census of d seconds the next waits max(CENSUS_EVERY, d / CENSUS_SHARE). And
+the thread runs at the lowest CPU priority (Linux gives each thread its own nice value),
+so on a busy host it counts with the CPU the workers leave idle, not theirs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 
@@ -41,6 +45,7 @@ class Census:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        _lowest_priority()
         wait = 0.0
         while not self._stop.wait(wait):
             began = time.monotonic()
@@ -50,3 +55,9 @@ class Census:
             except Exception as exc:  # a busy, full or unreachable store: the next one
                 log.warning("leader: the queue census failed (%s); trying again later", exc)
             wait = max(CENSUS_EVERY, (time.monotonic() - began) / CENSUS_SHARE)
+
+
+def _lowest_priority() -> None:
+    """Nice 19 for this thread alone (Linux: a thread id is a PRIO_PROCESS target)."""
+    with contextlib.suppress(AttributeError, OSError):  # elsewhere: the share bounds it
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)

@@ -4,11 +4,15 @@ deep; the memory backend is exact always."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
 from pathlib import Path
 
 import tasks
 
+from mpjobs.runtime.census import Census
 from mpjobs.store.base import RUNNING, SCHEDULED
 from mpjobs.store.census import DEPTH_CAP
 from mpjobs.store.memory import MemoryStore
@@ -54,3 +58,27 @@ def test_the_memory_backend_counts_exactly(tmp_path: Path) -> None:
     store.push([tasks.noop.schedule().new_job(now) for _ in range(DEPTH_CAP + 5)], now)
     assert store.depths().counts == {"default": {SCHEDULED: DEPTH_CAP + 5}}
     assert store.depths().estimated == {} and store.take_census(time.time()) == 0
+
+
+def test_the_census_thread_counts_at_the_lowest_priority() -> None:
+    """It must take the CPU the workers leave idle: nice 19, for its own thread only."""
+    seen: list[int] = []
+    counted = threading.Event()
+
+    class Store:
+        def lock_budget(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+            return contextlib.nullcontext()
+
+        def take_census(self, now: float) -> int:
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            counted.set()
+            return 0
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    runner = Census(Store())  # type: ignore[arg-type]
+    runner.start()
+    try:
+        assert counted.wait(10), "the census did not run"
+    finally:
+        runner.stop()
+    assert seen == [19] and os.getpriority(os.PRIO_PROCESS, 0) == before
