@@ -27,7 +27,7 @@ from mpjobs.coordination.processes import (
     stop_on_lost_session,
 )
 from mpjobs.rules.schedules import fire_rule
-from mpjobs.runtime.census import Census
+from mpjobs.runtime.housekeeping import Housekeeping
 from mpjobs.runtime.recovery import forget_dead_processes, recover_dead_owners
 from mpjobs.scheduling.lifecycle import LifecycleRunner
 from mpjobs.store.base import ProcessRecord
@@ -39,7 +39,6 @@ log = logging.getLogger("mpjobs.coordinator")
 
 SWEEP_INTERVAL = 0.2
 FORGET_EVERY = 25  # sweeps between clean-ups of the process table
-CHECKPOINT_EVERY = 25  # sweeps (about 5 s): each checkpoint fsyncs, so not too often
 PURGE_EVERY = 300  # sweeps (about a minute) between purges of expired finished jobs
 EXPIRE_EVERY = 5  # sweeps (about a second) between cancels of waiting jobs past `expires`
 LATE_TURN = 1.0  # a loop turn this much later than planned is a loop that stopped turning
@@ -153,8 +152,8 @@ class Coordinator:
             default_timeout=self.leadership.timeout,
         )
         self.lifecycle.start()
-        self.census = Census(self.store)
-        self.census.start()
+        self.chores = Housekeeping(self.store)  # checkpoints, the census: off this loop
+        self.chores.start()
         log.info("process %d is now the leader of %s", os.getpid(), self.app.home.path)
         try:  # only informative (mpjobs status); a busy store must not end a leader
             self.store.register_process(
@@ -180,8 +179,6 @@ class Coordinator:
                     if time.monotonic() >= next_sweep:
                         recover_dead_owners(self.backend, self._first_seen_dead)
                         sweeps += 1
-                        if sweeps % CHECKPOINT_EVERY == 0:
-                            self.store.checkpoint()
                         if sweeps % FORGET_EVERY == 0:
                             forget_dead_processes(self.backend, self._first_seen_gone)
                         if sweeps % EXPIRE_EVERY == 0:  # a read, and a write only if late
@@ -215,8 +212,8 @@ class Coordinator:
     def _shutdown(self) -> None:
         self._turn_due = float("inf")  # the loop is over; cleanups are watched by overdue()
         ended = True
-        if getattr(self, "census", None) is not None:
-            self.census.stop()
+        if getattr(self, "chores", None) is not None:
+            self.chores.stop()
         if getattr(self, "lifecycle", None) is not None:
             ended = self.lifecycle.stop()  # type: ignore[union-attr]
         if not ended:

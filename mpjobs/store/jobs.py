@@ -115,7 +115,7 @@ class JobQueries(DueQueries, CompletionQueries):
         """
         if self._gated_due(conn, queues, now):
             return None
-        levels = self._levels(conn, queues)
+        levels = self._levels(conn, queues, now)
         if limit > 1 and share > 1:
             limit = self._share_of(conn, levels, now, limit, share)
         return self._claim_due(conn, owner, pid, levels, now, limit)

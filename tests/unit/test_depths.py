@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tasks
 
-from mpjobs.runtime.census import Census
+from mpjobs.runtime.housekeeping import Housekeeping
 from mpjobs.store.base import RUNNING, SCHEDULED
 from mpjobs.store.census import DEPTH_CAP
 from mpjobs.store.memory import MemoryStore
@@ -60,12 +60,16 @@ def test_the_memory_backend_counts_exactly(tmp_path: Path) -> None:
     assert store.depths().estimated == {} and store.take_census(time.time()) == 0
 
 
-def test_the_census_thread_counts_at_the_lowest_priority() -> None:
-    """It must take the CPU the workers leave idle: nice 19, for its own thread only."""
+def test_the_chores_run_at_the_lowest_priority() -> None:
+    """The leader's chores take the CPU the workers leave idle: nice 19, for their own
+    thread only; the census runs at once, the checkpoint a while after."""
     seen: list[int] = []
     counted = threading.Event()
 
     class Store:
+        def checkpoint(self) -> None:
+            seen.append(-1)
+
         def lock_budget(self, seconds: float) -> contextlib.AbstractContextManager[None]:
             return contextlib.nullcontext()
 
@@ -75,7 +79,7 @@ def test_the_census_thread_counts_at_the_lowest_priority() -> None:
             return 0
 
     before = os.getpriority(os.PRIO_PROCESS, 0)
-    runner = Census(Store())  # type: ignore[arg-type]
+    runner = Housekeeping(Store())  # type: ignore[arg-type]
     runner.start()
     try:
         assert counted.wait(10), "the census did not run"

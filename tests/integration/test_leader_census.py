@@ -1,4 +1,4 @@
-"""The leader's census of deep queues (runtime/census.py), with a real pool on each
+"""The leader's census of deep queues (runtime/housekeeping.py), with a real pool on each
 backend: a queue deeper than DEPTH_CAP shows a floor until the leader counts it, then
 the exact figure with its time, in the store's depths and in `mpjobs status`; each
 census after is fresh; a queue drained below the cap is exact again."""
@@ -14,7 +14,7 @@ import pytest
 import tasks
 from conftest import started, wait_for
 
-from mpjobs.runtime import census
+from mpjobs.runtime import housekeeping
 from mpjobs.store.base import SCHEDULED
 from mpjobs.store.census import DEPTH_CAP
 
@@ -22,7 +22,7 @@ from mpjobs.store.census import DEPTH_CAP
 def test_the_leader_counts_a_deep_queue(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(census, "CENSUS_EVERY", 0.2)  # the pool is forked: it has this too
+    monkeypatch.setattr(housekeeping, "CENSUS_EVERY", 0.2)  # the pool is forked: it has this too
     app = tasks.make_app(home)
     tasks.noop.map([()] * (DEPTH_CAP + 50), queue="deep", delay=3600)
     assert app.store.depths().estimated == {"deep": None}  # no leader yet: a floor

@@ -1,0 +1,85 @@
+"""The leader's slow chores, in a thread of its own: WAL checkpoints and the census.
+
+The leader's loop fires schedules on time, so nothing slow may run in it. Two chores
+are slow on a big store and need no lock anyone waits for:
+
+- A checkpoint copies the WAL's pages into the database file and fsyncs it: 25-35 ms
+  after a burst of commits on a store of three million rows, a delay for every
+  schedule due meanwhile. It is PASSIVE, so it blocks no reader or writer.
+- The census (store/census.py) counts the queues too deep to count live: a quarter of
+  a second for a million waiting jobs, a plain read. It takes at most CENSUS_SHARE of
+  the time: after a census of d seconds the next waits max(CENSUS_EVERY, d / share).
+
+sqlite3 and psycopg release the GIL while SQLite or the server works, so the loop
+turns meanwhile. The thread runs at the lowest CPU priority (Linux gives each thread
+its own nice value), so on a busy host it uses the CPU the workers leave idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from mpjobs.store.base import Store
+
+log = logging.getLogger("mpjobs.coordinator")
+
+CHECKPOINT_EVERY = 5.0  # seconds between checkpoints (each fsyncs, so not too often)
+CENSUS_EVERY = 5.0  # seconds between two censuses at least
+CENSUS_SHARE = 0.02  # the most of its time the thread spends counting
+WRITE_BUDGET = 1.0  # seconds the census's small write waits for the store's locks
+
+
+class Housekeeping:
+    """Started by the leader once it leads; stopped (not waited for long) at its exit."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mpjobs-chores", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """A chore under way cannot be interrupted; the process's exit ends it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        _lowest_priority()
+        now = time.monotonic()
+        next_census, next_checkpoint = now, now + CHECKPOINT_EVERY
+        while not self._stop.wait(max(0.0, min(next_census, next_checkpoint) - now)):
+            now = time.monotonic()
+            if now >= next_checkpoint:
+                self._chore("checkpoint", self._store.checkpoint)
+                next_checkpoint = time.monotonic() + CHECKPOINT_EVERY
+            if now >= next_census:
+                began = time.monotonic()
+                self._chore("queue census", self._census)
+                took = time.monotonic() - began
+                next_census = time.monotonic() + max(CENSUS_EVERY, took / CENSUS_SHARE)
+            now = time.monotonic()
+
+    def _census(self) -> None:
+        with self._store.lock_budget(WRITE_BUDGET):
+            self._store.take_census(time.time())
+
+    @staticmethod
+    def _chore(what: str, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except Exception as exc:  # a busy, full or unreachable store: the next turn
+            log.warning("leader: the %s failed (%s); trying again later", what, exc)
+
+
+def _lowest_priority() -> None:
+    """Nice 19 for this thread alone (Linux: a thread id is a PRIO_PROCESS target)."""
+    with contextlib.suppress(AttributeError, OSError):  # elsewhere: the share bounds it
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
