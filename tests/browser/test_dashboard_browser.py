@@ -28,6 +28,7 @@ from conftest import started, wait_for
 import mpjobs
 from mpjobs import JobStatus
 from mpjobs.operations import status_data
+from mpjobs.store.census import DEPTH_CAP
 
 CHROMIUM = os.environ.get("MPJOBS_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("MPJOBS_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -149,6 +150,8 @@ def dapp(home: Path) -> mpjobs.App:
 
 def test_overview_lists_the_live_workers(browser: Any, dapp: mpjobs.App, tmp_path: Path) -> None:
     began, release = tmp_path / "began", tmp_path / "release"
+    deep = DEPTH_CAP + 5  # due in an hour: its count is the leader's census
+    dash_tasks.add.map([(1, 1)] * deep, queue="later", delay=3600)
     with started(dapp, workers=2):
         done = [dash_tasks.add.schedule(i, i).now() for i in range(8)]
         done += [dash_tasks.fail.schedule("for the chart").now() for _ in range(2)]
@@ -173,6 +176,8 @@ def test_overview_lists_the_live_workers(browser: Any, dapp: mpjobs.App, tmp_pat
             charts = browser.find_element("css selector", ".cards + h2 + .cards").text
             assert "succeeded: 8 in the last hour" in charts and "failed: 2" in charts
             until(browser, lambda d: "last updated" in css(d, "#updated")[0].text, "last updated")
+            until(browser, lambda d: f"~{deep} (counted" in css(d, "#queues")[0].text,
+                  "the deep queue's census figure")  # fmt: skip
             screenshot(browser, "dashboard-overview.png")
         release.write_text("go")
         assert job.wait(20).result() == "released"
