@@ -161,7 +161,7 @@ def test_a_version_1_postgres_schema_migrates(tmp_path: Path) -> None:
     import psycopg
     from conftest import pg_store_url
 
-    from mpjobs.store.postgres.schema import MARK, MIGRATIONS
+    from mpjobs.store.postgres.schema import MARK, MIGRATIONS, SCHEMA_VERSION
 
     url = pg_store_url()
     base, schema = url.split("?schema=")[0].split("&schema=")[0], url.rsplit("schema=", 1)[1]
@@ -177,4 +177,4 @@ def test_a_version_1_postgres_schema_migrates(tmp_path: Path) -> None:
     assert app.store.links(int(b.id)) == ([int(a.id)], [])
     with psycopg.connect(base, autocommit=True) as conn:
         row = conn.execute(f"SELECT value FROM {schema}.meta WHERE key = 'version'").fetchone()
-    assert row == ("2",)
+    assert row == (str(SCHEMA_VERSION),)
