@@ -194,7 +194,7 @@ class ProcTable:
         if not consistent:  # a member died or moved since the walk: walk, and read again
             self._walk(tree, now)
             total, consistent = self._sum(tree)
-            tree.dirty = not consistent
+            tree.dirty = tree.dirty or not consistent
         return total
 
     # -- one sample --------------------------------------------------------------------
