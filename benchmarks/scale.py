@@ -5,9 +5,12 @@
 
 - watchdog: 16 workers each run a memory-limited job that sleeps; the supervisor samples
   each job's process tree 50 times a second. Reported: the supervisor's CPU use over a
-  few seconds (psutil cpu_times of its process), and the cost of one tree sample by the
-  incremental process table (mpjobs/runtime/proctable.py) against psutil's walk of every
-  process of the host (what the watchdog did before), on this host as it is.
+  few seconds (psutil cpu_times of its process); the cost of one tree sample by the
+  process table (mpjobs/runtime/proctable.py) against psutil's walk of every process of
+  the host (what the watchdog did first), on this host as it is; and the cost of one
+  watchdog pass over 16 watched processes (Watchdog.over_limit, every watch due), run
+  back to back in this process: warm caches, so less than the same pass costs the
+  supervisor after each 20 ms sleep.
 - workers: the same no-op drain with 1, 2, 4 and 8 workers, jobs/s of each, from the
   store's own start and finish times. Every worker commits through the one SQLite
   writer, so the figure stops growing where that writer is saturated (docs/performance.md).
@@ -20,6 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +33,10 @@ from typing import Any
 import psutil
 
 from benchmarks import tasks
-from mpjobs.limits import tree_rss
+from mpjobs.limits import Watch, tree_rss
 from mpjobs.runtime.proctable import ProcTable
+from mpjobs.runtime.reaping import Child
+from mpjobs.runtime.watchdog import Watchdog
 
 WATCHED_JOBS = 16
 
@@ -66,6 +73,42 @@ def sample_cost(n: int = 2000) -> dict[str, float]:
         "psutil_us": (t2 - t1) / n * 1e6,
         "host_processes": float(len(psutil.pids())),
     }
+
+
+def pass_cost(n: int = 2000) -> float:
+    """Microseconds per watchdog pass with WATCHED_JOBS memory watches, each one due."""
+    sleep = [sys.executable, "-c", "import time; print(flush=True); time.sleep(600)"]
+    procs = [subprocess.Popen(sleep, stdout=subprocess.PIPE) for _ in range(WATCHED_JOBS)]
+    r, w = os.pipe()
+    try:
+        for p in procs:  # every one has started: none competes for the CPU while we time
+            assert p.stdout is not None and p.stdout.readline() == b"\n"
+        os.set_blocking(r, False)
+        dog = Watchdog(r)
+        children = {}
+        for slot, p in enumerate(procs):
+            child = Child(p.pid, "worker", slot, f"w{slot}", time.monotonic(), booted=True,
+                          proc=psutil.Process(p.pid))  # fmt: skip
+            child.watches[slot] = Watch(slot, time.monotonic(), None, 1 << 40, child.proc)
+            children[p.pid] = child
+        watches = [w for c in children.values() for w in c.watches.values()]
+        took = 0.0
+        for _ in range(n):
+            for watch in watches:
+                watch.next_sample = 0.0  # due now, as after the 20 ms sleep
+            t0 = time.perf_counter()
+            for _over in dog.over_limit(children):
+                raise AssertionError("a sleeping process is over 1 TiB")
+            took += time.perf_counter() - t0
+        return took / n * 1e6
+    finally:
+        os.close(r)
+        os.close(w)
+        for p in procs:
+            p.kill()
+            p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
 
 
 def watchdog(tmp: Path, seconds: float, memory_limit: str | None = "1GB") -> float:
@@ -125,6 +168,7 @@ def run(quick: bool) -> dict[str, Any]:
         out["tree_sample_table_us"] = round(cost["table_us"], 1)
         out["tree_sample_psutil_us"] = round(cost["psutil_us"], 1)
         out["host_processes"] = int(cost["host_processes"])
+        out["watchdog_pass_16_jobs_us"] = round(pass_cost(500 if quick else 2000), 1)
         window = 2.0 if quick else 5.0
         out["supervisor_cpu_16_jobs_no_limit_percent"] = round(watchdog(tmp, window, None), 1)
         out["supervisor_cpu_16_memory_limited_percent"] = round(watchdog(tmp, window), 1)
