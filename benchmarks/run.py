@@ -631,6 +631,7 @@ TARGETS: list[tuple[str, str, float | None, bool]] = [
     ("async_serial_projected_s", "s", None, False),
     ("tree_sample_table_us", "us", None, False),
     ("tree_sample_psutil_us", "us", None, False),
+    ("watchdog_pass_16_jobs_us", "us", None, False),
     ("supervisor_cpu_16_jobs_no_limit_percent", "% core", None, False),
     ("supervisor_cpu_16_memory_limited_percent", "% core", 5.0, False),
     ("drain_1_workers_per_s", "jobs/s", None, True),

@@ -3,7 +3,8 @@
 A job stuck in C code never returns to the interpreter, so no thread of its own can stop
 it. The supervisor watches instead: it learns from its worker when a limited job starts,
 sleeps exactly until the deadline, samples the RSS of the worker's whole process tree
-with psutil while a memory limit is set, and kills the tree when a limit is broken.
+while a memory limit is set (from its /proc files, runtime/proctable.py; with psutil
+where there is no /proc), and kills the tree when a limit is broken.
 """
 
 from __future__ import annotations
