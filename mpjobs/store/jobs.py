@@ -91,9 +91,12 @@ class JobQueries(DueQueries, CompletionQueries):
         spread over idle workers instead of waiting in one worker's batch.
         """
         qsql, qargs = queue_filter(queues)
+        plan = self._claim_plan(queues, now)
         with self._tx() as conn:
             self._complete_many(conn, owner, done, now)
-            rows = self._claim_rows(conn, owner, pid, list(queues or ()), now, limit, share)
+            rows = self._claim_rows(
+                conn, owner, pid, list(queues or ()), now, limit, share, plan
+            )
             if rows is None:  # due jobs with control options: the claim of store/gated.py
                 if limit > 1 and share > 1:
                     limit = self._fair_share(conn, queues, now, limit, share)
@@ -103,19 +106,32 @@ class JobQueries(DueQueries, CompletionQueries):
         jobs.sort(key=lambda j: (j.priority, j.exec_at, j.id))
         return jobs
 
+    def _claim_plan(self, queues: Sequence[str] | None, now: float) -> Any:
+        """SQLite: the due pairs, read before the write lock (a WAL read waits for no one).
+
+        The walk of the pairs is most of a claim's reading on a store with many delayed
+        jobs (one seek per queue and pair), and it needs no lock: read under the writer
+        lock it held every other claimer back for it. A pair that became due since
+        this read is left to the next claim, as a job pushed a moment later would be;
+        a pair emptied since by another worker gives nothing. None of it loses a job: a
+        claim that took nothing sends its worker back to `has_due`.
+        """
+        return self._levels(self._conn(), queues, now)
+
     def _claim_rows(
         self, conn: Conn, owner: str, pid: int, queues: list[str], now: float, limit: int,
-        share: int,
+        share: int, plan: Any,
     ) -> list[Any] | None:
         """SQLite's claim: its one writer at a time makes select-then-update race-free.
 
         A probe for due gated jobs first (None: there are some, store/gated.py claims
         them); under the write lock the probe is exact, so when it found none, the due
-        jobs of due.py are all plain. Their count up to `limit * share` is the fair share.
+        jobs of due.py are all plain (the picks of the plan's pairs take due jobs only).
+        Their count up to `limit * share` is the fair share.
         """
         if self._gated_due(conn, queues, now):
             return None
-        levels = self._levels(conn, queues, now)
+        levels: list[tuple[int, list[str]]] = plan
         if limit > 1 and share > 1:
             limit = self._share_of(conn, levels, now, limit, share)
         return self._claim_due(conn, owner, pid, levels, now, limit)

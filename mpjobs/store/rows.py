@@ -6,9 +6,12 @@ connector rewrites them), plain table names (its `search_path` names the app's s
 and statements both dialects accept. Where the two must differ, the query modules call
 one of the hooks below, and each connector answers for its database:
 
-- `_claim_rows`: SQLite's writer lock already serialises claims; PostgreSQL takes rows
-  with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other. Each
-  answers None when due jobs with control options exist (claimed by store/gated.py).
+- `_claim_plan` and `_claim_rows`: SQLite's writer lock already serialises claims, so
+  its claim reads which (queue, priority) pairs have due jobs before it takes the lock
+  (the plan) and holds the lock only for the picks; PostgreSQL takes rows with `FOR
+  UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other, and needs no
+  plan. Each answers None when due jobs with control options exist (claimed by
+  store/gated.py).
 - `_exclusive`: a read-then-write transaction (cancel, declare a schedule) that SQLite
   serialises by its one writer needs a transaction lock on PostgreSQL.
 - `_owner_gone`: settling a dead owner's jobs; on PostgreSQL an owner whose session
@@ -27,7 +30,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from mpjobs.errors import StoreError
@@ -105,9 +108,13 @@ class Rows:
         """True when a write failed because of the store's state (retry later)."""
         raise NotImplementedError
 
+    def _claim_plan(self, queues: Sequence[str] | None, now: float) -> Any:
+        """What a claim reads before its transaction, outside every lock."""
+        raise NotImplementedError
+
     def _claim_rows(
         self, conn: Conn, owner: str, pid: int, queues: list[str], now: float, limit: int,
-        share: int,
+        share: int, plan: Any,
     ) -> list[Any] | None:
         raise NotImplementedError
 

@@ -141,3 +141,20 @@ def test_queue_depths(store: SqliteStore) -> None:
 def test_open_store_is_cached_per_home(tmp_path: Path) -> None:
     home = Home.resolve(tmp_path / "home")
     assert open_store(home) is open_store(Home.resolve(tmp_path / "home"))
+
+
+def test_a_claim_planned_before_a_push_leaves_it_to_the_next_claim(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's claim reads its due pairs before it takes the write lock (jobs.py
+    `_claim_plan`). A job of a new pair pushed in between is not lost: the claim takes
+    what its plan names, the due check sees the new job, and the next claim takes it."""
+    now = time.time()
+    ((first, _),) = store.push([new(queue="a")], now)
+    stale = store._claim_plan(None, now + 1)
+    ((urgent, _),) = store.push([new(queue="b", priority=-1)], now)
+    with monkeypatch.context() as m:
+        m.setattr(store, "_claim_plan", lambda queues, now: stale)
+        assert [j.id for j in store.claim("w", 1, None, 10, now + 1)] == [first]
+    assert store.has_due(None, now + 1)
+    assert [j.id for j in store.claim("w", 1, None, 10, now + 1)] == [urgent]

@@ -191,9 +191,13 @@ class PgQueries(DueQueries, PgConnector, CounterQueries):
             if live is not None:  # else it finished in between: insert again
                 return int(live[0]), False
 
+    def _claim_plan(self, queues: Sequence[str] | None, now: float) -> Any:
+        """Nothing: PostgreSQL's claim is one statement, its rows locked as it picks."""
+        return None
+
     def _claim_rows(
         self, conn: Any, owner: str, pid: int, queues: list[str], now: float, limit: int,
-        share: int,
+        share: int, plan: Any,
     ) -> list[Any] | None:
         """The claim of before job control: it picks the first `limit` due jobs as ever,
         and updates only the plain ones among them (a filter in the pick made the planner
