@@ -136,7 +136,8 @@ _IMPORT_EACH = """
 import importlib, os, sys, traceback
 # Third-party and stdlib modules the package uses, once, so that each child only pays
 # for mpjobs itself; nothing of mpjobs is imported here.
-for name in ("asyncio", "cloudpickle", "psutil", "sqlite3", "zoneinfo", "filelock", "json"):
+for name in ("asyncio", "cloudpickle", "psutil", "sqlite3", "zoneinfo", "filelock", "json",
+             "croniter", "dataclasses", "inspect", "logging", "socket", "selectors"):
     importlib.import_module(name)
 # Optional extras, when installed (Django is heavy: each child would import it afresh).
 for name in ("django.db.models", "django.core.management.base", "django_tasks", "psycopg"):
@@ -145,8 +146,15 @@ for name in ("django.db.models", "django.core.management.base", "django_tasks", 
     except ImportError:
         pass
 assert not [m for m in sys.modules if m.startswith("mpjobs")]
-failed = []
+failed, running = [], {}
+def reap():
+    pid, status = os.wait()
+    if status != 0:
+        failed.append(running[pid])
+    del running[pid]
 for name in sys.argv[1:]:
+    if len(running) >= 2:  # two children at a time: the machine's two cores
+        reap()
     pid = os.fork()
     if pid == 0:  # a child with nothing of mpjobs imported yet
         try:
@@ -155,10 +163,10 @@ for name in sys.argv[1:]:
             traceback.print_exc()
             os._exit(1)
         os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        failed.append(name)
-print(" ".join(failed))
+    running[pid] = name
+while running:
+    reap()
+print(" ".join(sorted(failed)))
 """
 
 
