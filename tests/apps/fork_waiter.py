@@ -23,14 +23,12 @@ from pathlib import Path
 import tasks
 from idle_waiters import inotify_instances
 
-from mpjobs.coordination import notify
+from mpjobs.coordination import listener
 
 
 def both_asleep() -> bool:
-    """The shared listener counts its sleepers; without one (the old per-waiter
-    Watcher), each sleeping waiter holds an inotify instance."""
-    parked = getattr(notify, "parked", None)
-    return (parked() if parked else inotify_instances(os.getpid())) >= 2
+    """Both waiters parked on the process's shared listener (coordination/listener.py)."""
+    return listener.parked() >= 2
 
 
 async def main(home: str, out: Path) -> None:
@@ -40,7 +38,9 @@ async def main(home: str, out: Path) -> None:
     thread = threading.Thread(target=b.wait, args=(60,))
     thread.start()
     deadline = time.monotonic() + 30
-    while not both_asleep() and time.monotonic() < deadline:
+    while not both_asleep():
+        if time.monotonic() > deadline:
+            raise SystemExit("the two waiters never both parked on the listener")
         await asyncio.sleep(0.01)
     pid = os.fork()
     if pid == 0:
