@@ -44,6 +44,7 @@ WATERMARK = "watermark"  # SQLite: the row holding the last job id counted as pu
 _T = TypeVar("_T")
 _token: list[object] = [0, ""]  # (pid, token) of push_token
 _CHUNK = 500  # ids per statement (SQLite binds at most 32766 parameters)
+CATCH_UP = 20_000  # pushes counted per transaction by a catch-up (tens of milliseconds)
 
 _UPSERT = (
     "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
@@ -188,8 +189,22 @@ class CounterQueries(Rows):
             sql = _FINISHED.format(ids=",".join("?" * len(part)))
             conn.execute(sql, [owner, *part, now])
 
-    def _catch_up_pushed(self, conn: Conn) -> None:
-        """SQLite: count the jobs inserted since the watermark as pushed; move it on.
+    def catch_up_pushed(self) -> None:
+        """SQLite: count every push not counted yet, CATCH_UP ids a transaction.
+
+        A million rows pushed since the last catch-up (a bulk load) counted in one
+        transaction would hold the write lock for a second against every worker.
+        """
+        if not _by_watermark(self._conn()):
+            return
+        while True:
+            with self._tx() as conn:
+                if not self._catch_up_pushed(conn, CATCH_UP):
+                    return
+
+    def _catch_up_pushed(self, conn: Conn, most: int | None = None) -> bool:
+        """SQLite: count the jobs inserted since the watermark as pushed (at most `most`
+        ids of them); move it on. True when ids beyond those are left to count.
 
         A push on SQLite writes no counter: another row in its commit would cost every
         push one more page (about a fifth of a single push). Its job row is the record:
@@ -198,33 +213,35 @@ class CounterQueries(Rows):
         before a purge deletes rows, and by a scrape, so the pending rows stay few.
         """
         if not _by_watermark(conn):
-            return
+            return False
         row = conn.execute(f"SELECT n FROM counters WHERE token = '{WATERMARK}'").fetchone()
         start = 0 if row is None else int(row[0])
-        top = conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
-        if top is None or int(top) <= start:
-            return
+        last = conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
+        if last is None or int(last) <= start:
+            return False
+        top = int(last) if most is None else min(int(last), start + most)
         conn.execute(
             "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
             f"SELECT '{FOLDED}', '{PUSHED}', name, queue, '', 0, count(*), 0 FROM jobs "
             "WHERE id > ? AND id <= ? GROUP BY name, queue "
             "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET "
             "n = counters.n + excluded.n",
-            (start, int(top)),
+            (start, top),
         )
         conn.execute(
             "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
             f"VALUES ('{WATERMARK}', '{PUSHED}', '', '', '', 0, ?, 0) "
             "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET n = excluded.n",
-            (int(top),),
+            (top,),
         )
+        return top < int(last)
 
     def metric_counts(self, now: float) -> MetricCounts:
         conn = self._conn()
         if _by_watermark(conn):
             try:
                 with self.lock_budget(0.5), self._tx() as tx:
-                    self._catch_up_pushed(tx)
+                    self._catch_up_pushed(tx, CATCH_UP)  # the rest is read as pending
             except Exception as exc:  # a busy or read-only store: the read below is right
                 log.debug("metrics: cannot fold the pending pushes now (%s)", exc)
         # One statement, so one snapshot: the rows above the watermark count as pushed.

@@ -276,6 +276,7 @@ class JobQueries(DueQueries, CompletionQueries):
         In chunks (see sql.expired_rows), so workers never wait long for the write lock.
         """
         total = 0
+        self.catch_up_pushed()  # in short transactions: each below has only a few left
         while True:
             with self._tx() as conn:
                 self._fence(conn)

@@ -1,6 +1,8 @@
 """Queue depths (store/census.py): exact up to DEPTH_CAP waiting jobs a queue, and the
 leader's census beyond it, marked estimated; a census writes nothing when no queue is
-deep; the memory backend is exact always."""
+deep; the memory backend is exact always. And the leader's other counting off the hot
+path: its chores thread's priority, and the pushed counter's catch-up in short
+transactions."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import tasks
 
 from mpjobs.runtime.housekeeping import Housekeeping
+from mpjobs.store import counters
 from mpjobs.store.base import RUNNING, SCHEDULED
 from mpjobs.store.census import DEPTH_CAP
 from mpjobs.store.memory import MemoryStore
@@ -86,3 +90,27 @@ def test_the_chores_run_at_the_lowest_priority() -> None:
     finally:
         runner.stop()
     assert seen == [19] and os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+def test_a_catch_up_of_many_pushes_counts_them_in_short_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite counts pushes from the job rows above a watermark (store/counters.py); a
+    bulk load counted in one go would hold the write lock against every worker, so the
+    purge's catch-up takes CATCH_UP ids a transaction, and the count stays exact."""
+    app = tasks.make_app(tmp_path / "home")
+    tasks.noop.map([()] * 35)
+    tasks.add.map([(1, 2)] * 5, queue="other")
+    monkeypatch.setattr(counters, "CATCH_UP", 10)
+    conn = app.store._conn()
+    commits = []
+    conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)  # type: ignore[union-attr]
+    app.store.purge(time.time() - 3600)
+    conn.set_trace_callback(None)  # type: ignore[union-attr]
+    assert len(commits) >= 4  # 40 pushes, 10 a transaction, then the purge's own
+    pushed = {
+        (r.task, r.queue): r.n
+        for r in app.store.metric_counts(time.time()).counters
+        if r.name == counters.PUSHED
+    }
+    assert pushed == {("tasks.noop", "default"): 35, ("tasks.add", "other"): 5}
