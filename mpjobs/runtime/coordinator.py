@@ -39,7 +39,6 @@ log = logging.getLogger("mpjobs.coordinator")
 
 SWEEP_INTERVAL = 0.2
 FORGET_EVERY = 25  # sweeps between clean-ups of the process table
-PURGE_EVERY = 300  # sweeps (about a minute) between purges of expired finished jobs
 EXPIRE_EVERY = 5  # sweeps (about a second) between cancels of waiting jobs past `expires`
 LATE_TURN = 1.0  # a loop turn this much later than planned is a loop that stopped turning
 # Each store call of the leader waits this long at most for the locks (another process's
@@ -152,7 +151,8 @@ class Coordinator:
             default_timeout=self.leadership.timeout,
         )
         self.lifecycle.start()
-        self.chores = Housekeeping(self.store)  # checkpoints, the census: off this loop
+        # checkpoints, the purge, the census: slow, so off this loop (housekeeping.py)
+        self.chores = Housekeeping(self.store, self.app.result_ttl)
         self.chores.start()
         log.info("process %d is now the leader of %s", os.getpid(), self.app.home.path)
         try:  # only informative (mpjobs status); a busy store must not end a leader
@@ -183,8 +183,6 @@ class Coordinator:
                             forget_dead_processes(self.backend, self._first_seen_gone)
                         if sweeps % EXPIRE_EVERY == 0:  # a read, and a write only if late
                             self.store.expire_due(time.time())
-                        if sweeps % PURGE_EVERY == 1 and self.app.result_ttl is not None:
-                            self.store.purge(time.time() - self.app.result_ttl)
                         next_sweep = time.monotonic() + SWEEP_INTERVAL
                     nxt = self.store.next_fire_time()
                     if failing.failing:

@@ -1,11 +1,15 @@
-"""The leader's slow chores, in a thread of its own: WAL checkpoints and the census.
+"""The leader's slow chores, in a thread of its own: checkpoints, the purge, the census.
 
-The leader's loop fires schedules on time, so nothing slow may run in it. Two chores
-are slow on a big store and need no lock anyone waits for:
+The leader's loop fires schedules on time, so nothing slow may run in it. Three chores
+are slow on a big store, and none holds a lock anyone waits for long:
 
 - A checkpoint copies the WAL's pages into the database file and fsyncs it: 25-35 ms
   after a burst of commits on a store of three million rows, a delay for every
   schedule due meanwhile. It is PASSIVE, so it blocks no reader or writer.
+- The purge of finished jobs past `result_ttl`, about once a minute (PURGE_EVERY), in
+  transactions of 2,000 rows. On SQLite it first counts the pushes since the last one
+  for the metrics (store/counters.py): a second of reading after a bulk load of a
+  million jobs, in chunks, each recorded by a short transaction.
 - The census (store/census.py) counts the queues too deep to count live: a quarter of
   a second for a million waiting jobs, a plain read. It takes at most CENSUS_SHARE of
   the time: after a census of d seconds the next waits max(CENSUS_EVERY, d / share).
@@ -29,16 +33,18 @@ from mpjobs.store.base import Store
 log = logging.getLogger("mpjobs.coordinator")
 
 CHECKPOINT_EVERY = 5.0  # seconds between checkpoints (each fsyncs, so not too often)
+PURGE_EVERY = 60.0  # seconds between purges of expired finished jobs (the first at once)
 CENSUS_EVERY = 5.0  # seconds between two censuses at least
 CENSUS_SHARE = 0.02  # the most of its time the thread spends counting
-WRITE_BUDGET = 1.0  # seconds the census's small write waits for the store's locks
+WRITE_BUDGET = 1.0  # seconds a chore's write waits for the store's locks
 
 
 class Housekeeping:
     """Started by the leader once it leads; stopped (not waited for long) at its exit."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, result_ttl: float | None) -> None:
         self._store = store
+        self._ttl = result_ttl
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mpjobs-chores", daemon=True)
 
@@ -55,8 +61,14 @@ class Housekeeping:
         _lowest_priority()
         now = time.monotonic()
         next_census, next_checkpoint = now, now + CHECKPOINT_EVERY
-        while not self._stop.wait(max(0.0, min(next_census, next_checkpoint) - now)):
+        next_purge = now if self._ttl is not None else float("inf")
+        while not self._stop.wait(
+            max(0.0, min(next_census, next_checkpoint, next_purge) - now)
+        ):
             now = time.monotonic()
+            if now >= next_purge:
+                self._chore("purge", self._purge)
+                next_purge = time.monotonic() + PURGE_EVERY
             if now >= next_checkpoint:
                 self._chore("checkpoint", self._store.checkpoint)
                 next_checkpoint = time.monotonic() + CHECKPOINT_EVERY
@@ -66,6 +78,10 @@ class Housekeeping:
                 took = time.monotonic() - began
                 next_census = time.monotonic() + max(CENSUS_EVERY, took / CENSUS_SHARE)
             now = time.monotonic()
+
+    def _purge(self) -> None:
+        with self._store.lock_budget(WRITE_BUDGET):
+            self._store.purge(time.time() - (self._ttl or 0.0))
 
     def _census(self) -> None:
         with self._store.lock_budget(WRITE_BUDGET):

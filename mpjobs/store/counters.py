@@ -190,21 +190,32 @@ class CounterQueries(Rows):
             conn.execute(sql, [owner, *part, now])
 
     def catch_up_pushed(self) -> None:
-        """SQLite: count every push not counted yet, CATCH_UP ids a transaction.
+        """SQLite: count every push not counted yet, CATCH_UP ids at a time, each chunk
+        counted by a read and recorded in a short transaction.
 
-        A million rows pushed since the last catch-up (a bulk load) counted in one
-        transaction would hold the write lock for a second against every worker.
+        A bulk load of a million rows since the last catch-up, counted inside the write
+        transaction, held the write lock for a second against every worker. The rows a
+        chunk counts are committed and never change their task or queue, so they can be
+        counted outside any lock; the transaction then records the counts only if the
+        watermark has not moved meanwhile (a purge or a scrape caught up first).
         """
-        if not _by_watermark(self._conn()):
+        conn = self._conn()
+        if not _by_watermark(conn):
             return
         while True:
-            with self._tx() as conn:
-                if not self._catch_up_pushed(conn, CATCH_UP):
-                    return
+            start, last = _pending(conn)
+            if last <= start:
+                return
+            top = min(last, start + CATCH_UP)
+            counts = conn.execute(_COUNT_PUSHED, (start, top)).fetchall()
+            with self._tx() as tx:
+                if _pending(tx)[0] == start:
+                    _record_pushed(tx, counts, top)
 
     def _catch_up_pushed(self, conn: Conn, most: int | None = None) -> bool:
         """SQLite: count the jobs inserted since the watermark as pushed (at most `most`
-        ids of them); move it on. True when ids beyond those are left to count.
+        ids of them), inside the caller's transaction; move it on. True when ids beyond
+        those are left to count.
 
         A push on SQLite writes no counter: another row in its commit would cost every
         push one more page (about a fifth of a single push). Its job row is the record:
@@ -214,27 +225,12 @@ class CounterQueries(Rows):
         """
         if not _by_watermark(conn):
             return False
-        row = conn.execute(f"SELECT n FROM counters WHERE token = '{WATERMARK}'").fetchone()
-        start = 0 if row is None else int(row[0])
-        last = conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
-        if last is None or int(last) <= start:
+        start, last = _pending(conn)
+        if last <= start:
             return False
-        top = int(last) if most is None else min(int(last), start + most)
-        conn.execute(
-            "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
-            f"SELECT '{FOLDED}', '{PUSHED}', name, queue, '', 0, count(*), 0 FROM jobs "
-            "WHERE id > ? AND id <= ? GROUP BY name, queue "
-            "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET "
-            "n = counters.n + excluded.n",
-            (start, top),
-        )
-        conn.execute(
-            "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
-            f"VALUES ('{WATERMARK}', '{PUSHED}', '', '', '', 0, ?, 0) "
-            "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET n = excluded.n",
-            (top,),
-        )
-        return top < int(last)
+        top = last if most is None else min(last, start + most)
+        _record_pushed(conn, conn.execute(_COUNT_PUSHED, (start, top)).fetchall(), top)
+        return top < last
 
     def metric_counts(self, now: float) -> MetricCounts:
         conn = self._conn()
@@ -297,6 +293,31 @@ class CounterQueries(Rows):
                 )
                 conn.execute(f"DELETE FROM counters WHERE token IN ({marks})", list(part))
             return len(gone)
+
+
+_COUNT_PUSHED = (
+    "SELECT name, queue, count(*) FROM jobs WHERE id > ? AND id <= ? GROUP BY name, queue"
+)
+
+
+def _pending(conn: Conn) -> tuple[int, int]:
+    """(the watermark, the newest job id): the ids between are the pushes not counted."""
+    row = conn.execute(f"SELECT n FROM counters WHERE token = '{WATERMARK}'").fetchone()
+    last = conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
+    return (0 if row is None else int(row[0])), (0 if last is None else int(last))
+
+
+def _record_pushed(conn: Conn, counts: Sequence[Any], top: int) -> None:
+    """Add counted pushes, (task, queue, n) rows, to the folded counters; watermark = top."""
+    conn.executemany(
+        _UPSERT, [(FOLDED, PUSHED, str(t), str(q), "", 0, int(n), 0.0) for t, q, n in counts]
+    )
+    conn.execute(
+        "INSERT INTO counters (token, name, task, queue, status, bucket, n, total) "
+        f"VALUES ('{WATERMARK}', '{PUSHED}', '', '', '', 0, ?, 0) "
+        "ON CONFLICT (token, name, task, queue, status, bucket) DO UPDATE SET n = excluded.n",
+        (top,),
+    )
 
 
 def _by_watermark(conn: Conn) -> bool:

@@ -83,7 +83,7 @@ def test_the_chores_run_at_the_lowest_priority() -> None:
             return 0
 
     before = os.getpriority(os.PRIO_PROCESS, 0)
-    runner = Housekeeping(Store())  # type: ignore[arg-type]
+    runner = Housekeeping(Store(), None)  # type: ignore[arg-type]
     runner.start()
     try:
         assert counted.wait(10), "the census did not run"

@@ -1,7 +1,8 @@
-"""The leader's census of deep queues (runtime/housekeeping.py), with a real pool on each
-backend: a queue deeper than DEPTH_CAP shows a floor until the leader counts it, then
-the exact figure with its time, in the store's depths and in `mpjobs status`; each
-census after is fresh; a queue drained below the cap is exact again."""
+"""The leader's chores thread (runtime/housekeeping.py), with a real pool on each
+backend. The census of deep queues: a queue deeper than DEPTH_CAP shows a floor until
+the leader counts it, then the exact figure with its time, in the store's depths and in
+`mpjobs status`; each census after is fresh; a queue drained below the cap is exact
+again. The purge of jobs past `result_ttl`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 import tasks
 from conftest import started, wait_for
 
+import mpjobs
+from mpjobs import JobStatus
 from mpjobs.runtime import housekeeping
 from mpjobs.store.base import SCHEDULED
 from mpjobs.store.census import DEPTH_CAP
@@ -44,3 +47,16 @@ def test_the_leader_counts_a_deep_queue(
         depths = app.store.depths()  # exact at once, without waiting for a census
         assert depths.counts["deep"] == {SCHEDULED: DEPTH_CAP - 40}
         assert depths.estimated == {}
+
+
+def test_the_leader_purges_expired_jobs_beside_its_loop(home: Path) -> None:
+    """The purge runs in the leader's chores thread, at once when it leads, then every
+    minute: a finished job past `result_ttl` goes (the newest row always stays)."""
+    first = tasks.make_app(home)
+    old, new = tasks.noop.schedule().now(), tasks.noop.schedule().now()
+    with started(first, workers=1):
+        assert old.wait(20).status is new.wait(20).status is JobStatus.SUCCESS
+    app = mpjobs.App(home, result_ttl=0.001)
+    with started(app, workers=1):
+        wait_for(lambda: app.get_job(old.id) is None, 30, home, "the purge of the old job")
+        assert app.get_job(new.id) is not None  # the newest row keeps the ids unique
