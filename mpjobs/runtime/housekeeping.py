@@ -15,8 +15,11 @@ are slow on a big store, and none holds a lock anyone waits for long:
   the time: after a census of d seconds the next waits max(CENSUS_EVERY, d / share).
 
 sqlite3 and psycopg release the GIL while SQLite or the server works, so the loop
-turns meanwhile. The thread runs at the lowest CPU priority (Linux gives each thread
-its own nice value), so on a busy host it uses the CPU the workers leave idle.
+turns meanwhile. The long reads (the census's counts, a catch-up's counting) run in a
+second thread at the lowest CPU priority (Linux gives each thread its own nice value),
+so on a busy host they use the CPU the workers leave idle; the writes stay in this one,
+at normal priority: a lock holder descheduled for a niced share of the CPU would keep
+every worker waiting for the write lock.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from mpjobs.store.base import Store
 
@@ -47,6 +51,10 @@ class Housekeeping:
         self._ttl = result_ttl
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mpjobs-chores", daemon=True)
+        self._reader = ThreadPoolExecutor(
+            1, thread_name_prefix="mpjobs-chores-read", initializer=_lowest_priority
+        )
+        store.slow_reads = lambda read: self._reader.submit(read).result()
 
     def start(self) -> None:
         self._thread.start()
@@ -56,9 +64,9 @@ class Housekeeping:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._reader.shutdown(wait=False)
 
     def _run(self) -> None:
-        _lowest_priority()
         now = time.monotonic()
         next_census, next_checkpoint = now, now + CHECKPOINT_EVERY
         next_purge = now if self._ttl is not None else float("inf")
@@ -96,6 +104,7 @@ class Housekeeping:
 
 
 def _lowest_priority() -> None:
-    """Nice 19 for this thread alone (Linux: a thread id is a PRIO_PROCESS target)."""
+    """Nice 19 for this thread alone (Linux: a thread id is a PRIO_PROCESS target), the
+    reader's: it takes no lock, so its slowness holds no one up."""
     with contextlib.suppress(AttributeError, OSError):  # elsewhere: the share bounds it
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)

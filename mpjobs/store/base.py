@@ -280,6 +280,8 @@ class Store(Protocol):
 
     home: Home  # the host's files of the home (journals, kill notes) sit beside it
     url: str | None  # the shared store's URL (PostgreSQL), or None for SQLite in the home
+    # How the store runs its long lock-free reads (store/rows.py); None: in the caller.
+    slow_reads: Callable[[Callable[[], Any]], Any] | None
 
     def close(self) -> None: ...
     def lock_budget(self, seconds: float) -> contextlib.AbstractContextManager[None]:

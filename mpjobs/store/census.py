@@ -60,6 +60,12 @@ class CensusQueries(Rows):
     def queue_depths(self) -> dict[str, dict[str, int]]:
         return self.depths().counts
 
+    def _count_deep(self, now: float) -> list[tuple[str, int, float]]:
+        """(queue, waiting, now) of each queue deeper than the cap: the census's read."""
+        conn = self._conn()
+        deep = [str(q) for q, n in conn.execute(_LIVE) if int(n) > DEPTH_CAP]
+        return [(q, int(conn.execute(_EXACT, (q,)).fetchone()[0]), now) for q in deep]
+
     def take_census(self, now: float) -> int:
         """Count the waiting jobs of every queue deeper than DEPTH_CAP exactly, and
         record them (forgetting the queues that are shallow again); how many counted.
@@ -67,9 +73,8 @@ class CensusQueries(Rows):
         Each count is a read outside any transaction (a WAL reader blocks no writer);
         only the few rows of the result are written.
         """
+        rows = self._slow_read(lambda: self._count_deep(now))
         conn = self._conn()
-        deep = [str(q) for q, n in conn.execute(_LIVE) if int(n) > DEPTH_CAP]
-        rows = [(q, int(conn.execute(_EXACT, (q,)).fetchone()[0]), now) for q in deep]
         if not rows and conn.execute("SELECT 1 FROM depths LIMIT 1").fetchone() is None:
             return 0  # nothing deep, nothing recorded: no write (a commit wakes the pools)
         with self._tx() as tx:

@@ -20,6 +20,7 @@ recorded outcome (finished_at - started_at), which a killed worker's job has too
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -207,10 +208,14 @@ class CounterQueries(Rows):
             if last <= start:
                 return
             top = min(last, start + CATCH_UP)
-            counts = conn.execute(_COUNT_PUSHED, (start, top)).fetchall()
+            counts = self._slow_read(functools.partial(self._count_pushed_in, start, top))
             with self._tx() as tx:
                 if _pending(tx)[0] == start:
                     _record_pushed(tx, counts, top)
+
+    def _count_pushed_in(self, start: int, top: int) -> list[Any]:
+        """(task, queue, n) of the jobs with ids in (start, top]: a catch-up's read."""
+        return list(self._conn().execute(_COUNT_PUSHED, (start, top)).fetchall())
 
     def _catch_up_pushed(self, conn: Conn, most: int | None = None) -> bool:
         """SQLite: count the jobs inserted since the watermark as pushed (at most `most`

@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from mpjobs.control.expiry import expired_error
 from mpjobs.control.gate import EXPIRE, TAKE, Candidate, Gate
@@ -66,6 +67,7 @@ class MemoryStore(MemoryDeps):
     def __init__(self, home: Home) -> None:
         self.home = home
         self.url: str | None = None
+        self.slow_reads: Callable[[Callable[[], Any]], Any] | None = None  # reads in place
         self.generation = 0  # the doorbell: bumped after every write
         self.changed = threading.Condition(threading.RLock())
         self._jobs: dict[int, JobRecord] = {}

@@ -30,12 +30,14 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 from mpjobs.errors import StoreError
 from mpjobs.store.base import NewJob
 from mpjobs.store.sql import insert_of
+
+_R = TypeVar("_R")
 
 LOCK_TIMEOUT = 30.0  # the default bound of one write's wait for the locks ($MPJOBS_LOCK_TIMEOUT)
 
@@ -76,6 +78,13 @@ class Rows:
     # Errors a unique index raises: a live job already has this unique key.
     integrity_errors: tuple[type[Exception], ...] = ()
     _local: threading.local  # the connector's per-thread state
+    # How to run a long read that no lock depends on (a census, counting a bulk load's
+    # pushes): the leader runs them at the lowest CPU priority (runtime/housekeeping.py).
+    slow_reads: Callable[[Callable[[], Any]], Any] | None = None
+
+    def _slow_read(self, read: Callable[[], _R]) -> _R:
+        """`read()`, the way `slow_reads` says; it must use its own thread's connection."""
+        return read() if self.slow_reads is None else self.slow_reads(read)
 
     @contextlib.contextmanager
     def lock_budget(self, seconds: float) -> Iterator[None]:

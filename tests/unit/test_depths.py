@@ -10,7 +10,9 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tasks
@@ -64,32 +66,46 @@ def test_the_memory_backend_counts_exactly(tmp_path: Path) -> None:
     assert store.depths().estimated == {} and store.take_census(time.time()) == 0
 
 
-def test_the_chores_run_at_the_lowest_priority() -> None:
-    """The leader's chores take the CPU the workers leave idle: nice 19, for their own
-    thread only; the census runs at once, the checkpoint a while after."""
-    seen: list[int] = []
+def test_the_chores_read_at_the_lowest_priority_and_write_at_their_own(
+    tmp_path: Path,
+) -> None:
+    """The leader's long reads (the census's counts) take the CPU the workers leave
+    idle: nice 19, in a reader thread of their own; the writes, which take the write
+    lock, stay at the chores thread's normal priority (a descheduled lock holder would
+    hold every worker up). Nothing else of the process is niced."""
+    store = tasks.make_app(tmp_path / "home").store
+    tasks.noop.map([()] * (DEPTH_CAP + 1), queue="deep")
+    seen: dict[str, int] = {}
+    count, record = store._count_deep, store._tx
     counted = threading.Event()
 
-    class Store:
-        def checkpoint(self) -> None:
-            seen.append(-1)
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-        def lock_budget(self, seconds: float) -> contextlib.AbstractContextManager[None]:
-            return contextlib.nullcontext()
+    def counting(now: float) -> list[tuple[str, int, float]]:
+        seen["read"] = niceness()
+        return count(now)
 
-        def take_census(self, now: float) -> int:
-            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-            counted.set()
-            return 0
+    @contextlib.contextmanager
+    def recording() -> Iterator[Any]:
+        seen["write"] = niceness()
+        with record() as tx:
+            yield tx
+        counted.set()
 
+    store._count_deep = counting  # type: ignore[method-assign]
+    store._tx = recording  # type: ignore[assignment]
     before = os.getpriority(os.PRIO_PROCESS, 0)
-    runner = Housekeeping(Store(), None)  # type: ignore[arg-type]
+    runner = Housekeeping(store, None)
     runner.start()
     try:
         assert counted.wait(10), "the census did not run"
     finally:
         runner.stop()
-    assert seen == [19] and os.getpriority(os.PRIO_PROCESS, 0) == before
+        store.slow_reads = None
+    assert seen == {"read": 19, "write": before}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
+    assert store.depths().counts["deep"] == {SCHEDULED: DEPTH_CAP + 1}
 
 
 def test_a_catch_up_of_many_pushes_counts_them_in_short_transactions(
