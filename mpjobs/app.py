@@ -283,7 +283,7 @@ class App:
         self, status: JobStatus | str | None = None, queue: str | None = None, limit: int = 100
     ) -> list[Job[Any]]:
         st = None if status is None else JobStatus(status).value
-        return [Job(self.store, r.id) for r in self.store.list_jobs(st, queue, limit)]
+        return [Job(self.store, i) for i in self.store.job_ids(st, queue, limit)]
 
     def schedules(self) -> list[Schedule]:
         from mpjobs.scheduling.schedules import Schedule

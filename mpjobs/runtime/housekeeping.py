@@ -64,6 +64,7 @@ class Housekeeping:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._store.slow_reads = None  # the store's other users read in place again
         self._reader.shutdown(wait=False)
 
     def _run(self) -> None:

@@ -301,6 +301,9 @@ class MemoryStore(MemoryDeps):
                     and (schedule_id is None or r.schedule_id == schedule_id)]  # fmt: skip
             return [dataclasses.replace(r) for r in sorted(rows, key=lambda r: -r.id)[:limit]]
 
+    def job_ids(self, status: str | None, queue: str | None, limit: int) -> list[int]:
+        return [r.id for r in self.list_jobs(status, queue, limit)]
+
     def cancel(self, job_id: int, terminate: bool, now: float) -> tuple[bool, str | None]:
         with self._tx():
             r = self._jobs.get(job_id)

@@ -54,6 +54,11 @@ def test_pages_filters_purge_and_minutes(store: Any) -> None:
     assert [r.id for r in store.job_page(where, None, 100)] == [ids[3], ids[0]]
     assert {r.name for r in store.job_page(JobFilter(name="t1"), None, 100)} == {"t1"}
     assert [r.id for r in store.job_page(JobFilter((SCHEDULED,)), None, 100)] == ids[:5:-1]
+    # app.jobs() reads ids alone: the same jobs as list_jobs, in the same order.
+    for status in (None, SUCCESS, FAILED, SCHEDULED, "RUNNING"):
+        for queue in (None, "q0", "q1"):
+            want = [r.id for r in store.list_jobs(status, queue, 3)]
+            assert store.job_ids(status, queue, 3) == want, (status, queue)
 
     per_minute = store.finished_per_minute(now - 3600)
     assert sum(n for _, s, n in per_minute if s == SUCCESS) == 4

@@ -117,6 +117,7 @@ def test_the_operator_reads_seek(store: SqliteStore) -> None:
         walk = (f"jobs_{status.lower()}",)
         assert_seeks(store, lambda s=status: store.list_jobs(s, "q1", 100), walk)  # type: ignore[misc]
         assert_seeks(store, lambda s=status: store.list_jobs(s, None, 100), walk)  # type: ignore[misc]
+        assert_seeks(store, lambda s=status: store.job_ids(s, "q1", 100), walk)  # type: ignore[misc]
     # The running jobs are as many as the pools' slots: read them all (listing.py).
     assert_seeks(store, lambda: store.list_jobs("RUNNING", "q1", 100), ("jobs_running",))
     # The depths read each queue's backlog at most DEPTH_CAP deep (a seek, then a bounded
