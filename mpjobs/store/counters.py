@@ -217,10 +217,9 @@ class CounterQueries(Rows):
         """(task, queue, n) of the jobs with ids in (start, top]: a catch-up's read."""
         return list(self._conn().execute(_COUNT_PUSHED, (start, top)).fetchall())
 
-    def _catch_up_pushed(self, conn: Conn, most: int | None = None) -> bool:
+    def _catch_up_pushed(self, conn: Conn, most: int | None = None) -> None:
         """SQLite: count the jobs inserted since the watermark as pushed (at most `most`
-        ids of them), inside the caller's transaction; move it on. True when ids beyond
-        those are left to count.
+        ids of them), inside the caller's transaction; move it on.
 
         A push on SQLite writes no counter: another row in its commit would cost every
         push one more page (about a fifth of a single push). Its job row is the record:
@@ -229,13 +228,12 @@ class CounterQueries(Rows):
         before a purge deletes rows, and by a scrape, so the pending rows stay few.
         """
         if not _by_watermark(conn):
-            return False
+            return
         start, last = _pending(conn)
         if last <= start:
-            return False
+            return
         top = last if most is None else min(last, start + most)
         _record_pushed(conn, conn.execute(_COUNT_PUSHED, (start, top)).fetchall(), top)
-        return top < last
 
     def metric_counts(self, now: float) -> MetricCounts:
         conn = self._conn()
